@@ -1,0 +1,269 @@
+//! Tasklane load generator. Starts a release `tasklane serve` on a fresh SQLite file (or targets a
+//! running server with `--url`), then measures operator scenarios with 1..N concurrent clients and
+//! prints a Markdown table: operations per second and per-request latency percentiles.
+//!
+//! Not part of the test suite: it reports figures, it asserts nothing about speed.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+#[derive(Parser)]
+#[command(about = "Tasklane benchmark: operator throughput and latency")]
+struct Args {
+    /// Benchmark a running server instead of starting one.
+    #[arg(long)]
+    url: Option<String>,
+    /// The tasklane binary to start (build it with `cargo build --release` first).
+    #[arg(long, default_value = "target/release/tasklane")]
+    tasklane_bin: String,
+    /// Concurrent client counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    clients: Vec<usize>,
+    /// Operations per scenario and client count (cycles for the cycle scenario).
+    #[arg(long, default_value_t = 3000)]
+    ops: usize,
+    /// Scenarios: create, start, cycle.
+    #[arg(long, value_delimiter = ',', default_value = "create,start,cycle")]
+    scenarios: Vec<String>,
+}
+
+struct Server {
+    child: Option<Child>,
+    _dir: Option<tempdir::Dir>,
+    url: String,
+}
+
+mod tempdir {
+    /// A scratch directory removed on drop.
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl Server {
+    fn start(args: &Args) -> Server {
+        if let Some(url) = &args.url {
+            return Server {
+                child: None,
+                _dir: None,
+                url: url.trim_end_matches('/').to_string(),
+            };
+        }
+        let dir = std::env::temp_dir().join(format!("tasklane-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        let mut child = Command::new(&args.tasklane_bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+            .arg(format!("sqlite://{}/bench.db", dir.display()))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "start {}: {e} (run cargo build --release first)",
+                    args.tasklane_bin
+                )
+            });
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read");
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .expect("listening line")
+            .to_string();
+        Server {
+            child: Some(child),
+            _dir: Some(tempdir::Dir(dir)),
+            url,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
+    let resp = http.post(url).json(&body).send().await.expect("request");
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "unexpected {status}: {v}");
+    v
+}
+
+/// Runs `ops` operations spread over `clients` workers; returns (elapsed, sorted latencies).
+async fn drive<F, Fut>(clients: usize, ops: usize, op: F) -> (Duration, Vec<Duration>)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let op = Arc::new(op);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..clients {
+        let next = next.clone();
+        let op = op.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= ops {
+                    break;
+                }
+                let t = Instant::now();
+                op(i).await;
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::with_capacity(ops);
+    for h in handles {
+        all.extend(h.await.expect("worker"));
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    (elapsed, all)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+async fn create_tasks(http: &reqwest::Client, base: &str, n: usize, clients: usize) -> Vec<String> {
+    let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
+    let (http2, base2, ids2) = (http.clone(), base.to_string(), ids.clone());
+    drive(clients.max(8), n, move |i| {
+        let (http, base, ids) = (http2.clone(), base2.clone(), ids2.clone());
+        async move {
+            let v = post(
+                &http,
+                format!("{base}/api/tasks"),
+                json!({"scope":"global","title":format!("bench {i}")}),
+            )
+            .await;
+            ids.lock()
+                .unwrap()
+                .push(v["task"]["id"].as_str().unwrap().to_string());
+        }
+    })
+    .await;
+    let v = ids.lock().unwrap().clone();
+    v
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let server = Server::start(&args);
+    let base = server.url.clone();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client");
+    println!("| scenario | clients | ops | ops/s | p50 ms | p99 ms |");
+    println!("|---|---|---|---|---|---|");
+    for scenario in &args.scenarios {
+        for &clients in &args.clients {
+            let ops = args.ops;
+            let (elapsed, lat) = match scenario.as_str() {
+                "create" => {
+                    let (http, base) = (http.clone(), base.clone());
+                    drive(clients, ops, move |i| {
+                        let (http, base) = (http.clone(), base.clone());
+                        async move {
+                            post(
+                                &http,
+                                format!("{base}/api/tasks"),
+                                json!({"scope":"global","title":format!("t{i}"),"priority":"high"}),
+                            )
+                            .await;
+                        }
+                    })
+                    .await
+                }
+                "start" => {
+                    let ids = Arc::new(create_tasks(&http, &base, ops, clients).await);
+                    let (http, base) = (http.clone(), base.clone());
+                    drive(clients, ops, move |i| {
+                        let (http, base, ids) = (http.clone(), base.clone(), ids.clone());
+                        async move {
+                            post(
+                                &http,
+                                format!("{base}/api/tasks/{}/start", ids[i]),
+                                json!({}),
+                            )
+                            .await;
+                        }
+                    })
+                    .await
+                }
+                "cycle" => {
+                    let ids = create_tasks(&http, &base, ops, clients).await;
+                    let mut runs = Vec::with_capacity(ops);
+                    for id in &ids {
+                        let v =
+                            post(&http, format!("{base}/api/tasks/{id}/start"), json!({})).await;
+                        runs.push(v["run"]["id"].as_str().unwrap().to_string());
+                    }
+                    let runs = Arc::new(runs);
+                    let (http, base) = (http.clone(), base.clone());
+                    drive(clients, ops, move |i| {
+                        let (http, base, runs) = (http.clone(), base.clone(), runs.clone());
+                        async move {
+                            let run = &runs[i];
+                            post(
+                                &http,
+                                format!("{base}/api/task-runs/{run}/claim"),
+                                json!({}),
+                            )
+                            .await;
+                            post(
+                                &http,
+                                format!("{base}/api/task-runs/{run}/start"),
+                                json!({}),
+                            )
+                            .await;
+                            post(
+                                &http,
+                                format!("{base}/api/task-runs/{run}/complete"),
+                                json!({"result":{"ok":true}}),
+                            )
+                            .await;
+                        }
+                    })
+                    .await
+                }
+                other => panic!("unknown scenario {other}"),
+            };
+            println!(
+                "| {scenario} | {clients} | {ops} | {:.0} | {:.2} | {:.2} |",
+                ops as f64 / elapsed.as_secs_f64(),
+                pct(&lat, 0.50),
+                pct(&lat, 0.99)
+            );
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Tasklane's domain: records, validation, status derivation and the business rules of every
+//! operation. Storage is reached only through the primitives of [`store`], so the same rules run on
+//! every backend.
+
+pub mod derive;
+pub mod error;
+pub mod model;
+pub mod store;
+pub mod time;
+
+pub use error::{Error, Result};
+pub mod ids;
+pub mod input;
+pub mod service;
+pub mod validate;
+pub mod views;

@@ -1,0 +1,204 @@
+//! The business rules of every write operation. Each public function here is one whole operation:
+//! the storage layer runs it inside one transaction, so it commits entirely (with its events) or not
+//! at all. Functions validate everything before their first write where the reference's error order
+//! allows it; where it does not, the enclosing transaction still guarantees no partial write.
+
+mod graph;
+mod runs;
+mod tasks;
+
+pub use graph::{add_dependency, cancel_task, delete_task, remove_dependency};
+pub use runs::{
+    attach_session, cancel_run, claim_run, complete_run, enqueue_run, fail_run, start_run,
+};
+pub use tasks::{approve_task, create_task, patch_task, publish_task, reject_task, start_task};
+
+use std::collections::HashSet;
+
+use serde_json::{Map, Value};
+
+use crate::derive::{self, DeriveInput};
+use crate::error::{Error, Result};
+use crate::ids;
+use crate::model::{Caller, NewEvent, Run, Task, TaskStatus};
+use crate::store::WriteStore;
+use crate::time::Ts;
+use crate::views::{RunPayload, TaskPayload};
+
+/// What publish, start and approve answer: the task and the run they enqueued. Approving a draft
+/// grants the approval without enqueuing, so `run` may be absent there.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Execution {
+    pub task: TaskPayload,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<RunPayload>,
+}
+
+/// One operation in progress: the transaction, the instant it happens at, and who asked.
+pub struct Op<'a> {
+    pub store: &'a mut dyn WriteStore,
+    pub now: Ts,
+    pub caller: &'a Caller,
+}
+
+impl<'a> Op<'a> {
+    pub fn new(store: &'a mut dyn WriteStore, now: Ts, caller: &'a Caller) -> Self {
+        Op { store, now, caller }
+    }
+
+    /// Records that an agent session acted now, so run detail can describe the session.
+    pub(crate) fn touch_session(&mut self) -> Result<()> {
+        if let Some(sid) = self.caller.session_id() {
+            let sid = sid.to_string();
+            self.store
+                .touch_agent_session(&sid, self.caller.agent_name.as_deref(), self.now)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn load_task(&mut self, id: &str) -> Result<Task> {
+        self.store
+            .task(id)?
+            .ok_or_else(|| Error::task_not_found(id))
+    }
+
+    pub(crate) fn load_run(&mut self, id: &str) -> Result<Run> {
+        self.store.run(id)?.ok_or_else(|| Error::run_not_found(id))
+    }
+
+    /// Appends an event with the caller as actor and origin; keeps the in-memory task's
+    /// `latest_event_seq` in step with storage so responses show it.
+    pub(crate) fn record(
+        &mut self,
+        task: &mut Task,
+        run_id: Option<&str>,
+        event_type: &'static str,
+        payload: Value,
+    ) -> Result<i64> {
+        let seq = self.store.append_event(&NewEvent {
+            id: ids::event_id(),
+            task_id: task.id.clone(),
+            run_id: run_id.map(str::to_string),
+            event_type,
+            actor: self.caller.actor.clone(),
+            origin: self.caller.origin.clone(),
+            payload,
+            timestamp: self.now,
+        })?;
+        task.latest_event_seq = seq;
+        task.last_activity_at = task.last_activity_at.max(self.now);
+        Ok(seq)
+    }
+
+    /// True when some blocker of the task is not completed.
+    pub(crate) fn dependencies_open(&mut self, task_id: &str) -> Result<bool> {
+        let deps = self.store.dependencies_of(task_id)?;
+        if deps.is_empty() {
+            return Ok(false);
+        }
+        let ids: Vec<String> = deps.into_iter().map(|d| d.depends_on_task_id).collect();
+        let blockers = self.store.tasks_by_ids(&ids)?;
+        Ok(blockers.iter().any(|b| b.status != TaskStatus::Completed))
+    }
+
+    /// Brings the task's stored status (and `current_run_id`, `closed_at`) in line with its
+    /// derived status and writes it. If the status changed, every task that depends on it is
+    /// reconciled too, recursively, each at most once; dependents get no event.
+    pub(crate) fn reconcile(&mut self, task: &mut Task) -> Result<()> {
+        let mut visited = HashSet::new();
+        visited.insert(task.id.clone());
+        if self.reconcile_one(task, true)? {
+            self.reconcile_dependents(&task.id.clone(), &mut visited)?;
+        }
+        Ok(())
+    }
+
+    /// Reconciles the tasks that depend on `task_id` (used after a task changed or disappeared).
+    pub(crate) fn reconcile_dependents(
+        &mut self,
+        task_id: &str,
+        visited: &mut HashSet<String>,
+    ) -> Result<()> {
+        let mut pending: Vec<String> = self.store.dependents_of(task_id)?;
+        while let Some(id) = pending.pop() {
+            if !visited.insert(id.clone()) {
+                continue;
+            }
+            let Some(mut dependent) = self.store.task(&id)? else {
+                continue;
+            };
+            if self.reconcile_one(&mut dependent, false)? {
+                pending.extend(self.store.dependents_of(&id)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Derives one task and writes it if anything changed (or always, when the caller has already
+    /// changed other fields); returns whether its status changed.
+    fn reconcile_one(&mut self, task: &mut Task, always_write: bool) -> Result<bool> {
+        let before = (task.status, task.closed_at, task.current_run_id.clone());
+        let runs = self.store.runs_of_task(&task.id)?;
+        let dependencies_open = self.dependencies_open(&task.id)?;
+        let derived = derive::derive_status(&DeriveInput {
+            stored: task.status,
+            approval_policy: task.approval_policy,
+            approval_state: task.approval_state,
+            dependencies_open,
+            max_attempts: task.max_attempts,
+            runs: &runs,
+        });
+        let changed = derived != task.status;
+        if changed {
+            task.status = derived;
+            task.updated_at = self.now;
+        }
+        if derived.is_terminal() {
+            task.closed_at.get_or_insert(self.now);
+        } else {
+            task.closed_at = None;
+        }
+        task.current_run_id = runs
+            .iter()
+            .filter(|r| r.status.is_active())
+            .max_by_key(|r| r.activity_at())
+            .map(|r| r.id.clone());
+        if always_write || before != (task.status, task.closed_at, task.current_run_id.clone()) {
+            self.store.update_task(task)?;
+        }
+        Ok(changed)
+    }
+}
+
+/// Builds a JSON object, leaving out `None` values (payload fields marked `?` in the event catalogue).
+pub(crate) struct Payload(Map<String, Value>);
+
+impl Payload {
+    pub fn new() -> Self {
+        Payload(Map::new())
+    }
+
+    pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.0.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn opt<V: Into<Value>>(mut self, key: &str, value: Option<V>) -> Self {
+        if let Some(v) = value {
+            self.0.insert(key.to_string(), v.into());
+        }
+        self
+    }
+
+    pub fn json(mut self, key: &str, value: impl serde::Serialize) -> Self {
+        self.0.insert(
+            key.to_string(),
+            serde_json::to_value(value).unwrap_or(Value::Null),
+        );
+        self
+    }
+
+    pub fn build(self) -> Value {
+        Value::Object(self.0)
+    }
+}

@@ -1,0 +1,128 @@
+//! The storage seam: the primitives every backend implements inside one transaction. No business
+//! rule lives behind this trait; the rules in `service` call these primitives and run unchanged on
+//! every backend.
+
+use std::collections::HashMap;
+
+use crate::error::Result;
+use crate::model::{
+    ApprovalState, Dependency, Event, IdempotencyRecord, NewEvent, OwnerKind, Priority, Ref, Run,
+    RunStatus, Scope, Task, TaskStatus,
+};
+
+/// Filters of `GET /api/tasks`. All present filters must hold.
+#[derive(Clone, Debug, Default)]
+pub struct TaskFilter {
+    pub scope: Option<Scope>,
+    pub workspace_id: Option<String>,
+    pub status: Option<TaskStatus>,
+    pub priority: Option<Priority>,
+    /// Drafts are left out unless this is true.
+    pub include_drafts: bool,
+    pub approval_state: Option<ApprovalState>,
+    pub owner_kind: Option<OwnerKind>,
+    pub owner_ref: Option<String>,
+    pub parent_task_id: Option<String>,
+    pub network_channel: Option<String>,
+    /// Case-insensitive substring of title or identifier (taken literally: no wildcards).
+    pub query: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Filters of `GET /api/tasks/{id}/runs`.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub session_id: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Reads, usable on a read-only snapshot or inside a write transaction.
+///
+/// Ordering contracts (every backend must honour them):
+/// - task lists (`list_tasks`, `children_of`): `last_activity_at` DESC, `updated_at` DESC,
+///   `created_at` DESC, `id` DESC;
+/// - runs: `queued_at` DESC, `id` DESC;
+/// - dependencies: `created_at` ASC, `depends_on_task_id` ASC;
+/// - events: by `sequence`, ascending unless `newest_first`.
+pub trait ReadStore {
+    fn task(&mut self, id: &str) -> Result<Option<Task>>;
+    fn tasks_by_ids(&mut self, ids: &[String]) -> Result<Vec<Task>>;
+    fn list_tasks(&mut self, filter: &TaskFilter) -> Result<Vec<Task>>;
+    fn children_of(&mut self, parent_id: &str) -> Result<Vec<Task>>;
+    /// Number of direct children of each given task (tasks without children may be absent).
+    fn child_counts(&mut self, ids: &[String]) -> Result<HashMap<String, i64>>;
+
+    fn run(&mut self, id: &str) -> Result<Option<Run>>;
+    fn runs_of_task(&mut self, task_id: &str) -> Result<Vec<Run>>;
+    fn list_runs(&mut self, task_id: &str, filter: &RunFilter) -> Result<Vec<Run>>;
+    /// Non-terminal runs of the given tasks.
+    fn open_runs_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Run>>;
+    /// The id of a claimed, starting or running run bound to this session, if any.
+    fn active_run_of_session(&mut self, session_id: &str) -> Result<Option<String>>;
+
+    /// Edges out of `task_id` (what it depends on).
+    fn dependencies_of(&mut self, task_id: &str) -> Result<Vec<Dependency>>;
+    fn dependencies_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Dependency>>;
+    /// Ids of the tasks that depend on `task_id`.
+    fn dependents_of(&mut self, task_id: &str) -> Result<Vec<String>>;
+
+    /// Events of one task after `after_sequence`, at most `limit` (None = all).
+    fn events_of_task(
+        &mut self,
+        task_id: &str,
+        after_sequence: i64,
+        limit: Option<i64>,
+        newest_first: bool,
+    ) -> Result<Vec<Event>>;
+
+    fn idempotency_record(&mut self, key: &str, origin: &Ref) -> Result<Option<IdempotencyRecord>>;
+
+    /// What Tasklane knows of an agent session: (agent name, first seen, last seen).
+    fn agent_session(&mut self, session_id: &str) -> Result<Option<AgentSessionRecord>>;
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentSessionRecord {
+    pub session_id: String,
+    pub agent_name: Option<String>,
+    pub first_seen_at: crate::time::Ts,
+    pub last_seen_at: crate::time::Ts,
+}
+
+/// Writes, always inside the one transaction of the current operation.
+pub trait WriteStore: ReadStore {
+    /// Fails with `Error::Conflict { code: "duplicate_task" }` when the id exists.
+    fn insert_task(&mut self, task: &Task) -> Result<()>;
+    /// Writes every column of the task except `latest_event_seq` and `last_activity_at`, which
+    /// storage maintains: `last_activity_at` is raised to at least `task.updated_at` (activity never
+    /// moves backwards) and `latest_event_seq` only moves through `append_event`.
+    fn update_task(&mut self, task: &Task) -> Result<()>;
+    /// Deletes the task with its runs, its edges in both directions, its events and its
+    /// idempotency records.
+    fn delete_task(&mut self, id: &str) -> Result<()>;
+
+    /// Also raises the task's `last_activity_at` to the run's activity time.
+    fn insert_run(&mut self, run: &Run) -> Result<()>;
+    /// Also raises the task's `last_activity_at` to the run's activity time.
+    fn update_run(&mut self, run: &Run) -> Result<()>;
+
+    fn insert_dependency(&mut self, dep: &Dependency) -> Result<()>;
+    /// Returns false when no such edge existed.
+    fn delete_dependency(&mut self, task_id: &str, depends_on_task_id: &str) -> Result<bool>;
+
+    /// Appends to the global log and returns the assigned sequence. Sequences are strictly
+    /// increasing in commit order. Also sets the task's `latest_event_seq` and raises its
+    /// `last_activity_at` to the event timestamp.
+    fn append_event(&mut self, event: &NewEvent) -> Result<i64>;
+
+    fn insert_idempotency_record(&mut self, record: &IdempotencyRecord) -> Result<()>;
+
+    /// Records that an agent session called the API at `now`.
+    fn touch_agent_session(
+        &mut self,
+        session_id: &str,
+        agent_name: Option<&str>,
+        now: crate::time::Ts,
+    ) -> Result<()>;
+}

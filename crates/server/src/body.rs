@@ -1,0 +1,80 @@
+//! Request bodies: at most 4 MiB (413), empty means `{}`, must be a JSON object (400), and each field
+//! must have the right JSON type (400). Missing or invalid values are left to the rules (422).
+
+use axum::body::Body;
+use axum::extract::{FromRequest, Request};
+use serde::de::DeserializeOwned;
+use tasklane_core::validate::BODY_LIMIT;
+use tasklane_core::Error;
+
+use crate::error::ApiError;
+
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request<Body>, _state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
+            .await
+            .map_err(|_| {
+                ApiError(Error::too_large(format!(
+                    "request body too large; the limit is {BODY_LIMIT} bytes"
+                )))
+            })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: serde_json::Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(bytes)
+            .map_err(|e| ApiError::invalid_json(format!("request body is not valid JSON: {e}")))?
+    };
+    if !value.is_object() {
+        return Err(ApiError::invalid_json("request body must be a JSON object"));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::invalid_json(format!("invalid request body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tasklane_core::input::CreateTaskInput;
+
+    #[test]
+    fn empty_body_is_an_empty_object() {
+        let input: CreateTaskInput = parse(b"  ").unwrap();
+        assert!(input.title.is_none());
+    }
+
+    #[test]
+    fn wrong_types_and_non_objects_are_400() {
+        assert_eq!(
+            parse::<CreateTaskInput>(b"[1]").unwrap_err().0.code(),
+            "invalid_json"
+        );
+        assert_eq!(
+            parse::<CreateTaskInput>(b"{\"title\":5}")
+                .unwrap_err()
+                .0
+                .code(),
+            "invalid_json"
+        );
+        assert_eq!(
+            parse::<CreateTaskInput>(b"{").unwrap_err().0.code(),
+            "invalid_json"
+        );
+    }
+
+    #[test]
+    fn metadata_null_is_kept_apart_from_absent() {
+        let with_null: CreateTaskInput = parse(b"{\"metadata\":null}").unwrap();
+        assert_eq!(with_null.metadata, Some(serde_json::Value::Null));
+        let absent: CreateTaskInput = parse(b"{}").unwrap();
+        assert_eq!(absent.metadata, None);
+    }
+}

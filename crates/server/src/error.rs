@@ -1,0 +1,70 @@
+//! The one place where errors become HTTP responses: `{"error": "<message>", "code": "<code>"}`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tasklane_core::Error;
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+impl ApiError {
+    pub fn invalid_json(message: impl Into<String>) -> Self {
+        ApiError(Error::bad_request("invalid_json", message))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match &self.0 {
+            Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Error::NotFound { code, .. } if *code == "method_not_allowed" => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
+            Error::NotFound { .. } => StatusCode::NOT_FOUND,
+            Error::Conflict { .. } => StatusCode::CONFLICT,
+            Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Storage(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        // Server-side failures are logged in full and masked for the client.
+        let message = match &self.0 {
+            Error::Storage(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                "internal server error".to_string()
+            }
+            Error::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "storage unavailable");
+                "service temporarily unavailable; retry shortly".to_string()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (
+            status,
+            axum::Json(json!({"error": message, "code": self.0.code()})),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

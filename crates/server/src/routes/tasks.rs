@@ -1,0 +1,202 @@
+//! `/api/tasks...`: tasks, their children, dependencies and runs list.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+use tasklane_core::input::{
+    CancelInput, CreateTaskInput, DependencyInput, ExecuteInput, PatchTaskInput,
+};
+use tasklane_core::service;
+use tasklane_core::views;
+
+use super::json;
+use crate::body::JsonBody;
+use crate::error::ApiResult;
+use crate::identity::caller;
+use crate::query::{run_filter, task_filter, Params};
+use crate::state::AppState;
+
+pub async fn list(State(s): State<AppState>, raw: RawQuery) -> ApiResult<Response> {
+    let filter = task_filter(&Params::from_raw(&raw))?;
+    let tasks = s.read(move |r| views::list_tasks(r, &filter)).await?;
+    Ok(json(StatusCode::OK, json!({ "tasks": tasks })))
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(input): JsonBody<CreateTaskInput>,
+) -> ApiResult<Response> {
+    let task = s
+        .write(caller(&headers, "create"), move |op| {
+            service::create_task(op, None, &input)
+        })
+        .await?;
+    Ok(json(StatusCode::CREATED, json!({ "task": task })))
+}
+
+pub async fn create_child(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<CreateTaskInput>,
+) -> ApiResult<Response> {
+    let task = s
+        .write(caller(&headers, "create_child"), move |op| {
+            service::create_task(op, Some(&id), &input)
+        })
+        .await?;
+    Ok(json(StatusCode::CREATED, json!({ "task": task })))
+}
+
+pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
+    let detail = s.read(move |r| views::task_detail(r, &id)).await?;
+    Ok(json(StatusCode::OK, json!({ "task": detail })))
+}
+
+pub async fn patch(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<PatchTaskInput>,
+) -> ApiResult<Response> {
+    let task = s
+        .write(caller(&headers, "update"), move |op| {
+            service::patch_task(op, &id, &input)
+        })
+        .await?;
+    Ok(json(StatusCode::OK, json!({ "task": task })))
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    s.write(caller(&headers, "delete"), move |op| {
+        service::delete_task(op, &id)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn publish(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<ExecuteInput>,
+) -> ApiResult<Response> {
+    let done = s
+        .write(caller(&headers, "publish"), move |op| {
+            service::publish_task(op, &id, &input)
+        })
+        .await?;
+    Ok(json(StatusCode::OK, done))
+}
+
+pub async fn approve(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<ExecuteInput>,
+) -> ApiResult<Response> {
+    let done = s
+        .write(caller(&headers, "approve"), move |op| {
+            service::approve_task(op, &id, &input)
+        })
+        .await?;
+    Ok(json(StatusCode::CREATED, done))
+}
+
+pub async fn reject(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let task = s
+        .write(caller(&headers, "reject"), move |op| {
+            service::reject_task(op, &id)
+        })
+        .await?;
+    Ok(json(StatusCode::OK, json!({ "task": task })))
+}
+
+pub async fn start(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<ExecuteInput>,
+) -> ApiResult<Response> {
+    let done = s
+        .write(caller(&headers, "start"), move |op| {
+            service::start_task(op, &id, &input)
+        })
+        .await?;
+    Ok(json(StatusCode::CREATED, done))
+}
+
+pub async fn cancel(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<CancelInput>,
+) -> ApiResult<Response> {
+    let task = s
+        .write(caller(&headers, "cancel"), move |op| {
+            service::cancel_task(op, &id, &input)
+        })
+        .await?;
+    Ok(json(StatusCode::OK, json!({ "task": task })))
+}
+
+pub async fn add_dependency(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<DependencyInput>,
+) -> ApiResult<Response> {
+    let detail = s
+        .write(caller(&headers, "add_dependency"), move |op| {
+            service::add_dependency(op, &id, &input)
+        })
+        .await?;
+    Ok(json(StatusCode::OK, json!({ "task": detail })))
+}
+
+pub async fn remove_dependency(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path((id, blocker)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let detail = s
+        .write(caller(&headers, "remove_dependency"), move |op| {
+            service::remove_dependency(op, &id, &blocker)
+        })
+        .await?;
+    Ok(json(StatusCode::OK, json!({ "task": detail })))
+}
+
+pub async fn list_runs(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    raw: RawQuery,
+) -> ApiResult<Response> {
+    let filter = run_filter(&Params::from_raw(&raw))?;
+    let runs = s.read(move |r| views::list_runs(r, &id, &filter)).await?;
+    Ok(json(StatusCode::OK, json!({ "runs": runs })))
+}
+
+pub async fn enqueue_run(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<ExecuteInput>,
+) -> ApiResult<Response> {
+    let run = s
+        .write(caller(&headers, "enqueue_run"), move |op| {
+            service::enqueue_run(op, &id, &input)
+        })
+        .await?;
+    Ok(json(StatusCode::CREATED, json!({ "run": run })))
+}

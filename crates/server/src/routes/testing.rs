@@ -1,0 +1,34 @@
+//! Test-clock control, mounted only when the server runs with `--test-clock`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use tasklane_core::Error;
+
+use super::json;
+use crate::body::JsonBody;
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+#[derive(Deserialize, Default)]
+pub struct Advance {
+    seconds: Option<f64>,
+}
+
+pub async fn advance_clock(
+    State(s): State<AppState>,
+    JsonBody(input): JsonBody<Advance>,
+) -> ApiResult<Response> {
+    let clock = s
+        .manual_clock
+        .as_ref()
+        .ok_or_else(|| Error::not_found("not_found", "the test clock is not enabled"))?;
+    let seconds = input.seconds.unwrap_or(0.0);
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(Error::validation("seconds must be a non-negative number").into());
+    }
+    let now = clock.advance_micros((seconds * 1_000_000.0) as i64);
+    Ok(json(StatusCode::OK, json!({ "now": now })))
+}

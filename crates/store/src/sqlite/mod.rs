@@ -1,0 +1,387 @@
+//! The embedded SQLite backend.
+//!
+//! Writes go through one writer thread that group-commits (see `writer.rs`); reads run on a small
+//! pool of read-only connections, each inside one read transaction. In WAL mode readers see the
+//! last committed state and never wait for the writer.
+
+mod error;
+mod read;
+mod rows;
+mod schema;
+mod write;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OpenFlags};
+use tasklane_core::store::{ReadStore, WriteStore};
+use tasklane_core::{Error, Result};
+use tokio::sync::{oneshot, watch, Semaphore};
+
+use self::error::sql_err;
+use self::writer::{Command, Job, Writer, WriterShared};
+
+pub use self::schema::SCHEMA_VERSION;
+
+/// Tuning of the SQLite backend.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Read-only connections in the pool (at most this many reads run at once).
+    pub read_connections: usize,
+    /// Writes waiting for the writer beyond this many are refused with `Unavailable`, so overload
+    /// turns into quick 503s instead of unbounded memory and latency.
+    pub max_queued_writes: usize,
+    /// Most commands committed by one transaction.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            read_connections: 4,
+            max_queued_writes: 10_000,
+            max_batch: 256,
+        }
+    }
+}
+
+/// Statements kept prepared per connection. `list_tasks` builds one statement per filter shape,
+/// so this is well above the number of fixed statements.
+const STATEMENT_CACHE: usize = 256;
+
+/// One connection viewed as a store: a reader's snapshot or the writer's transaction.
+pub(crate) struct Db<'c> {
+    conn: &'c Connection,
+    /// Highest sequence appended by the current command; the writer publishes it only once the
+    /// command's savepoint is kept and the batch committed.
+    appended: Option<i64>,
+}
+
+impl<'c> Db<'c> {
+    fn new(conn: &'c Connection) -> Self {
+        Db {
+            conn,
+            appended: None,
+        }
+    }
+}
+
+/// The embedded SQLite store. Cheap to clone; all clones share one writer and one reader pool.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// `None` once shut down. Behind a lock (read-locked on every write) so `shutdown` can drop
+    /// the only sender, which is what lets the writer drain the queue and stop.
+    sender: RwLock<Option<SyncSender<Box<dyn Command>>>>,
+    max_queued_writes: usize,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<WriterShared>,
+    readers: Mutex<Vec<Connection>>,
+    read_permits: Arc<Semaphore>,
+}
+
+impl SqliteStore {
+    /// Opens (creating parent dirs and the file if needed) and migrates. Refuses a database whose
+    /// schema version is newer than this binary knows.
+    pub fn open(path: &Path, opts: StoreOptions) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::Storage(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let mut conn = open_writer(path)?;
+        schema::migrate(&mut conn)?;
+        let last_seq = last_sequence(&conn)?;
+
+        let read_connections = opts.read_connections.max(1);
+        // Opened after the writer has created the file and switched it to WAL, which a read-only
+        // connection cannot do itself; one reader up front also surfaces a broken setup at start.
+        let first_reader = open_reader(path)?;
+
+        let max_queued_writes = opts.max_queued_writes.max(1);
+        let (sender, rx) = sync_channel(max_queued_writes);
+        let shared = Arc::new(WriterShared {
+            queued: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
+            committed_seq: watch::channel(last_seq).0,
+        });
+        let writer = Writer {
+            conn,
+            rx,
+            max_batch: opts.max_batch.max(1),
+            shared: shared.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("tasklane-sqlite-writer".to_string())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::Storage(format!("cannot start the sqlite writer: {e}")))?;
+
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                sender: RwLock::new(Some(sender)),
+                max_queued_writes,
+                writer_thread: Mutex::new(Some(thread)),
+                shared,
+                readers: Mutex::new(vec![first_reader]),
+                read_permits: Arc::new(Semaphore::new(read_connections)),
+            }),
+        })
+    }
+
+    /// Runs `f` inside the single writer thread, in its own SAVEPOINT of the current group-commit
+    /// transaction, and resolves once that transaction's COMMIT has returned.
+    ///
+    /// If `f` fails (or panics) only its own savepoint is rolled back. If the COMMIT fails, every
+    /// command of the batch gets `Unavailable`: their effects are gone, so even a command that
+    /// had failed may have failed only because of an earlier command of the same batch.
+    pub async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit(move |db: &mut Db<'_>| f(db)).await
+    }
+
+    async fn submit<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Box::new(Job::new(f, tx)))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("the sqlite writer stopped".to_string()))?
+    }
+
+    fn enqueue(&self, cmd: Box<dyn Command>) -> Result<()> {
+        let guard = self
+            .inner
+            .sender
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(sender) = guard.as_ref() else {
+            return Err(Error::Unavailable("the store is shut down".to_string()));
+        };
+        // Counted before sending so the writer's decrement can never run first.
+        self.inner.shared.queued.fetch_add(1, Ordering::Relaxed);
+        match sender.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(err) => {
+                self.inner.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                Err(match err {
+                    TrySendError::Full(_) => Error::Unavailable("write queue full".to_string()),
+                    TrySendError::Disconnected(_) => {
+                        Error::Unavailable("the sqlite writer stopped".to_string())
+                    }
+                })
+            }
+        }
+    }
+
+    /// Runs `f` on a read-only connection from the pool, in `spawn_blocking`, inside one read
+    /// transaction (a consistent snapshot).
+    pub async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn ReadStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let permit = self
+            .inner
+            .read_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("the store is shut down".to_string()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            inner.with_reader(|conn| read_snapshot(conn, f))
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
+    }
+
+    /// Receives the highest committed event sequence after every commit that appended events.
+    pub fn committed_sequence(&self) -> watch::Receiver<i64> {
+        self.inner.shared.committed_seq.subscribe()
+    }
+
+    /// Stops the writer after it has drained the queued commands, and joins its thread.
+    /// Idempotent; later writes fail with `Unavailable`.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+
+    /// Writes waiting for the writer thread.
+    pub fn queued_writes(&self) -> usize {
+        self.inner.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// The configured bound of [`SqliteStore::queued_writes`].
+    pub fn max_queued_writes(&self) -> usize {
+        self.inner.max_queued_writes
+    }
+
+    /// Group-commit transactions committed since open.
+    pub fn commits(&self) -> u64 {
+        self.inner.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        drop(
+            self.sender
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
+        let handle = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            // A command holding the last handle could drop it on the writer thread itself;
+            // joining there would wait for ever. The thread ends on its own once drained.
+            if handle.thread().id() != std::thread::current().id() && handle.join().is_err() {
+                tracing::error!("sqlite writer thread panicked");
+            }
+        }
+    }
+
+    /// Lends a pooled reader (opening one if the pool is empty) and takes it back unless the
+    /// read left it unusable.
+    fn with_reader<R>(&self, f: impl FnOnce(&Connection) -> (Result<R>, bool)) -> Result<R> {
+        let pooled = self
+            .readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => open_reader(&self.path)?,
+        };
+        let (result, reusable) = f(&conn);
+        if reusable {
+            self.readers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(conn);
+        }
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Runs `f` in one read transaction. Returns the result and whether the connection is clean.
+fn read_snapshot<R>(
+    conn: &Connection,
+    f: impl FnOnce(&mut dyn ReadStore) -> Result<R>,
+) -> (Result<R>, bool) {
+    if let Err(e) = exec(conn, "BEGIN") {
+        return (Err(e), conn.is_autocommit());
+    }
+    let mut db = Db::new(conn);
+    let result = catch_unwind(AssertUnwindSafe(|| f(&mut db)))
+        .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())));
+    // Nothing to keep from a read; ending the transaction releases the snapshot so the WAL can
+    // be checkpointed past it.
+    let ended = if conn.is_autocommit() {
+        Ok(())
+    } else {
+        exec(conn, "ROLLBACK")
+    };
+    (result, ended.is_ok() && conn.is_autocommit())
+}
+
+fn exec(conn: &Connection, sql: &str) -> Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+        .map_err(sql_err)
+}
+
+fn open_writer(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)
+        .map_err(|e| Error::Storage(format!("cannot open database {}: {e}", path.display())))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.busy_timeout(std::time::Duration::from_millis(5000))
+        .map_err(sql_err)?;
+    // Checked before anything below writes to the file, so a newer database is left untouched.
+    schema::check_not_newer(&conn)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(sql_err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::Storage(format!(
+            "database {} cannot use WAL (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    // FULL: a commit is on disk before anyone is told it happened (SPEC: a 2xx is durable).
+    // journal_size_limit: after a checkpoint the WAL shrinks back instead of keeping the size of
+    // its largest burst.
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA wal_autocheckpoint = 1000;
+         PRAGMA journal_size_limit = 67108864;",
+    )
+    .map_err(sql_err)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .map_err(|e| {
+        Error::Unavailable(format!(
+            "cannot open database {} for reading: {e}",
+            path.display()
+        ))
+    })?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.busy_timeout(std::time::Duration::from_millis(5000))
+        .map_err(sql_err)?;
+    Ok(conn)
+}
+
+/// The highest sequence ever handed out (also counting events deleted since), so the watch
+/// starts where the log is.
+fn last_sequence(conn: &Connection) -> Result<i64> {
+    conn.query_row(
+        "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'task_events'), 0)",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(sql_err)
+}

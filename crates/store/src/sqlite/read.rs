@@ -1,0 +1,373 @@
+//! `ReadStore` over one SQLite connection: a reader's snapshot or the writer's open transaction.
+
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
+
+use rusqlite::types::ToSql;
+use tasklane_core::model::{Dependency, Event, IdempotencyRecord, Ref, Run, Task};
+use tasklane_core::store::{AgentSessionRecord, ReadStore, RunFilter, TaskFilter};
+use tasklane_core::Result;
+
+use super::error::sql_err;
+use super::rows::{
+    agent_session_from_row, collect, dependency_columns, dependency_from_row, event_columns,
+    event_from_row, first, idempotency_from_row, run_columns, run_from_row, task_columns,
+    task_from_row,
+};
+use super::Db;
+
+/// Ids per query for the `*_of_tasks` lookups. The ids travel as one JSON array parameter (so
+/// every chunk reuses one cached statement whatever its length); chunking only bounds the size of
+/// that parameter and of each result set.
+const ID_CHUNK: usize = 500;
+
+const TASK_ORDER_SQL: &str =
+    " ORDER BY last_activity_at DESC, updated_at DESC, created_at DESC, id DESC";
+
+/// Unique ids, in first-seen order, as JSON arrays of at most [`ID_CHUNK`] ids.
+fn id_chunks(ids: &[String]) -> Vec<String> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    let unique: Vec<&str> = ids
+        .iter()
+        .map(String::as_str)
+        .filter(|id| seen.insert(*id))
+        .collect();
+    unique
+        .chunks(ID_CHUNK)
+        .map(|chunk| serde_json::Value::from(chunk.to_vec()).to_string())
+        .collect()
+}
+
+fn task_order(a: &Task, b: &Task) -> Ordering {
+    b.last_activity_at
+        .cmp(&a.last_activity_at)
+        .then_with(|| b.updated_at.cmp(&a.updated_at))
+        .then_with(|| b.created_at.cmp(&a.created_at))
+        .then_with(|| b.id.cmp(&a.id))
+}
+
+fn run_order(a: &Run, b: &Run) -> Ordering {
+    b.queued_at.cmp(&a.queued_at).then_with(|| b.id.cmp(&a.id))
+}
+
+fn dependency_order(a: &Dependency, b: &Dependency) -> Ordering {
+    a.created_at
+        .cmp(&b.created_at)
+        .then_with(|| a.depends_on_task_id.cmp(&b.depends_on_task_id))
+        .then_with(|| a.task_id.cmp(&b.task_id))
+}
+
+fn as_sql<T: ToSql>(v: &Option<T>) -> Option<&dyn ToSql> {
+    v.as_ref().map(|v| v as &dyn ToSql)
+}
+
+/// SQLite reads a negative LIMIT as "no limit".
+fn sql_limit(limit: Option<i64>) -> i64 {
+    match limit {
+        Some(n) if n > 0 => n,
+        _ => -1,
+    }
+}
+
+/// Makes `query` match literally under `LIKE ... ESCAPE '\'`.
+fn like_pattern(query: &str) -> String {
+    let mut p = String::with_capacity(query.len() + 2);
+    p.push('%');
+    for c in query.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+impl ReadStore for Db<'_> {
+    fn task(&mut self, id: &str) -> Result<Option<Task>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE id = ?1"
+            ))
+            .map_err(sql_err)?;
+        first(&mut stmt, [id], task_from_row)
+    }
+
+    fn tasks_by_ids(&mut self, ids: &[String]) -> Result<Vec<Task>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE id IN (SELECT value FROM json_each(?1))",
+                " ORDER BY last_activity_at DESC, updated_at DESC, created_at DESC, id DESC"
+            ))
+            .map_err(sql_err)?;
+        let chunks = id_chunks(ids);
+        let mut out = Vec::new();
+        for chunk in &chunks {
+            out.extend(collect(&mut stmt, [chunk], task_from_row)?);
+        }
+        if chunks.len() > 1 {
+            out.sort_by(task_order);
+        }
+        Ok(out)
+    }
+
+    fn list_tasks(&mut self, filter: &TaskFilter) -> Result<Vec<Task>> {
+        let scope = filter.scope.map(|s| s.as_str());
+        let status = filter.status.map(|s| s.as_str());
+        let priority = filter.priority.map(|p| p.as_str());
+        let approval_state = filter.approval_state.map(|a| a.as_str());
+        let owner_kind = filter.owner_kind.map(|o| o.as_str());
+        let pattern = filter.query.as_deref().map(like_pattern);
+        let limit = sql_limit(filter.limit);
+        // Only present filters become clauses, so the planner can pick the index a filter
+        // allows; the fixed clause order keeps one cached statement per filter shape.
+        let equalities = [
+            ("scope", as_sql(&scope)),
+            ("workspace_id", as_sql(&filter.workspace_id)),
+            ("status", as_sql(&status)),
+            ("priority", as_sql(&priority)),
+            ("approval_state", as_sql(&approval_state)),
+            ("owner_kind", as_sql(&owner_kind)),
+            ("owner_ref", as_sql(&filter.owner_ref)),
+            ("parent_task_id", as_sql(&filter.parent_task_id)),
+            ("network_channel", as_sql(&filter.network_channel)),
+        ];
+
+        let mut sql = String::from(concat!("SELECT ", task_columns!(), " FROM tasks WHERE 1"));
+        let mut params: Vec<&dyn ToSql> = Vec::new();
+        for (column, value) in equalities {
+            if let Some(value) = value {
+                params.push(value);
+                let _ = write!(sql, " AND {column} = ?{}", params.len());
+            }
+        }
+        if status.is_none() && !filter.include_drafts {
+            sql.push_str(" AND status <> 'draft'");
+        }
+        if let Some(pattern) = &pattern {
+            params.push(pattern);
+            let n = params.len();
+            let _ = write!(
+                sql,
+                r" AND (title LIKE ?{n} ESCAPE '\' OR identifier LIKE ?{n} ESCAPE '\')"
+            );
+        }
+        params.push(&limit);
+        let _ = write!(sql, "{TASK_ORDER_SQL} LIMIT ?{}", params.len());
+
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+        collect(&mut stmt, rusqlite::params_from_iter(params), task_from_row)
+    }
+
+    fn children_of(&mut self, parent_id: &str) -> Result<Vec<Task>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE parent_task_id = ?1",
+                " ORDER BY last_activity_at DESC, updated_at DESC, created_at DESC, id DESC"
+            ))
+            .map_err(sql_err)?;
+        collect(&mut stmt, [parent_id], task_from_row)
+    }
+
+    fn child_counts(&mut self, ids: &[String]) -> Result<HashMap<String, i64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT parent_task_id, COUNT(*) FROM tasks \
+                 WHERE parent_task_id IN (SELECT value FROM json_each(?1)) \
+                 GROUP BY parent_task_id",
+            )
+            .map_err(sql_err)?;
+        let mut out = HashMap::new();
+        for chunk in id_chunks(ids) {
+            let mut rows = stmt.query([&chunk]).map_err(sql_err)?;
+            while let Some(row) = rows.next().map_err(sql_err)? {
+                out.insert(row.get(0).map_err(sql_err)?, row.get(1).map_err(sql_err)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn run(&mut self, id: &str) -> Result<Option<Run>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM task_runs WHERE id = ?1"
+            ))
+            .map_err(sql_err)?;
+        first(&mut stmt, [id], run_from_row)
+    }
+
+    fn runs_of_task(&mut self, task_id: &str) -> Result<Vec<Run>> {
+        self.list_runs(task_id, &RunFilter::default())
+    }
+
+    fn list_runs(&mut self, task_id: &str, filter: &RunFilter) -> Result<Vec<Run>> {
+        let status = filter.status.map(|s| s.as_str());
+        let limit = sql_limit(filter.limit);
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM task_runs WHERE task_id = ?1",
+                " AND (?2 IS NULL OR status = ?2)",
+                " AND (?3 IS NULL OR session_id = ?3)",
+                " ORDER BY queued_at DESC, id DESC LIMIT ?4"
+            ))
+            .map_err(sql_err)?;
+        collect(
+            &mut stmt,
+            rusqlite::params![task_id, status, filter.session_id, limit],
+            run_from_row,
+        )
+    }
+
+    fn open_runs_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Run>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM task_runs WHERE task_id IN (SELECT value FROM json_each(?1))",
+                " AND status NOT IN ('completed', 'failed', 'canceled')",
+                " ORDER BY queued_at DESC, id DESC"
+            ))
+            .map_err(sql_err)?;
+        let chunks = id_chunks(ids);
+        let mut out = Vec::new();
+        for chunk in &chunks {
+            out.extend(collect(&mut stmt, [chunk], run_from_row)?);
+        }
+        if chunks.len() > 1 {
+            out.sort_by(run_order);
+        }
+        Ok(out)
+    }
+
+    fn active_run_of_session(&mut self, session_id: &str) -> Result<Option<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM task_runs WHERE session_id = ?1 \
+                 AND status IN ('claimed', 'starting', 'running') \
+                 ORDER BY queued_at DESC, id DESC LIMIT 1",
+            )
+            .map_err(sql_err)?;
+        first(&mut stmt, [session_id], |row| row.get(0).map_err(sql_err))
+    }
+
+    fn dependencies_of(&mut self, task_id: &str) -> Result<Vec<Dependency>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                dependency_columns!(),
+                " FROM task_dependencies WHERE task_id = ?1",
+                " ORDER BY created_at, depends_on_task_id"
+            ))
+            .map_err(sql_err)?;
+        collect(&mut stmt, [task_id], dependency_from_row)
+    }
+
+    fn dependencies_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Dependency>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                dependency_columns!(),
+                " FROM task_dependencies WHERE task_id IN (SELECT value FROM json_each(?1))",
+                " ORDER BY created_at, depends_on_task_id, task_id"
+            ))
+            .map_err(sql_err)?;
+        let chunks = id_chunks(ids);
+        let mut out = Vec::new();
+        for chunk in &chunks {
+            out.extend(collect(&mut stmt, [chunk], dependency_from_row)?);
+        }
+        if chunks.len() > 1 {
+            out.sort_by(dependency_order);
+        }
+        Ok(out)
+    }
+
+    fn dependents_of(&mut self, task_id: &str) -> Result<Vec<String>> {
+        // Grouped so a pair linked by several kinds is reported once.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT task_id FROM task_dependencies WHERE depends_on_task_id = ?1 \
+                 GROUP BY task_id ORDER BY MIN(created_at), task_id",
+            )
+            .map_err(sql_err)?;
+        collect(&mut stmt, [task_id], |row| row.get(0).map_err(sql_err))
+    }
+
+    fn events_of_task(
+        &mut self,
+        task_id: &str,
+        after_sequence: i64,
+        limit: Option<i64>,
+        newest_first: bool,
+    ) -> Result<Vec<Event>> {
+        let sql = if newest_first {
+            concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM task_events WHERE task_id = ?1 AND sequence > ?2",
+                " ORDER BY sequence DESC LIMIT ?3"
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM task_events WHERE task_id = ?1 AND sequence > ?2",
+                " ORDER BY sequence ASC LIMIT ?3"
+            )
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
+        collect(
+            &mut stmt,
+            rusqlite::params![task_id, after_sequence, sql_limit(limit)],
+            event_from_row,
+        )
+    }
+
+    fn idempotency_record(&mut self, key: &str, origin: &Ref) -> Result<Option<IdempotencyRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key, origin_kind, origin_ref, task_id, run_id, created_at \
+                 FROM run_idempotency WHERE key = ?1 AND origin_kind = ?2 AND origin_ref = ?3",
+            )
+            .map_err(sql_err)?;
+        first(
+            &mut stmt,
+            rusqlite::params![key, origin.kind, origin.reference],
+            idempotency_from_row,
+        )
+    }
+
+    fn agent_session(&mut self, session_id: &str) -> Result<Option<AgentSessionRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT session_id, agent_name, first_seen_at, last_seen_at \
+                 FROM agent_sessions WHERE session_id = ?1",
+            )
+            .map_err(sql_err)?;
+        first(&mut stmt, [session_id], agent_session_from_row)
+    }
+}

@@ -1,0 +1,174 @@
+//! Schema migrations, versioned with `PRAGMA user_version`.
+//!
+//! Migration `n` (1-based) is `MIGRATIONS[n - 1]`. Migrations are only ever appended: a released
+//! database may sit at any earlier version, and rewriting an applied step would leave it silently
+//! different from a fresh one.
+
+use rusqlite::Connection;
+use tasklane_core::{Error, Result};
+
+use super::error::sql_err;
+
+const MIGRATION_1: &str = r#"
+CREATE TABLE tasks (
+    id                     TEXT PRIMARY KEY NOT NULL,
+    identifier             TEXT,
+    scope                  TEXT NOT NULL,
+    workspace_id           TEXT,
+    parent_task_id         TEXT REFERENCES tasks(id) ON DELETE RESTRICT,
+    network_channel        TEXT,
+    title                  TEXT NOT NULL,
+    description            TEXT,
+    priority               TEXT NOT NULL,
+    max_attempts           INTEGER NOT NULL,
+    auto_enqueue_on_ready  INTEGER NOT NULL,
+    status                 TEXT NOT NULL,
+    approval_policy        TEXT NOT NULL,
+    approval_state         TEXT NOT NULL,
+    owner_kind             TEXT,
+    owner_ref              TEXT,
+    current_run_id         TEXT,
+    latest_event_seq       INTEGER NOT NULL DEFAULT 0,
+    created_by_kind        TEXT NOT NULL,
+    created_by_ref         TEXT NOT NULL,
+    origin_kind            TEXT NOT NULL,
+    origin_ref             TEXT NOT NULL,
+    created_at             INTEGER NOT NULL,
+    updated_at             INTEGER NOT NULL,
+    closed_at              INTEGER,
+    last_activity_at       INTEGER NOT NULL,
+    metadata               TEXT,
+    required_capabilities  TEXT NOT NULL DEFAULT '[]',
+    preferred_capabilities TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX tasks_list_order ON tasks (last_activity_at DESC, updated_at DESC, created_at DESC, id DESC);
+-- Children are listed in list order, so the parent index carries the sort keys.
+CREATE INDEX tasks_parent ON tasks (parent_task_id, last_activity_at DESC, updated_at DESC, created_at DESC, id DESC);
+CREATE INDEX tasks_status ON tasks (status);
+CREATE INDEX tasks_workspace ON tasks (workspace_id);
+
+CREATE TABLE task_runs (
+    id                      TEXT PRIMARY KEY NOT NULL,
+    task_id                 TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    status                  TEXT NOT NULL,
+    attempt                 INTEGER NOT NULL,
+    claimed_by_kind         TEXT,
+    claimed_by_ref          TEXT,
+    session_id              TEXT,
+    origin_kind             TEXT NOT NULL,
+    origin_ref              TEXT NOT NULL,
+    idempotency_key         TEXT,
+    network_channel         TEXT,
+    coordination_channel_id TEXT,
+    claim_token_hash        TEXT,
+    lease_until             INTEGER,
+    heartbeat_at            INTEGER,
+    lease_expirations       INTEGER NOT NULL DEFAULT 0,
+    queued_at               INTEGER NOT NULL,
+    claimed_at              INTEGER,
+    started_at              INTEGER,
+    ended_at                INTEGER,
+    error                   TEXT,
+    metadata                TEXT,
+    result                  TEXT,
+    required_capabilities   TEXT NOT NULL DEFAULT '[]',
+    preferred_capabilities  TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX task_runs_task ON task_runs (task_id, queued_at DESC, id DESC);
+-- The claim query scans only queued runs, oldest first.
+CREATE INDEX task_runs_queued ON task_runs (queued_at, id) WHERE status = 'queued';
+-- Lease expiry looks only at active runs, soonest expiry first.
+CREATE INDEX task_runs_active_lease ON task_runs (lease_until) WHERE status IN ('claimed', 'starting', 'running');
+CREATE INDEX task_runs_session ON task_runs (session_id) WHERE session_id IS NOT NULL;
+
+CREATE TABLE task_dependencies (
+    task_id            TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    depends_on_task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    kind               TEXT NOT NULL,
+    created_at         INTEGER NOT NULL,
+    PRIMARY KEY (task_id, depends_on_task_id, kind)
+) WITHOUT ROWID;
+CREATE INDEX task_dependencies_depends_on ON task_dependencies (depends_on_task_id);
+
+-- AUTOINCREMENT: a sequence is never handed out twice, even after the newest events are deleted
+-- with their task, so "everything after N" stays meaningful for stream readers.
+CREATE TABLE task_events (
+    sequence    INTEGER PRIMARY KEY AUTOINCREMENT,
+    id          TEXT NOT NULL UNIQUE,
+    task_id     TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    run_id      TEXT,
+    event_type  TEXT NOT NULL,
+    actor_kind  TEXT NOT NULL,
+    actor_ref   TEXT NOT NULL,
+    origin_kind TEXT NOT NULL,
+    origin_ref  TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    timestamp   INTEGER NOT NULL
+);
+CREATE INDEX task_events_task ON task_events (task_id, sequence);
+
+CREATE TABLE run_idempotency (
+    key         TEXT NOT NULL,
+    origin_kind TEXT NOT NULL,
+    origin_ref  TEXT NOT NULL,
+    task_id     TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    run_id      TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (key, origin_kind, origin_ref)
+) WITHOUT ROWID;
+-- Without it every task delete would scan the whole table to cascade.
+CREATE INDEX run_idempotency_task ON run_idempotency (task_id);
+
+CREATE TABLE agent_sessions (
+    session_id    TEXT PRIMARY KEY NOT NULL,
+    agent_name    TEXT,
+    first_seen_at INTEGER NOT NULL,
+    last_seen_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// Every migration in order; the schema version is the number applied.
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this binary creates and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+pub(crate) fn user_version(conn: &Connection) -> Result<i64> {
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_err)
+}
+
+/// Refuses a database written by a newer Tasklane: running old code on a newer schema could
+/// silently drop what the newer one records.
+pub(crate) fn check_not_newer(conn: &Connection) -> Result<i64> {
+    let version = user_version(conn)?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Storage(format!(
+            "database schema version {version} is newer than this tasklane (knows {SCHEMA_VERSION}); upgrade tasklane"
+        )));
+    }
+    Ok(version)
+}
+
+/// Applies every pending migration, each in its own IMMEDIATE transaction together with its
+/// version bump, so a crash leaves the database at a whole version and another process opening the
+/// same file concurrently waits instead of applying the same step twice.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    loop {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        // Re-read under the write lock: another process may have migrated meanwhile.
+        let version = check_not_newer(&tx)?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let next = version + 1;
+        tx.execute_batch(MIGRATIONS[version as usize])
+            .map_err(sql_err)?;
+        tx.pragma_update(None, "user_version", next)
+            .map_err(sql_err)?;
+        tx.commit().map_err(sql_err)?;
+        tracing::info!(version = next, "applied sqlite migration");
+    }
+}

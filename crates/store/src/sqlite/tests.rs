@@ -1,0 +1,1047 @@
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::json;
+use tasklane_core::model::{
+    ApprovalPolicy, ApprovalState, Dependency, IdempotencyRecord, NewEvent, OwnerKind, Priority,
+    Ref, Run, RunStatus, Scope, Task, TaskStatus,
+};
+use tasklane_core::store::{RunFilter, TaskFilter};
+use tasklane_core::time::Ts;
+use tasklane_core::Error;
+
+use super::*;
+
+fn task(id: &str, at: i64) -> Task {
+    Task {
+        id: id.to_string(),
+        identifier: None,
+        scope: Scope::Global,
+        workspace_id: None,
+        parent_task_id: None,
+        network_channel: None,
+        title: format!("title of {id}"),
+        description: None,
+        priority: Priority::Medium,
+        max_attempts: 3,
+        auto_enqueue_on_ready: false,
+        status: TaskStatus::Ready,
+        approval_policy: ApprovalPolicy::None,
+        approval_state: ApprovalState::NotRequired,
+        owner: None,
+        current_run_id: None,
+        latest_event_seq: 0,
+        created_by: Ref::new("human", "local-user"),
+        origin: Ref::new("http", "tasks.create"),
+        created_at: Ts(at),
+        updated_at: Ts(at),
+        closed_at: None,
+        last_activity_at: Ts(at),
+        metadata: None,
+        required_capabilities: vec![],
+        preferred_capabilities: vec![],
+    }
+}
+
+fn full_task(id: &str) -> Task {
+    Task {
+        identifier: Some("ENG-1".into()),
+        scope: Scope::Workspace,
+        workspace_id: Some("ws/1".into()),
+        network_channel: Some("chan-1".into()),
+        description: Some("described".into()),
+        priority: Priority::Urgent,
+        max_attempts: 7,
+        auto_enqueue_on_ready: true,
+        status: TaskStatus::Blocked,
+        approval_policy: ApprovalPolicy::Manual,
+        approval_state: ApprovalState::Pending,
+        owner: Some(Ref::new("pool", "gpu")),
+        current_run_id: Some("run-x".into()),
+        closed_at: Some(Ts(77)),
+        metadata: Some(json!({"a": [1, 2, {"b": null}]})),
+        required_capabilities: vec!["rust".into(), "linux".into()],
+        preferred_capabilities: vec!["fast".into()],
+        ..task(id, 1_000)
+    }
+}
+
+fn run(id: &str, task_id: &str, status: RunStatus, queued_at: i64) -> Run {
+    Run {
+        id: id.to_string(),
+        task_id: task_id.to_string(),
+        status,
+        attempt: 1,
+        claimed_by: None,
+        session_id: None,
+        origin: Ref::new("http", "tasks.enqueue_run"),
+        idempotency_key: None,
+        network_channel: None,
+        coordination_channel_id: None,
+        claim_token_hash: None,
+        lease_until: None,
+        heartbeat_at: None,
+        lease_expirations: 0,
+        queued_at: Ts(queued_at),
+        claimed_at: None,
+        started_at: None,
+        ended_at: None,
+        error: None,
+        metadata: None,
+        result: None,
+        required_capabilities: vec![],
+        preferred_capabilities: vec![],
+    }
+}
+
+fn event(id: &str, task_id: &str, at: i64) -> NewEvent {
+    NewEvent {
+        id: id.to_string(),
+        task_id: task_id.to_string(),
+        run_id: None,
+        event_type: "task.created",
+        actor: Ref::new("human", "local-user"),
+        origin: Ref::new("http", "tasks.create"),
+        payload: json!({"n": at}),
+        timestamp: Ts(at),
+    }
+}
+
+fn blocks(task_id: &str, on: &str, at: i64) -> Dependency {
+    Dependency {
+        task_id: task_id.into(),
+        depends_on_task_id: on.into(),
+        kind: "blocks",
+        created_at: Ts(at),
+    }
+}
+
+fn temp_store(opts: StoreOptions) -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("tasklane.db"), opts).unwrap();
+    (dir, store)
+}
+
+async fn insert(store: &SqliteStore, tasks: Vec<Task>) {
+    store
+        .write(move |w| tasks.iter().try_for_each(|t| w.insert_task(t)))
+        .await
+        .unwrap();
+}
+
+async fn get_task(store: &SqliteStore, id: &str) -> Option<Task> {
+    let id = id.to_string();
+    store.read(move |r| r.task(&id)).await.unwrap()
+}
+
+async fn list(store: &SqliteStore, filter: TaskFilter) -> Vec<String> {
+    store
+        .read(move |r| r.list_tasks(&filter))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.id)
+        .collect()
+}
+
+/// Occupies the writer until the returned sender is used (or dropped), so the commands queued
+/// meanwhile are drained into one batch.
+async fn hold_writer(
+    store: &SqliteStore,
+) -> (mpsc::Sender<()>, tokio::task::JoinHandle<Result<()>>) {
+    let (started_tx, started_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let s = store.clone();
+    let handle = tokio::spawn(async move {
+        s.write(move |_| {
+            started_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+            Ok(())
+        })
+        .await
+    });
+    tokio::task::spawn_blocking(move || started_rx.recv().unwrap())
+        .await
+        .unwrap();
+    (release_tx, handle)
+}
+
+async fn wait_queued(store: &SqliteStore, n: usize) {
+    for _ in 0..500 {
+        if store.queued_writes() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("queue never reached {n}");
+}
+
+fn raw(path: &Path) -> Connection {
+    Connection::open(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opens_migrates_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/data/tasklane.db");
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    insert(&store, vec![full_task("task-1")]).await;
+    store.shutdown();
+    store.shutdown();
+    assert!(matches!(
+        store.write(|_| Ok(())).await,
+        Err(Error::Unavailable(_))
+    ));
+    drop(store);
+
+    let conn = raw(&path);
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    drop(conn);
+
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(get_task(&store, "task-1").await, Some(full_task("task-1")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasklane.db");
+    SqliteStore::open(&path, StoreOptions::default())
+        .unwrap()
+        .shutdown();
+    raw(&path)
+        .pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    match SqliteStore::open(&path, StoreOptions::default()) {
+        Err(Error::Storage(msg)) => assert_eq!(
+            msg,
+            format!(
+                "database schema version {} is newer than this tasklane (knows {}); upgrade tasklane",
+                SCHEMA_VERSION + 1,
+                SCHEMA_VERSION
+            )
+        ),
+        Err(other) => panic!("unexpected error {other:?}"),
+        Ok(_) => panic!("opened a newer database"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_round_trip() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let mut minimal = task("task-min", 5);
+    minimal.metadata = Some(serde_json::Value::Null);
+    let full = full_task("task-full");
+    let mut r = run("run-1", "task-full", RunStatus::Running, 1_000);
+    r.claimed_by = Some(Ref::new("agent_session", "s1"));
+    r.session_id = Some("s1".into());
+    r.idempotency_key = Some("k".into());
+    r.network_channel = Some("c".into());
+    r.coordination_channel_id = Some("coord-run-1".into());
+    r.claim_token_hash = Some("sha256:ab".into());
+    r.lease_until = Some(Ts(9_000));
+    r.heartbeat_at = Some(Ts(1_500));
+    r.lease_expirations = 2;
+    r.claimed_at = Some(Ts(1_100));
+    r.started_at = Some(Ts(1_200));
+    r.error = Some("oops".into());
+    r.metadata = Some(serde_json::Value::Null);
+    r.result = Some(json!({"ok": true}));
+    r.required_capabilities = vec!["rust".into()];
+    r.preferred_capabilities = vec!["x".into(), "y".into()];
+    let bare = run("run-2", "task-min", RunStatus::Queued, 6);
+    let (t1, t2, r1, r2) = (minimal.clone(), full.clone(), r.clone(), bare.clone());
+    store
+        .write(move |w| {
+            w.insert_task(&t1)?;
+            w.insert_task(&t2)?;
+            w.insert_run(&r1)?;
+            w.insert_run(&r2)
+        })
+        .await
+        .unwrap();
+
+    let (got_min, got_full, got_r, got_bare) = store
+        .read(|r| {
+            Ok((
+                r.task("task-min")?,
+                r.task("task-full")?,
+                r.run("run-1")?,
+                r.run("run-2")?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        got_min,
+        Some(Task {
+            last_activity_at: Ts(6),
+            ..minimal
+        })
+    );
+    // The run's activity (its start at 1_200) raised the task's.
+    assert_eq!(
+        got_full,
+        Some(Task {
+            last_activity_at: Ts(1_200),
+            ..full
+        })
+    );
+    assert_eq!(got_r, Some(r));
+    assert_eq!(got_bare, Some(bare));
+    assert_eq!(store.read(|r| r.task("nope")).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn group_commit_rolls_back_failing_and_panicking_commands_alone() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let (release, blocker) = hold_writer(&store).await;
+    let commits_before = store.commits();
+
+    let mut handles = Vec::new();
+    for (i, id) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+        let s = store.clone();
+        let t = task(id, 10 + i as i64);
+        handles.push(tokio::spawn(async move {
+            s.write(move |w| {
+                w.insert_task(&t)?;
+                w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
+                match t.id.as_str() {
+                    "b" => Err(Error::conflict("nope", "b fails")),
+                    "d" => panic!("d panics"),
+                    _ => Ok(t.id.clone()),
+                }
+            })
+            .await
+        }));
+        wait_queued(&store, i + 1).await;
+    }
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    assert_eq!(results[0].as_ref().unwrap(), "a");
+    assert!(matches!(
+        &results[1],
+        Err(Error::Conflict { code: "nope", .. })
+    ));
+    assert_eq!(results[2].as_ref().unwrap(), "c");
+    assert!(matches!(&results[3], Err(Error::Storage(m)) if m == "internal panic"));
+    assert_eq!(results[4].as_ref().unwrap(), "e");
+    // The blocker's transaction and then one transaction for all five commands.
+    assert_eq!(store.commits() - commits_before, 2);
+
+    let ids = list(&store, TaskFilter::default()).await;
+    assert_eq!(ids, vec!["e", "c", "a"]);
+    // The rolled-back commands' sequences were reused within the batch; none is missing.
+    let seqs: Vec<i64> = store
+        .read(|r| {
+            let mut s = Vec::new();
+            for id in ["a", "c", "e"] {
+                s.push(r.task(id)?.unwrap().latest_event_seq);
+            }
+            Ok(s)
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(*store.committed_sequence().borrow(), 3);
+
+    // The writer is healthy afterwards.
+    insert(&store, vec![task("f", 1)]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_commit_fails_the_whole_batch() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let (release, blocker) = hold_writer(&store).await;
+
+    let s = store.clone();
+    let good = tokio::spawn(async move { insert_result(&s, task("good", 1)).await });
+    wait_queued(&store, 1).await;
+    let s = store.clone();
+    // A deferred foreign key violation passes its savepoint and only fails at COMMIT.
+    let bad = tokio::spawn(async move {
+        s.submit(|db: &mut Db<'_>| {
+            db.conn
+                .execute_batch(
+                    "PRAGMA defer_foreign_keys = ON;
+                     INSERT INTO task_dependencies VALUES ('ghost', 'ghost2', 'blocks', 1);",
+                )
+                .map_err(sql_err)
+        })
+        .await
+    });
+    wait_queued(&store, 2).await;
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+
+    assert!(matches!(good.await.unwrap(), Err(Error::Unavailable(_))));
+    assert!(matches!(bad.await.unwrap(), Err(Error::Unavailable(_))));
+    assert_eq!(get_task(&store, "good").await, None);
+    insert(&store, vec![task("after", 1)]).await;
+    assert!(get_task(&store, "after").await.is_some());
+}
+
+async fn insert_result(store: &SqliteStore, t: Task) -> Result<()> {
+    store.write(move |w| w.insert_task(&t)).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn full_queue_is_refused() {
+    let (_dir, store) = temp_store(StoreOptions {
+        max_queued_writes: 2,
+        ..StoreOptions::default()
+    });
+    let (release, blocker) = hold_writer(&store).await;
+    let mut queued = Vec::new();
+    for id in ["q1", "q2"] {
+        let s = store.clone();
+        queued.push(tokio::spawn(
+            async move { insert_result(&s, task(id, 1)).await },
+        ));
+    }
+    wait_queued(&store, 2).await;
+    match insert_result(&store, task("q3", 1)).await {
+        Err(Error::Unavailable(msg)) => assert_eq!(msg, "write queue full"),
+        other => panic!("expected a full queue, got {other:?}"),
+    }
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    for q in queued {
+        q.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_drains_the_queue() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let (release, blocker) = hold_writer(&store).await;
+    let s = store.clone();
+    let late = tokio::spawn(async move { insert_result(&s, task("late", 1)).await });
+    wait_queued(&store, 1).await;
+    let stopping = tokio::task::spawn_blocking({
+        let s = store.clone();
+        move || s.shutdown()
+    });
+    // Once the queue is closed to new writes, the queued one must still be run.
+    while store.inner.sender.read().unwrap().is_some() {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    match insert_result(&store, task("refused", 1)).await {
+        Err(Error::Unavailable(m)) => assert_eq!(m, "the store is shut down"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    stopping.await.unwrap();
+    late.await.unwrap().unwrap();
+    // Reads still work from the pool after the writer stopped.
+    assert!(get_task(&store, "late").await.is_some());
+    assert!(get_task(&store, "refused").await.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_get_increasing_sequences() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let mut watch = store.committed_sequence();
+    assert_eq!(*watch.borrow_and_update(), 0);
+    insert(&store, vec![task("t1", 100), task("t2", 100)]).await;
+
+    let seqs = store
+        .write(|w| {
+            Ok(vec![
+                w.append_event(&event("e1", "t1", 200))?,
+                w.append_event(&event("e2", "t2", 150))?,
+                w.append_event(&event("e3", "t1", 50))?,
+            ])
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert!(watch.has_changed().unwrap());
+    assert_eq!(*watch.borrow_and_update(), 3);
+
+    // A failing command's events do not move the watch.
+    let err = store
+        .write(|w| {
+            w.append_event(&event("e4", "t2", 300))?;
+            Err::<(), _>(Error::validation("no"))
+        })
+        .await;
+    assert!(err.is_err());
+    assert!(!watch.has_changed().unwrap());
+
+    let t1 = get_task(&store, "t1").await.unwrap();
+    assert_eq!(t1.latest_event_seq, 3);
+    // Raised to the newest event, never lowered by the older one appended last.
+    assert_eq!(t1.last_activity_at, Ts(200));
+    let t2 = get_task(&store, "t2").await.unwrap();
+    assert_eq!((t2.latest_event_seq, t2.last_activity_at), (2, Ts(150)));
+
+    let (asc, desc, after, limited) = store
+        .read(|r| {
+            Ok((
+                r.events_of_task("t1", 0, None, false)?,
+                r.events_of_task("t1", 0, None, true)?,
+                r.events_of_task("t1", 1, Some(0), false)?,
+                r.events_of_task("t1", 0, Some(1), true)?,
+            ))
+        })
+        .await
+        .unwrap();
+    let seq =
+        |v: &Vec<tasklane_core::model::Event>| v.iter().map(|e| e.sequence).collect::<Vec<_>>();
+    assert_eq!(seq(&asc), vec![1, 3]);
+    assert_eq!(seq(&desc), vec![3, 1]);
+    assert_eq!(seq(&after), vec![3]);
+    assert_eq!(seq(&limited), vec![3]);
+    assert_eq!(asc[0].payload, json!({"n": 200}));
+    assert_eq!(asc[0].event_type, "task.created");
+
+    // update_task leaves storage-owned columns alone.
+    let mut stale = task("t1", 10);
+    stale.title = "renamed".into();
+    store.write(move |w| w.update_task(&stale)).await.unwrap();
+    let t1 = get_task(&store, "t1").await.unwrap();
+    assert_eq!(
+        (
+            t1.title.as_str(),
+            t1.latest_event_seq,
+            t1.last_activity_at,
+            t1.updated_at
+        ),
+        ("renamed", 3, Ts(200), Ts(10))
+    );
+
+    // A reopened store's watch starts at the end of the log.
+    let path = store.path().to_path_buf();
+    store.shutdown();
+    drop(store);
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    assert_eq!(*store.committed_sequence().borrow(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_writes_raise_task_activity() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    insert(&store, vec![task("t", 100)]).await;
+    let mut r = run("r", "t", RunStatus::Queued, 150);
+    let r1 = r.clone();
+    store.write(move |w| w.insert_run(&r1)).await.unwrap();
+    assert_eq!(
+        get_task(&store, "t").await.unwrap().last_activity_at,
+        Ts(150)
+    );
+    r.status = RunStatus::Completed;
+    r.claimed_at = Some(Ts(160));
+    r.ended_at = Some(Ts(400));
+    let r2 = r.clone();
+    store.write(move |w| w.update_run(&r2)).await.unwrap();
+    assert_eq!(
+        get_task(&store, "t").await.unwrap().last_activity_at,
+        Ts(400)
+    );
+    let mut newer = task("t", 300);
+    newer.created_at = Ts(100);
+    store.write(move |w| w.update_task(&newer)).await.unwrap();
+    assert_eq!(
+        get_task(&store, "t").await.unwrap().last_activity_at,
+        Ts(400)
+    );
+
+    let missing = run("ghost", "t", RunStatus::Queued, 1);
+    let err = store.write(move |w| w.update_run(&missing)).await;
+    assert!(matches!(
+        err,
+        Err(Error::NotFound {
+            code: "run_not_found",
+            ..
+        })
+    ));
+    let err = store.write(|w| w.update_task(&task("ghost", 1))).await;
+    assert!(matches!(
+        err,
+        Err(Error::NotFound {
+            code: "task_not_found",
+            ..
+        })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn duplicates_are_conflicts() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    insert(&store, vec![task("a", 1), task("b", 1)]).await;
+    match insert_result(&store, task("a", 2)).await {
+        Err(Error::Conflict { code, message }) => {
+            assert_eq!(code, "duplicate_task");
+            assert_eq!(message, "task a already exists");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    store
+        .write(|w| w.insert_dependency(&blocks("a", "b", 1)))
+        .await
+        .unwrap();
+    let err = store
+        .write(|w| w.insert_dependency(&blocks("a", "b", 2)))
+        .await;
+    assert!(matches!(
+        err,
+        Err(Error::Conflict {
+            code: "duplicate_dependency",
+            ..
+        })
+    ));
+    let removed = store
+        .write(|w| {
+            Ok((
+                w.delete_dependency("a", "b")?,
+                w.delete_dependency("a", "b")?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(removed, (true, false));
+
+    let record = IdempotencyRecord {
+        key: "k".into(),
+        origin: Ref::new("http", "tasks.start"),
+        task_id: "a".into(),
+        run_id: "r".into(),
+        created_at: Ts(5),
+    };
+    let (r1, r2) = (record.clone(), record.clone());
+    store
+        .write(move |w| w.insert_idempotency_record(&r1))
+        .await
+        .unwrap();
+    let err = store.write(move |w| w.insert_idempotency_record(&r2)).await;
+    assert!(matches!(err, Err(Error::Conflict { .. })));
+    let origin = record.origin.clone();
+    let got = store
+        .read(move |r| {
+            Ok((
+                r.idempotency_record("k", &origin)?,
+                r.idempotency_record("k", &Ref::new("http", "tasks.enqueue_run"))?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(got, (Some(record), None));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_cascades_to_everything_of_the_task() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    insert(&store, vec![task("x", 1), task("y", 1), task("z", 1)]).await;
+    store
+        .write(|w| {
+            w.insert_run(&run("rx", "x", RunStatus::Completed, 2))?;
+            w.insert_run(&run("ry", "y", RunStatus::Queued, 2))?;
+            w.insert_dependency(&blocks("x", "y", 3))?;
+            w.insert_dependency(&blocks("z", "x", 3))?;
+            w.insert_dependency(&blocks("z", "y", 4))?;
+            w.append_event(&event("ex1", "x", 5))?;
+            w.append_event(&event("ey1", "y", 5))?;
+            w.append_event(&event("ex2", "x", 6))?;
+            w.insert_idempotency_record(&IdempotencyRecord {
+                key: "k".into(),
+                origin: Ref::new("http", "tasks.start"),
+                task_id: "x".into(),
+                run_id: "rx".into(),
+                created_at: Ts(2),
+            })
+        })
+        .await
+        .unwrap();
+
+    store.write(|w| w.delete_task("x")).await.unwrap();
+    // Deleting what is not there is not an error.
+    store.write(|w| w.delete_task("x")).await.unwrap();
+
+    let (task_x, run_x, events_x, deps_z, dependents_y, record, run_y, events_y) = store
+        .read(|r| {
+            Ok((
+                r.task("x")?,
+                r.run("rx")?,
+                r.events_of_task("x", 0, None, false)?,
+                r.dependencies_of("z")?,
+                r.dependents_of("y")?,
+                r.idempotency_record("k", &Ref::new("http", "tasks.start"))?,
+                r.run("ry")?,
+                r.events_of_task("y", 0, None, false)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(task_x, None);
+    assert_eq!(run_x, None);
+    assert!(events_x.is_empty());
+    assert_eq!(deps_z, vec![blocks("z", "y", 4)]);
+    assert_eq!(dependents_y, vec!["z".to_string()]);
+    assert_eq!(record, None);
+    assert!(run_y.is_some());
+    assert_eq!(events_y.len(), 1);
+
+    // Sequences of deleted events are never handed out again.
+    let seq = store
+        .write(|w| w.append_event(&event("ey2", "y", 7)))
+        .await
+        .unwrap();
+    assert_eq!(seq, 4);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn list_tasks_filters_orders_and_escapes() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let mut tasks = Vec::new();
+    let mut add = |id: &str, activity: i64, f: &dyn Fn(&mut Task)| {
+        let mut t = task(id, activity);
+        f(&mut t);
+        tasks.push(t);
+    };
+    add("t-pct", 90, &|t| t.title = "100% DONE".into());
+    add("t-plain", 80, &|t| t.title = "100 done".into());
+    add("t-under", 70, &|t| t.title = "a_b".into());
+    add("t-axb", 60, &|t| t.title = "axb".into());
+    add("t-slash", 50, &|t| {
+        t.title = "other".into();
+        t.identifier = Some(r"back\slash".into());
+    });
+    add("t-draft", 95, &|t| {
+        t.status = TaskStatus::Draft;
+        t.title = "draft done".into();
+    });
+    // Ties on activity are broken by updated_at, then created_at, then id (all descending).
+    add("tie-a", 40, &|t| t.updated_at = Ts(30));
+    add("tie-b", 40, &|t| {
+        t.updated_at = Ts(30);
+        t.created_at = Ts(20);
+    });
+    add("tie-c", 40, &|t| {
+        t.updated_at = Ts(30);
+        t.created_at = Ts(20);
+    });
+    add("tie-d", 40, &|t| t.updated_at = Ts(35));
+    add("ws", 10, &|t| {
+        t.scope = Scope::Workspace;
+        t.workspace_id = Some("w1".into());
+        t.priority = Priority::High;
+        t.approval_state = ApprovalState::Approved;
+        t.owner = Some(Ref::new("agent_session", "s1"));
+        t.network_channel = Some("net".into());
+    });
+    add("child", 5, &|t| t.parent_task_id = Some("ws".into()));
+    // Parents first, for the foreign key.
+    tasks.sort_by_key(|t| t.parent_task_id.is_some());
+    insert(&store, tasks).await;
+
+    let all = list(&store, TaskFilter::default()).await;
+    assert_eq!(
+        all,
+        vec![
+            "t-pct", "t-plain", "t-under", "t-axb", "t-slash", "tie-d", "tie-a", "tie-c", "tie-b",
+            "ws", "child"
+        ]
+    );
+    let with_drafts = list(
+        &store,
+        TaskFilter {
+            include_drafts: true,
+            limit: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(with_drafts, vec!["t-draft", "t-pct"]);
+    let drafts = list(
+        &store,
+        TaskFilter {
+            status: Some(TaskStatus::Draft),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(drafts, vec!["t-draft"]);
+    assert_eq!(
+        list(
+            &store,
+            TaskFilter {
+                limit: Some(0),
+                ..Default::default()
+            }
+        )
+        .await
+        .len(),
+        all.len()
+    );
+
+    let query = |q: &str| TaskFilter {
+        query: Some(q.to_string()),
+        ..Default::default()
+    };
+    assert_eq!(list(&store, query("done")).await, vec!["t-pct", "t-plain"]);
+    assert_eq!(list(&store, query("0% d")).await, vec!["t-pct"]);
+    assert_eq!(list(&store, query("a_b")).await, vec!["t-under"]);
+    assert_eq!(list(&store, query("K\\S")).await, vec!["t-slash"]);
+    assert_eq!(list(&store, query("%")).await, vec!["t-pct"]);
+
+    let only_ws = TaskFilter {
+        scope: Some(Scope::Workspace),
+        workspace_id: Some("w1".into()),
+        status: Some(TaskStatus::Ready),
+        priority: Some(Priority::High),
+        approval_state: Some(ApprovalState::Approved),
+        owner_kind: Some(OwnerKind::AgentSession),
+        owner_ref: Some("s1".into()),
+        network_channel: Some("net".into()),
+        query: Some("TITLE OF".into()),
+        ..Default::default()
+    };
+    assert_eq!(list(&store, only_ws.clone()).await, vec!["ws"]);
+    let wrong_owner = TaskFilter {
+        owner_ref: Some("s2".into()),
+        ..only_ws
+    };
+    assert!(list(&store, wrong_owner).await.is_empty());
+    let children = TaskFilter {
+        parent_task_id: Some("ws".into()),
+        ..Default::default()
+    };
+    assert_eq!(list(&store, children).await, vec!["child"]);
+
+    let (children, counts) = store
+        .read(|r| {
+            Ok((
+                r.children_of("ws")?,
+                r.child_counts(&["ws".to_string(), "child".to_string()])?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(children.len(), 1);
+    assert_eq!(counts.get("ws"), Some(&1));
+    assert_eq!(counts.get("child"), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn long_id_lists_are_chunked() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let parents: Vec<Task> = (0..1_200).map(|i| task(&format!("p{i:04}"), i)).collect();
+    insert(&store, parents).await;
+    store
+        .write(|w| {
+            for i in 0..1_200 {
+                let mut child = task(&format!("c{i:04}"), 5_000 + i);
+                child.parent_task_id = Some(format!("p{i:04}"));
+                w.insert_task(&child)?;
+                w.insert_run(&run(&format!("r{i:04}"), &child.id, RunStatus::Queued, i))?;
+                w.insert_dependency(&blocks(&child.id, &format!("p{i:04}"), 10_000 - i))?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+
+    let mut ids: Vec<String> = (0..1_200).map(|i| format!("p{i:04}")).collect();
+    ids.push("missing".into());
+    ids.push("p0000".into());
+    let child_ids: Vec<String> = (0..1_200).map(|i| format!("c{i:04}")).collect();
+    let (tasks, counts, runs, deps) = store
+        .read(move |r| {
+            Ok((
+                r.tasks_by_ids(&ids)?,
+                r.child_counts(&ids)?,
+                r.open_runs_of_tasks(&child_ids)?,
+                r.dependencies_of_tasks(&child_ids)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 1_200);
+    assert_eq!(tasks[0].id, "p1199");
+    assert_eq!(tasks[1_199].id, "p0000");
+    assert_eq!(counts.len(), 1_200);
+    assert!(counts.values().all(|&n| n == 1));
+    assert_eq!(runs.len(), 1_200);
+    assert_eq!(
+        (runs[0].id.as_str(), runs[1_199].id.as_str()),
+        ("r1199", "r0000")
+    );
+    assert_eq!(deps.len(), 1_200);
+    assert_eq!(
+        (deps[0].task_id.as_str(), deps[1_199].task_id.as_str()),
+        ("c1199", "c0000")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn open_and_active_runs_follow_the_model() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let statuses = RunStatus::ALL.to_vec();
+    store
+        .write(move |w| {
+            for (i, status) in statuses.iter().enumerate() {
+                let t = task(&format!("t{i}"), 1);
+                w.insert_task(&t)?;
+                let mut r = run(&format!("r-{status}"), &t.id, *status, i as i64);
+                r.session_id = Some(format!("s-{status}"));
+                w.insert_run(&r)?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = (0..RunStatus::ALL.len()).map(|i| format!("t{i}")).collect();
+    let (open, active) = store
+        .read(move |r| {
+            let open = r.open_runs_of_tasks(&ids)?;
+            let mut active = Vec::new();
+            for status in RunStatus::ALL {
+                active.push(r.active_run_of_session(&format!("s-{status}"))?.is_some());
+            }
+            Ok((open, active))
+        })
+        .await
+        .unwrap();
+    let mut open_statuses: Vec<RunStatus> = open.iter().map(|r| r.status).collect();
+    open_statuses.reverse();
+    let expected: Vec<RunStatus> = RunStatus::ALL
+        .iter()
+        .copied()
+        .filter(|s| s.is_open())
+        .collect();
+    assert_eq!(open_statuses, expected);
+    let expected_active: Vec<bool> = RunStatus::ALL.iter().map(|s| s.is_active()).collect();
+    assert_eq!(active, expected_active);
+
+    let filtered = store
+        .read(|r| {
+            Ok((
+                r.list_runs(
+                    "t0",
+                    &RunFilter {
+                        status: Some(RunStatus::Queued),
+                        session_id: Some("s-queued".into()),
+                        limit: Some(5),
+                    },
+                )?,
+                r.list_runs(
+                    "t0",
+                    &RunFilter {
+                        status: Some(RunStatus::Running),
+                        ..Default::default()
+                    },
+                )?,
+                r.runs_of_task("t0")?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(filtered.0.len(), 1);
+    assert!(filtered.1.is_empty());
+    assert_eq!(filtered.2.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn runs_and_dependencies_are_ordered() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    insert(
+        &store,
+        vec![task("t", 1), task("b1", 1), task("b2", 1), task("b3", 1)],
+    )
+    .await;
+    store
+        .write(|w| {
+            w.insert_run(&run("r-b", "t", RunStatus::Canceled, 10))?;
+            w.insert_run(&run("r-a", "t", RunStatus::Canceled, 10))?;
+            w.insert_run(&run("r-c", "t", RunStatus::Queued, 20))?;
+            w.insert_dependency(&blocks("t", "b3", 1))?;
+            w.insert_dependency(&blocks("t", "b2", 2))?;
+            w.insert_dependency(&blocks("t", "b1", 2))
+        })
+        .await
+        .unwrap();
+    let (runs, limited, deps) = store
+        .read(|r| {
+            Ok((
+                r.runs_of_task("t")?,
+                r.list_runs(
+                    "t",
+                    &RunFilter {
+                        limit: Some(1),
+                        ..Default::default()
+                    },
+                )?,
+                r.dependencies_of("t")?,
+            ))
+        })
+        .await
+        .unwrap();
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, vec!["r-c", "r-b", "r-a"]);
+    assert_eq!(limited.len(), 1);
+    let deps: Vec<&str> = deps.iter().map(|d| d.depends_on_task_id.as_str()).collect();
+    assert_eq!(deps, vec!["b3", "b1", "b2"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_sessions_are_touched() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    store
+        .write(|w| w.touch_agent_session("s1", Some("claude"), Ts(10)))
+        .await
+        .unwrap();
+    store
+        .write(|w| w.touch_agent_session("s1", None, Ts(20)))
+        .await
+        .unwrap();
+    let got = store
+        .read(|r| r.agent_session("s1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.agent_name.as_deref(), Some("claude"));
+    assert_eq!((got.first_seen_at, got.last_seen_at), (Ts(10), Ts(20)));
+    assert_eq!(store.read(|r| r.agent_session("s2")).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_survive_panics_and_run_in_parallel_with_a_busy_writer() {
+    let (_dir, store) = temp_store(StoreOptions {
+        read_connections: 2,
+        ..StoreOptions::default()
+    });
+    insert(&store, vec![task("t", 1)]).await;
+    let err = store
+        .read(|_| -> Result<()> { panic!("reader panics") })
+        .await;
+    assert!(matches!(err, Err(Error::Storage(m)) if m == "internal panic"));
+
+    // The writer holds an open transaction with an uncommitted insert: reads neither wait for it
+    // nor see it.
+    let (release, blocker) = hold_writer(&store).await;
+    let s = store.clone();
+    let pending = tokio::spawn(async move { insert_result(&s, task("u", 1)).await });
+    wait_queued(&store, 1).await;
+    for _ in 0..10 {
+        assert!(get_task(&store, "t").await.is_some());
+        assert!(get_task(&store, "u").await.is_none());
+    }
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    pending.await.unwrap().unwrap();
+    assert!(get_task(&store, "u").await.is_some());
+}

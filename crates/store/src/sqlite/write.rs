@@ -1,0 +1,256 @@
+//! `WriteStore` on the writer's connection, always inside the current command's SAVEPOINT.
+
+use tasklane_core::model::{Dependency, IdempotencyRecord, NewEvent, Run, Task};
+use tasklane_core::store::WriteStore;
+use tasklane_core::time::Ts;
+use tasklane_core::{Error, Result};
+
+use super::error::sql_err;
+use super::rows::{bind_run, bind_task, payload_text, run_columns, task_columns};
+use super::Db;
+
+impl Db<'_> {
+    /// Activity never moves backwards, so every raise is a MAX against the stored value.
+    fn raise_task_activity(&self, task_id: &str, at: Ts) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "UPDATE tasks SET last_activity_at = MAX(last_activity_at, ?2) WHERE id = ?1",
+            )
+            .map_err(sql_err)?;
+        stmt.execute(rusqlite::params![task_id, at.0])
+            .map_err(sql_err)?;
+        Ok(())
+    }
+}
+
+impl WriteStore for Db<'_> {
+    fn insert_task(&mut self, task: &Task) -> Result<()> {
+        // DO NOTHING + a change count tells a duplicate id apart without parsing error codes;
+        // other constraint failures (a missing parent) still surface as errors.
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "INSERT INTO tasks (",
+                task_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,",
+                " ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, MAX(?26, ?24), ?27, ?28, ?29)",
+                " ON CONFLICT (id) DO NOTHING"
+            ))
+            .map_err(sql_err)?;
+        bind_task(&mut stmt, task)?;
+        if stmt.raw_execute().map_err(sql_err)? == 0 {
+            return Err(Error::conflict(
+                "duplicate_task",
+                format!("task {} already exists", task.id),
+            ));
+        }
+        Ok(())
+    }
+
+    fn update_task(&mut self, task: &Task) -> Result<()> {
+        // ?18 (latest_event_seq) and ?26 (last_activity_at) are bound but deliberately unused:
+        // storage owns those two columns.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "UPDATE tasks SET identifier = ?2, scope = ?3, workspace_id = ?4, \
+                 parent_task_id = ?5, network_channel = ?6, title = ?7, description = ?8, \
+                 priority = ?9, max_attempts = ?10, auto_enqueue_on_ready = ?11, status = ?12, \
+                 approval_policy = ?13, approval_state = ?14, owner_kind = ?15, owner_ref = ?16, \
+                 current_run_id = ?17, created_by_kind = ?19, created_by_ref = ?20, \
+                 origin_kind = ?21, origin_ref = ?22, created_at = ?23, updated_at = ?24, \
+                 closed_at = ?25, last_activity_at = MAX(last_activity_at, ?24), metadata = ?27, \
+                 required_capabilities = ?28, preferred_capabilities = ?29 \
+                 WHERE id = ?1",
+            )
+            .map_err(sql_err)?;
+        bind_task(&mut stmt, task)?;
+        if stmt.raw_execute().map_err(sql_err)? == 0 {
+            return Err(Error::task_not_found(&task.id));
+        }
+        Ok(())
+    }
+
+    fn delete_task(&mut self, id: &str) -> Result<()> {
+        // Runs, edges in both directions, events and idempotency records go by ON DELETE CASCADE.
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM tasks WHERE id = ?1")
+            .map_err(sql_err)?;
+        stmt.execute([id]).map_err(sql_err)?;
+        Ok(())
+    }
+
+    fn insert_run(&mut self, run: &Run) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "INSERT INTO task_runs (",
+                run_columns!(),
+                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,",
+                " ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+            ))
+            .map_err(sql_err)?;
+        bind_run(&mut stmt, run)?;
+        stmt.raw_execute().map_err(sql_err)?;
+        self.raise_task_activity(&run.task_id, run.activity_at())
+    }
+
+    fn update_run(&mut self, run: &Run) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "UPDATE task_runs SET task_id = ?2, status = ?3, attempt = ?4, \
+                 claimed_by_kind = ?5, claimed_by_ref = ?6, session_id = ?7, origin_kind = ?8, \
+                 origin_ref = ?9, idempotency_key = ?10, network_channel = ?11, \
+                 coordination_channel_id = ?12, claim_token_hash = ?13, lease_until = ?14, \
+                 heartbeat_at = ?15, lease_expirations = ?16, queued_at = ?17, claimed_at = ?18, \
+                 started_at = ?19, ended_at = ?20, error = ?21, metadata = ?22, result = ?23, \
+                 required_capabilities = ?24, preferred_capabilities = ?25 \
+                 WHERE id = ?1",
+            )
+            .map_err(sql_err)?;
+        bind_run(&mut stmt, run)?;
+        if stmt.raw_execute().map_err(sql_err)? == 0 {
+            return Err(Error::run_not_found(&run.id));
+        }
+        self.raise_task_activity(&run.task_id, run.activity_at())
+    }
+
+    fn insert_dependency(&mut self, dep: &Dependency) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO task_dependencies (task_id, depends_on_task_id, kind, created_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            )
+            .map_err(sql_err)?;
+        let inserted = stmt
+            .execute(rusqlite::params![
+                dep.task_id,
+                dep.depends_on_task_id,
+                dep.kind,
+                dep.created_at.0
+            ])
+            .map_err(sql_err)?;
+        if inserted == 0 {
+            return Err(Error::conflict(
+                "duplicate_dependency",
+                format!(
+                    "dependency edge {} -> {} already exists",
+                    dep.task_id, dep.depends_on_task_id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn delete_dependency(&mut self, task_id: &str, depends_on_task_id: &str) -> Result<bool> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM task_dependencies WHERE task_id = ?1 AND depends_on_task_id = ?2",
+            )
+            .map_err(sql_err)?;
+        let deleted = stmt
+            .execute([task_id, depends_on_task_id])
+            .map_err(sql_err)?;
+        Ok(deleted > 0)
+    }
+
+    fn append_event(&mut self, event: &NewEvent) -> Result<i64> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO task_events (id, task_id, run_id, event_type, actor_kind, actor_ref, \
+                 origin_kind, origin_ref, payload, timestamp) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .map_err(sql_err)?;
+        stmt.execute(rusqlite::params![
+            event.id,
+            event.task_id,
+            event.run_id,
+            event.event_type,
+            event.actor.kind,
+            event.actor.reference,
+            event.origin.kind,
+            event.origin.reference,
+            payload_text(&event.payload),
+            event.timestamp.0,
+        ])
+        .map_err(sql_err)?;
+        // `sequence` is the rowid alias, so the rowid just inserted is the sequence.
+        let sequence = self.conn.last_insert_rowid();
+
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "UPDATE tasks SET latest_event_seq = ?2, \
+                 last_activity_at = MAX(last_activity_at, ?3) WHERE id = ?1",
+            )
+            .map_err(sql_err)?;
+        stmt.execute(rusqlite::params![
+            event.task_id,
+            sequence,
+            event.timestamp.0
+        ])
+        .map_err(sql_err)?;
+
+        self.appended = Some(self.appended.map_or(sequence, |s| s.max(sequence)));
+        Ok(sequence)
+    }
+
+    fn insert_idempotency_record(&mut self, record: &IdempotencyRecord) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO run_idempotency (key, origin_kind, origin_ref, task_id, run_id, \
+                 created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+            )
+            .map_err(sql_err)?;
+        let inserted = stmt
+            .execute(rusqlite::params![
+                record.key,
+                record.origin.kind,
+                record.origin.reference,
+                record.task_id,
+                record.run_id,
+                record.created_at.0,
+            ])
+            .map_err(sql_err)?;
+        if inserted == 0 {
+            return Err(Error::conflict(
+                "duplicate_idempotency_key",
+                format!(
+                    "idempotency key {} is already bound for origin {}/{}",
+                    record.key, record.origin.kind, record.origin.reference
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn touch_agent_session(
+        &mut self,
+        session_id: &str,
+        agent_name: Option<&str>,
+        now: Ts,
+    ) -> Result<()> {
+        // A call without an agent name keeps the name an earlier call announced.
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO agent_sessions (session_id, agent_name, first_seen_at, last_seen_at) \
+                 VALUES (?1, ?2, ?3, ?3) \
+                 ON CONFLICT (session_id) DO UPDATE SET \
+                 agent_name = COALESCE(excluded.agent_name, agent_name), \
+                 last_seen_at = MAX(last_seen_at, excluded.last_seen_at)",
+            )
+            .map_err(sql_err)?;
+        stmt.execute(rusqlite::params![session_id, agent_name, now.0])
+            .map_err(sql_err)?;
+        Ok(())
+    }
+}

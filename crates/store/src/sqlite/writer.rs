@@ -1,0 +1,212 @@
+//! The single writer thread and its group commit.
+//!
+//! One thread owns the write connection. It blocks for a command, drains whatever else is queued
+//! (up to `max_batch`), runs every command in its own SAVEPOINT of one IMMEDIATE transaction and
+//! commits once. One fsync thus serves the whole batch, while a failing command still rolls back
+//! alone. Nobody hears back before the COMMIT has returned, so an answer always means "durable".
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use tasklane_core::{Error, Result};
+use tokio::sync::{oneshot, watch};
+
+use super::error::sql_err;
+use super::Db;
+
+/// A queued write, type-erased so commands with different result types share one queue.
+pub(crate) trait Command: Send {
+    /// Runs the command's closure; returns whether it succeeded (its savepoint is kept).
+    fn run(&mut self, db: &mut Db<'_>) -> bool;
+    /// Answers the caller. `batch_failure` is set when the batch's transaction was lost, which
+    /// undoes this command too, whatever it returned.
+    fn reply(self: Box<Self>, batch_failure: Option<&str>);
+}
+
+pub(crate) struct Job<F, R> {
+    f: Option<F>,
+    result: Option<Result<R>>,
+    tx: oneshot::Sender<Result<R>>,
+}
+
+impl<F, R> Job<F, R> {
+    pub(crate) fn new(f: F, tx: oneshot::Sender<Result<R>>) -> Self {
+        Job {
+            f: Some(f),
+            result: None,
+            tx,
+        }
+    }
+}
+
+impl<F, R> Command for Job<F, R>
+where
+    F: FnOnce(&mut Db<'_>) -> Result<R> + Send,
+    R: Send,
+{
+    fn run(&mut self, db: &mut Db<'_>) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        // A panic must not take the writer thread (and every later write) down with it; the
+        // command's savepoint is rolled back like any other failure.
+        let result = catch_unwind(AssertUnwindSafe(|| f(db)))
+            .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn reply(self: Box<Self>, batch_failure: Option<&str>) {
+        let result = match batch_failure {
+            Some(msg) => Err(Error::Unavailable(msg.to_string())),
+            None => self
+                .result
+                .unwrap_or_else(|| Err(Error::Unavailable("write was not run".to_string()))),
+        };
+        // The caller may have gone away (request canceled); its write still stands.
+        let _ = self.tx.send(result);
+    }
+}
+
+/// What the writer shares with the store handle.
+pub(crate) struct WriterShared {
+    /// Commands sent but not yet taken by the writer.
+    pub(crate) queued: AtomicUsize,
+    /// Transactions committed (observability, and tests that check batching).
+    pub(crate) commits: AtomicU64,
+    pub(crate) committed_seq: watch::Sender<i64>,
+}
+
+pub(crate) struct Writer {
+    pub(crate) conn: Connection,
+    pub(crate) rx: Receiver<Box<dyn Command>>,
+    pub(crate) max_batch: usize,
+    pub(crate) shared: Arc<WriterShared>,
+}
+
+impl Writer {
+    pub(crate) fn run(self) {
+        let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(self.max_batch);
+        // Ends once every sender is gone and the queue is drained: shutdown loses no command.
+        while let Ok(first) = self.rx.recv() {
+            batch.push(first);
+            while batch.len() < self.max_batch {
+                match self.rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            self.run_batch(&mut batch);
+        }
+        tracing::debug!("sqlite writer stopped");
+    }
+
+    fn exec(&self, sql: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(sql_err)
+    }
+
+    fn run_batch(&self, batch: &mut Vec<Box<dyn Command>>) {
+        // Commands that ran in the open transaction, waiting for its COMMIT.
+        let mut pending: Vec<Box<dyn Command>> = Vec::with_capacity(batch.len());
+        let mut in_tx = false;
+        let mut max_seq: Option<i64> = None;
+
+        for mut cmd in batch.drain(..) {
+            if !in_tx {
+                if let Err(e) = self.exec("BEGIN IMMEDIATE") {
+                    tracing::warn!(error = %e, "sqlite writer could not begin a transaction");
+                    cmd.reply(Some(&format!("could not begin a transaction: {e}")));
+                    continue;
+                }
+                in_tx = true;
+            }
+            if let Err(e) = self.exec("SAVEPOINT cmd") {
+                cmd.reply(Some(&format!("could not open a savepoint: {e}")));
+                if self.conn.is_autocommit() {
+                    self.fail(&mut pending, "the transaction was rolled back");
+                    max_seq = None;
+                    in_tx = false;
+                }
+                continue;
+            }
+
+            let mut db = Db::new(&self.conn);
+            let ok = cmd.run(&mut db);
+            let appended = db.appended;
+
+            // SQLite rolls the whole transaction back by itself after some errors (disk full,
+            // I/O error): everything this batch did so far is gone, so nobody may hear "ok".
+            if self.conn.is_autocommit() {
+                pending.push(cmd);
+                self.fail(&mut pending, "the transaction was rolled back by sqlite");
+                max_seq = None;
+                in_tx = false;
+                continue;
+            }
+            let closed = if ok {
+                self.exec("RELEASE cmd")
+            } else {
+                self.exec("ROLLBACK TO cmd")
+                    .and_then(|()| self.exec("RELEASE cmd"))
+            };
+            pending.push(cmd);
+            match closed {
+                Ok(()) => {
+                    if ok {
+                        max_seq = max_seq.max(appended);
+                    }
+                }
+                Err(e) => {
+                    // The transaction's state is unknown: drop it rather than commit it.
+                    tracing::error!(error = %e, "sqlite writer lost a savepoint");
+                    let _ = self.exec("ROLLBACK");
+                    self.fail(&mut pending, &format!("savepoint failed: {e}"));
+                    max_seq = None;
+                    in_tx = false;
+                }
+            }
+        }
+
+        if !in_tx {
+            return;
+        }
+        if let Err(e) = self.exec("COMMIT") {
+            tracing::error!(error = %e, "sqlite commit failed");
+            if !self.conn.is_autocommit() {
+                let _ = self.exec("ROLLBACK");
+            }
+            self.fail(&mut pending, &format!("commit failed: {e}"));
+            return;
+        }
+        self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        // Published before anyone is answered, so a client that saw its write acknowledged never
+        // finds the watch behind its own event.
+        if let Some(seq) = max_seq {
+            self.shared.committed_seq.send_if_modified(|current| {
+                let raise = seq > *current;
+                if raise {
+                    *current = seq;
+                }
+                raise
+            });
+        }
+        for cmd in pending.drain(..) {
+            cmd.reply(None);
+        }
+    }
+
+    fn fail(&self, pending: &mut Vec<Box<dyn Command>>, msg: &str) {
+        for cmd in pending.drain(..) {
+            cmd.reply(Some(msg));
+        }
+    }
+}
