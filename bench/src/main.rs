@@ -28,9 +28,13 @@ struct Args {
     /// Operations per scenario and client count (cycles for the cycle scenario).
     #[arg(long, default_value_t = 3000)]
     ops: usize,
-    /// Scenarios: create, start, cycle.
+    /// Scenarios: create, start, cycle (operator claim→start→complete), agent-cycle
+    /// (claim-next→complete), pickup (enqueue → claim returned to a long-polling agent).
     #[arg(long, value_delimiter = ',', default_value = "create,start,cycle")]
     scenarios: Vec<String>,
+    /// Enqueues measured by the pickup scenario.
+    #[arg(long, default_value_t = 500)]
+    pickups: usize,
 }
 
 struct Server {
@@ -108,17 +112,18 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
     v
 }
 
-/// Runs `ops` operations spread over `clients` workers; returns (elapsed, sorted latencies).
+/// Runs `ops` operations spread over `clients` workers; `op(worker, i)` performs operation `i`.
+/// Returns (elapsed, sorted latencies).
 async fn drive<F, Fut>(clients: usize, ops: usize, op: F) -> (Duration, Vec<Duration>)
 where
-    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    F: Fn(usize, usize) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
     let op = Arc::new(op);
     let started = Instant::now();
     let mut handles = Vec::new();
-    for _ in 0..clients {
+    for worker in 0..clients {
         let next = next.clone();
         let op = op.clone();
         handles.push(tokio::spawn(async move {
@@ -129,7 +134,7 @@ where
                     break;
                 }
                 let t = Instant::now();
-                op(i).await;
+                op(worker, i).await;
                 lat.push(t.elapsed());
             }
             lat
@@ -155,7 +160,7 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
 async fn create_tasks(http: &reqwest::Client, base: &str, n: usize, clients: usize) -> Vec<String> {
     let ids = Arc::new(std::sync::Mutex::new(Vec::with_capacity(n)));
     let (http2, base2, ids2) = (http.clone(), base.to_string(), ids.clone());
-    drive(clients.max(8), n, move |i| {
+    drive(clients.max(8), n, move |_, i| {
         let (http, base, ids) = (http2.clone(), base2.clone(), ids2.clone());
         async move {
             let v = post(
@@ -172,6 +177,111 @@ async fn create_tasks(http: &reqwest::Client, base: &str, n: usize, clients: usi
     .await;
     let v = ids.lock().unwrap().clone();
     v
+}
+
+async fn start_all(http: &reqwest::Client, base: &str, ids: &[String]) {
+    let ids = Arc::new(ids.to_vec());
+    let (http, base) = (http.clone(), base.to_string());
+    drive(16, ids.len(), move |_, i| {
+        let (http, base, ids) = (http.clone(), base.clone(), ids.clone());
+        async move {
+            post(
+                &http,
+                format!("{base}/api/tasks/{}/start", ids[i]),
+                json!({}),
+            )
+            .await;
+        }
+    })
+    .await;
+}
+
+async fn agent_post(
+    http: &reqwest::Client,
+    base: &str,
+    session: &str,
+    op: &str,
+    body: Value,
+) -> Value {
+    let resp = http
+        .post(format!("{base}/api/agent/tasks/{op}"))
+        .header("X-AGH-Session-ID", session)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{op}: unexpected {status}: {v}");
+    v
+}
+
+/// `agents` sessions long-poll claim-next; one producer starts tasks one at a time. Latency is
+/// from sending the start request to the moment an agent holds the claim. Returns the total
+/// elapsed time and the sorted pickup latencies.
+async fn pickup(
+    http: &reqwest::Client,
+    base: &str,
+    agents: usize,
+    n: usize,
+) -> (Duration, Vec<Duration>) {
+    let ids = create_tasks(http, base, n, 8).await;
+    let sent: Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> =
+        Default::default();
+    let picked = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for a in 0..agents {
+        let (http, base, sent, picked) =
+            (http.clone(), base.to_string(), sent.clone(), picked.clone());
+        workers.push(tokio::spawn(async move {
+            let session = format!("pickup-{a}");
+            let mut lat = Vec::new();
+            while picked.load(Ordering::SeqCst) < n {
+                let resp = http
+                    .post(format!("{base}/api/agent/tasks/claim-next"))
+                    .header("X-AGH-Session-ID", &session)
+                    .json(&json!({"wait": true, "wait_seconds": 2}))
+                    .send()
+                    .await
+                    .expect("claim");
+                if resp.status() == reqwest::StatusCode::NO_CONTENT {
+                    continue;
+                }
+                let got = Instant::now();
+                let v: Value = resp.json().await.expect("claim body");
+                let task = v["claim"]["task"]["id"].as_str().unwrap().to_string();
+                let run = v["claim"]["run"]["id"].as_str().unwrap().to_string();
+                // The producer records the send time before sending, so it is always there.
+                let t0 = sent.lock().unwrap().get(&task).copied().expect("send time");
+                lat.push(got.saturating_duration_since(t0));
+                picked.fetch_add(1, Ordering::SeqCst);
+                agent_post(
+                    &http,
+                    &base,
+                    &session,
+                    &format!("{run}/complete"),
+                    json!({}),
+                )
+                .await;
+            }
+            lat
+        }));
+    }
+    // Let every agent park before the first enqueue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    for id in &ids {
+        sent.lock().unwrap().insert(id.clone(), Instant::now());
+        post(http, format!("{base}/api/tasks/{id}/start"), json!({})).await;
+        // Pace enqueues so agents are parked (not busy) when work arrives.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.expect("agent"));
+    }
+    all.sort();
+    (started.elapsed(), all)
 }
 
 #[tokio::main]
@@ -191,7 +301,7 @@ async fn main() {
             let (elapsed, lat) = match scenario.as_str() {
                 "create" => {
                     let (http, base) = (http.clone(), base.clone());
-                    drive(clients, ops, move |i| {
+                    drive(clients, ops, move |_, i| {
                         let (http, base) = (http.clone(), base.clone());
                         async move {
                             post(
@@ -207,7 +317,7 @@ async fn main() {
                 "start" => {
                     let ids = Arc::new(create_tasks(&http, &base, ops, clients).await);
                     let (http, base) = (http.clone(), base.clone());
-                    drive(clients, ops, move |i| {
+                    drive(clients, ops, move |_, i| {
                         let (http, base, ids) = (http.clone(), base.clone(), ids.clone());
                         async move {
                             post(
@@ -230,7 +340,7 @@ async fn main() {
                     }
                     let runs = Arc::new(runs);
                     let (http, base) = (http.clone(), base.clone());
-                    drive(clients, ops, move |i| {
+                    drive(clients, ops, move |_, i| {
                         let (http, base, runs) = (http.clone(), base.clone(), runs.clone());
                         async move {
                             let run = &runs[i];
@@ -256,8 +366,37 @@ async fn main() {
                     })
                     .await
                 }
+                "agent-cycle" => {
+                    let ids = create_tasks(&http, &base, ops, clients).await;
+                    start_all(&http, &base, &ids).await;
+                    let (http, base) = (http.clone(), base.clone());
+                    drive(clients, ops, move |worker, _| {
+                        let (http, base) = (http.clone(), base.clone());
+                        async move {
+                            // One session per worker; each cycle claims and completes.
+                            let session = format!("agent-{worker}");
+                            let claim =
+                                agent_post(&http, &base, &session, "claim-next", json!({})).await;
+                            let run = claim["claim"]["run"]["id"]
+                                .as_str()
+                                .expect("a run to claim")
+                                .to_string();
+                            agent_post(
+                                &http,
+                                &base,
+                                &session,
+                                &format!("{run}/complete"),
+                                json!({"result":{"ok":true}}),
+                            )
+                            .await;
+                        }
+                    })
+                    .await
+                }
+                "pickup" => pickup(&http, &base, clients, args.pickups).await,
                 other => panic!("unknown scenario {other}"),
             };
+            let ops = lat.len();
             println!(
                 "| {scenario} | {clients} | {ops} | {:.0} | {:.2} | {:.2} |",
                 ops as f64 / elapsed.as_secs_f64(),

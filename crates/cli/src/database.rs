@@ -16,6 +16,17 @@ pub enum DatabaseUrlError {
     Scheme(String),
 }
 
+/// The SQLite file of `--database`, or why it cannot be used.
+pub fn sqlite_path(url: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    match parse(url)? {
+        DatabaseUrl::Sqlite(path) => Ok(path),
+        DatabaseUrl::Postgres(_) => Err(
+            "the PostgreSQL backend is not available in this version of tasklane; use sqlite://<path>"
+                .into(),
+        ),
+    }
+}
+
 pub fn parse(url: &str) -> Result<DatabaseUrl, DatabaseUrlError> {
     let url = url.trim();
     if url.is_empty() {

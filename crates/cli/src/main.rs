@@ -2,6 +2,7 @@
 
 mod database;
 mod serve;
+mod token;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP API server.
     Serve(serve::ServeArgs),
+    /// Manage API tokens (for `serve --auth token`).
+    Token(token::TokenArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let outcome = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Token(args) => token::run(args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

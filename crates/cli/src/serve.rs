@@ -3,11 +3,18 @@
 use std::net::SocketAddr;
 
 use clap::Args;
-use tasklane_server::AppState;
+use tasklane_server::{AppState, AuthMode, Settings};
 use tasklane_store::{SqliteStore, StoreOptions};
+
 use tokio::net::TcpListener;
 
-use crate::database::{self, DatabaseUrl};
+use crate::database;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthArg {
+    Open,
+    Token,
+}
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -21,6 +28,13 @@ pub struct ServeArgs {
         default_value = "sqlite://./tasklane-data/tasklane.db"
     )]
     database: String,
+    /// Authentication: open (no credentials; loopback only) or token (Authorization: Bearer).
+    #[arg(long, env = "TASKLANE_AUTH", value_enum, default_value = "open")]
+    auth: AuthArg,
+    /// A run is failed instead of requeued on its this-many-th lease expiry.
+    #[arg(long, env = "TASKLANE_MAX_LEASE_EXPIRATIONS", default_value_t = 3,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    max_lease_expirations: i64,
     /// Run on a manual clock moved by POST /api/_test/clock/advance. For tests only.
     #[arg(long, env = "TASKLANE_TEST_CLOCK", hide = true)]
     test_clock: bool,
@@ -33,20 +47,26 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             args.listen
         )
     })?;
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && args.auth == AuthArg::Open {
         return Err(format!(
-            "refusing to listen on non-loopback address {addr}: the API has no authentication in this mode; listen on 127.0.0.1 or [::1]"
+            "refusing to listen on non-loopback address {addr} in open mode, which has no authentication; start with --auth token (and create tokens with `tasklane token create`)"
         )
         .into());
     }
-    let path = match database::parse(&args.database)? {
-        DatabaseUrl::Sqlite(path) => path,
-        DatabaseUrl::Postgres(_) => {
-            return Err("the PostgreSQL backend is not available in this version of tasklane; use sqlite://<path>".into())
-        }
-    };
+    let path = database::sqlite_path(&args.database)?;
     let store = SqliteStore::open(&path, StoreOptions::default())?;
-    let state = AppState::new(store, args.test_clock);
+    let auth = match args.auth {
+        AuthArg::Open => AuthMode::Open,
+        AuthArg::Token => AuthMode::Token(Default::default()),
+    };
+    let state = AppState::new(
+        store,
+        Settings {
+            auth,
+            test_clock: args.test_clock,
+            max_lease_expirations: args.max_lease_expirations,
+        },
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -124,6 +124,8 @@ mod tests {
             result: None,
             required_capabilities: vec![],
             preferred_capabilities: vec![],
+            priority: crate::model::Priority::Medium,
+            claim_idempotency_key: None,
         }
     }
 

@@ -100,3 +100,25 @@ pub struct FailInput {
     #[serde(default, deserialize_with = "present")]
     pub metadata: Option<Value>,
 }
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ClaimNextInput {
+    pub idempotency_key: Option<String>,
+    pub lease_seconds: Option<i64>,
+    pub priority_min: Option<i64>,
+    /// The capabilities the caller offers (the reference's name for them).
+    pub required_capabilities: Option<Vec<String>>,
+    pub wait: Option<bool>,
+    pub wait_seconds: Option<i64>,
+    pub workspace_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct HeartbeatInput {
+    pub lease_seconds: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ReleaseInput {
+    pub reason: Option<String>,
+}

@@ -7,6 +7,7 @@ pub mod error;
 pub mod model;
 pub mod store;
 pub mod time;
+pub mod tokens;
 
 pub use error::{Error, Result};
 pub mod ids;

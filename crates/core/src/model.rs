@@ -251,6 +251,11 @@ pub struct Run {
     pub result: Option<Value>,
     pub required_capabilities: Vec<String>,
     pub preferred_capabilities: Vec<String>,
+    /// The task's priority, copied at enqueue and kept in step by PATCH, so the claim query can
+    /// order queued runs from one index.
+    pub priority: Priority,
+    /// The `idempotency_key` of the claim-next that holds the current lease (internal).
+    pub claim_idempotency_key: Option<String>,
 }
 
 impl Run {
@@ -307,4 +312,20 @@ pub struct IdempotencyRecord {
     pub task_id: String,
     pub run_id: String,
     pub created_at: Ts,
+}
+
+wire_enum!(
+    /// What an API token may do.
+    Role, "role" { Operator = "operator", Agent = "agent", Viewer = "viewer" }
+);
+
+/// An API token as stored: only the SHA-256 of the secret is kept.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: Role,
+    /// `sha256:` + lowercase hex of the raw token.
+    pub token_hash: String,
+    pub created_at: Ts,
+    pub last_used_at: Option<Ts>,
 }

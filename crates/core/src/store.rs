@@ -6,9 +6,10 @@ use std::collections::HashMap;
 
 use crate::error::Result;
 use crate::model::{
-    ApprovalState, Dependency, Event, IdempotencyRecord, NewEvent, OwnerKind, Priority, Ref, Run,
-    RunStatus, Scope, Task, TaskStatus,
+    ApiToken, ApprovalState, Dependency, Event, IdempotencyRecord, NewEvent, OwnerKind, Priority,
+    Ref, Run, RunStatus, Scope, Task, TaskStatus,
 };
+use crate::time::Ts;
 
 /// Filters of `GET /api/tasks`. All present filters must hold.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +36,22 @@ pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub session_id: Option<String>,
     pub limit: Option<i64>,
+}
+
+/// Which queued runs claim-next may consider, before the capability rules (applied by the caller).
+#[derive(Clone, Debug)]
+pub struct ClaimQuery {
+    /// `Some(ws)`: workspace tasks of `ws` only; `None`: global tasks only.
+    pub workspace_id: Option<String>,
+    /// Lowest task priority accepted.
+    pub min_priority: Priority,
+    /// The claiming session: tasks owned by `agent_session:<session>` are eligible.
+    pub session_id: String,
+    /// The claiming agent's name: tasks owned by `pool:<agent name>` are eligible.
+    pub agent_name: Option<String>,
+    /// Resume after this (priority, queued_at, run id) position of the claim order.
+    pub after: Option<(Priority, Ts, String)>,
+    pub limit: i64,
 }
 
 /// Reads, usable on a read-only snapshot or inside a write transaction.
@@ -80,6 +97,20 @@ pub trait ReadStore {
 
     /// What Tasklane knows of an agent session: (agent name, first seen, last seen).
     fn agent_session(&mut self, session_id: &str) -> Result<Option<AgentSessionRecord>>;
+
+    /// Queued runs that claim-next may hand out, in claim order: priority DESC, `queued_at` ASC,
+    /// run id ASC. Only runs of tasks whose status is not draft, blocked or canceled and whose
+    /// owner is empty, the claiming session, or the claiming agent's pool.
+    fn claim_candidates(&mut self, query: &ClaimQuery) -> Result<Vec<Run>>;
+    /// Claimed, starting and running runs bound to the session.
+    fn active_runs_of_session(&mut self, session_id: &str) -> Result<Vec<Run>>;
+    /// Active runs whose lease ended at or before `now`, soonest first, at most `limit`.
+    fn expired_leases(&mut self, now: Ts, limit: i64) -> Result<Vec<Run>>;
+    /// The earliest `lease_until` of any active run.
+    fn next_lease_deadline(&mut self) -> Result<Option<Ts>>;
+
+    /// Every API token, revoked ones excluded.
+    fn api_tokens(&mut self) -> Result<Vec<ApiToken>>;
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -117,6 +148,13 @@ pub trait WriteStore: ReadStore {
     fn append_event(&mut self, event: &NewEvent) -> Result<i64>;
 
     fn insert_idempotency_record(&mut self, record: &IdempotencyRecord) -> Result<()>;
+
+    /// Fails with `Error::Conflict { code: "duplicate_token" }` when the name is taken.
+    fn insert_api_token(&mut self, token: &ApiToken) -> Result<()>;
+    /// Returns false when no token has that name.
+    fn revoke_api_token(&mut self, name: &str) -> Result<bool>;
+    /// Raises the last-use time of the token with this hash.
+    fn touch_api_token(&mut self, token_hash: &str, at: Ts) -> Result<()>;
 
     /// Records that an agent session called the API at `now`.
     fn touch_agent_session(

@@ -506,3 +506,127 @@ pub fn run_detail(store: &mut dyn ReadStore, run_id: &str) -> Result<RunDetail> 
         },
     })
 }
+
+/// The reference's fixed list of message kinds on a coordination channel.
+const MESSAGE_KINDS: [&str; 7] = [
+    "status",
+    "request",
+    "reply",
+    "blocker",
+    "handoff",
+    "result",
+    "review_request",
+];
+
+/// The channel agents use to talk about one run of a workspace task.
+#[derive(Clone, Debug, Serialize)]
+pub struct CoordinationChannel {
+    pub id: String,
+    pub channel: String,
+    pub display_name: String,
+    pub purpose: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<String>,
+    pub task_id: String,
+    pub run_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
+    pub allowed_message_kinds: [&'static str; 7],
+}
+
+impl CoordinationChannel {
+    fn of(task: &Task, run: &Run) -> Option<Self> {
+        let id = run.coordination_channel_id.clone()?;
+        Some(CoordinationChannel {
+            channel: id.clone(),
+            display_name: id.clone(),
+            id,
+            purpose: "task_run_coordination",
+            workspace_id: task.workspace_id.clone(),
+            task_id: task.id.clone(),
+            run_id: run.id.clone(),
+            workflow_id: run
+                .metadata
+                .as_ref()
+                .and_then(|m| m.get("workflow_id"))
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            allowed_message_kinds: MESSAGE_KINDS,
+        })
+    }
+}
+
+/// The state of a lease, as the agent endpoints answer it.
+#[derive(Clone, Debug, Serialize)]
+pub struct LeaseSummary {
+    pub task_id: String,
+    pub run_id: String,
+    pub status: RunStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<Ref>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_token_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<Ts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<Ts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination_channel_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination_channel: Option<CoordinationChannel>,
+}
+
+impl From<&Run> for LeaseSummary {
+    fn from(r: &Run) -> Self {
+        LeaseSummary {
+            task_id: r.task_id.clone(),
+            run_id: r.id.clone(),
+            status: r.status,
+            session_id: r.session_id.clone(),
+            claimed_by: r.claimed_by.clone(),
+            claim_token_hash: r.claim_token_hash.clone(),
+            lease_until: r.lease_until,
+            heartbeat_at: r.heartbeat_at,
+            coordination_channel_id: r.coordination_channel_id.clone(),
+            coordination_channel: None,
+        }
+    }
+}
+
+/// A successful claim-next: `{task, run, lease, coordination_channel?}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Claim {
+    pub task: TaskReference,
+    pub run: ClaimedRun,
+    pub lease: LeaseSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination_channel: Option<CoordinationChannel>,
+}
+
+/// A run payload with its coordination channel, as claim-next returns it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClaimedRun {
+    #[serde(flatten)]
+    pub run: RunPayload,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination_channel: Option<CoordinationChannel>,
+}
+
+impl Claim {
+    pub fn new(task: &Task, run: &Run) -> Self {
+        let channel = CoordinationChannel::of(task, run);
+        let mut lease = LeaseSummary::from(run);
+        lease.coordination_channel = channel.clone();
+        Claim {
+            task: TaskReference::from(task),
+            run: ClaimedRun {
+                run: RunPayload::from(run),
+                coordination_channel: channel.clone(),
+            },
+            lease,
+            coordination_channel: channel,
+        }
+    }
+}

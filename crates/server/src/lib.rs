@@ -1,9 +1,11 @@
 //! Tasklane's HTTP API. Handlers parse the request, identify the caller and make one call into the
 //! core rules; they hold no business rule themselves.
 
+mod auth;
 mod body;
 mod error;
 mod identity;
+mod leases;
 mod query;
 mod routes;
 mod state;
@@ -17,32 +19,43 @@ use tasklane_core::time::{ManualClock, SharedClock, SystemClock};
 use tasklane_core::Error;
 use tasklane_store::SqliteStore;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+pub use auth::AuthMode;
 pub use error::ApiError;
 pub use state::AppState;
 
+/// Server settings chosen at start-up.
+pub struct Settings {
+    pub auth: AuthMode,
+    /// Run on a manual clock that only `POST /api/_test/clock/advance` moves.
+    pub test_clock: bool,
+    /// A run fails instead of being requeued on its this-many-th lease expiry.
+    pub max_lease_expirations: i64,
+}
+
 impl AppState {
-    /// State on the wall clock, or on a manual clock that only `POST /api/_test/clock/advance` moves.
-    pub fn new(store: SqliteStore, test_clock: bool) -> Self {
-        if test_clock {
+    pub fn new(store: SqliteStore, settings: Settings) -> Self {
+        let (clock, manual_clock): (SharedClock, _) = if settings.test_clock {
             let manual = Arc::new(ManualClock::starting_now());
-            AppState {
-                store,
-                clock: manual.clone() as SharedClock,
-                manual_clock: Some(manual),
-            }
+            (manual.clone(), Some(manual))
         } else {
-            AppState {
-                store,
-                clock: Arc::new(SystemClock::default()),
-                manual_clock: None,
-            }
+            (Arc::new(SystemClock::default()), None)
+        };
+        AppState {
+            store,
+            clock,
+            manual_clock,
+            auth: settings.auth,
+            max_lease_expirations: settings.max_lease_expirations,
+            work: Arc::new(watch::channel(0).0),
+            shutting_down: Arc::new(watch::channel(false).0),
         }
     }
 }
 
 pub fn router(state: AppState) -> Router {
-    use routes::{runs, tasks, testing};
+    use routes::{agent, runs, tasks, testing};
     let mut app = Router::new()
         .route("/api/tasks", get(tasks::list).post(tasks::create))
         .route(
@@ -73,12 +86,24 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/task-runs/{id}/complete", post(runs::complete))
         .route("/api/task-runs/{id}/fail", post(runs::fail))
-        .route("/api/task-runs/{id}/cancel", post(runs::cancel));
+        .route("/api/task-runs/{id}/cancel", post(runs::cancel))
+        .route("/api/agent/tasks/claim-next", post(agent::claim_next))
+        .route(
+            "/api/agent/tasks/{run_id}/heartbeat",
+            post(agent::heartbeat),
+        )
+        .route("/api/agent/tasks/{run_id}/complete", post(agent::complete))
+        .route("/api/agent/tasks/{run_id}/fail", post(agent::fail))
+        .route("/api/agent/tasks/{run_id}/release", post(agent::release));
     if state.manual_clock.is_some() {
         app = app.route("/api/_test/clock/advance", post(testing::advance_clock));
     }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
         .with_state(state)
 }
 
@@ -93,17 +118,41 @@ async fn method_not_allowed() -> ApiError {
     ))
 }
 
-/// Serves until `shutdown` resolves, then stops accepting, finishes in-flight requests and drains
-/// the writer so every acknowledged write is on disk.
+/// Recovers leases that expired while the server was down, then serves until `shutdown`
+/// resolves; then stops accepting, ends long polls, finishes in-flight requests and drains the
+/// writer so every acknowledged write is on disk.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let recovered = leases::recover_all(&state, "orphaned_on_boot")
+        .await
+        .map_err(|e| {
+            std::io::Error::other(format!("lease recovery at start-up failed: {}", e.0))
+        })?;
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "recovered leases that expired while the server was down"
+        );
+    }
+    if let AuthMode::Token(cache) = &state.auth {
+        cache
+            .refresh(&state)
+            .await
+            .map_err(|e| std::io::Error::other(format!("loading API tokens failed: {e}")))?;
+        cache.spawn_maintenance(state.clone());
+    }
+    leases::spawn_sweeper(state.clone());
     let store = state.store.clone();
+    let stopping = state.shutting_down.clone();
     let app = router(state);
     let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            stopping.send_replace(true);
+        })
         .await;
     store.shutdown();
     result

@@ -1,4 +1,4 @@
-//! What every handler shares: the store and the clock, and the one way to run an operation.
+//! What every handler shares, and the one way to run an operation.
 
 use std::sync::Arc;
 
@@ -8,7 +8,9 @@ use tasklane_core::store::ReadStore;
 use tasklane_core::time::{ManualClock, SharedClock};
 use tasklane_core::Result;
 use tasklane_store::SqliteStore;
+use tokio::sync::watch;
 
+use crate::auth::AuthMode;
 use crate::error::ApiResult;
 
 #[derive(Clone)]
@@ -17,24 +19,37 @@ pub struct AppState {
     pub clock: SharedClock,
     /// Present only in test-clock mode, where `POST /api/_test/clock/advance` moves time.
     pub manual_clock: Option<Arc<ManualClock>>,
+    pub auth: AuthMode,
+    /// A run fails instead of being requeued on its this-many-th lease expiry.
+    pub max_lease_expirations: i64,
+    /// Bumped after every commit that may have made a run claimable; long-polling claimers wait
+    /// on it instead of polling.
+    pub work: Arc<watch::Sender<u64>>,
+    /// Becomes true when the server starts shutting down, ending long polls and streams.
+    pub shutting_down: Arc<watch::Sender<bool>>,
 }
 
 impl AppState {
     /// Runs one write operation as one transaction in the writer. `now` is read inside the writer,
-    /// so timestamps follow commit order.
+    /// so timestamps follow commit order. Claimers are woken after the commit when the operation
+    /// may have made work claimable.
     pub async fn write<R, F>(&self, caller: Caller, f: F) -> ApiResult<R>
     where
         F: FnOnce(&mut Op<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         let clock = self.clock.clone();
-        let result = self
+        let (result, work_available) = self
             .store
             .write(move |store| {
                 let mut op = Op::new(store, clock.now(), &caller);
-                f(&mut op)
+                let result = f(&mut op)?;
+                Ok((result, op.work_available))
             })
             .await?;
+        if work_available {
+            self.work.send_modify(|generation| *generation += 1);
+        }
         Ok(result)
     }
 

@@ -3,6 +3,7 @@
 //! at all. Functions validate everything before their first write where the reference's error order
 //! allows it; where it does not, the enclosing transaction still guarantees no partial write.
 
+pub mod agent;
 mod graph;
 mod runs;
 mod tasks;
@@ -39,11 +40,19 @@ pub struct Op<'a> {
     pub store: &'a mut dyn WriteStore,
     pub now: Ts,
     pub caller: &'a Caller,
+    /// Set when the operation may have made a queued run claimable (enqueue, release, expiry,
+    /// a task becoming ready). After the commit, long-polling claimers are woken.
+    pub work_available: bool,
 }
 
 impl<'a> Op<'a> {
     pub fn new(store: &'a mut dyn WriteStore, now: Ts, caller: &'a Caller) -> Self {
-        Op { store, now, caller }
+        Op {
+            store,
+            now,
+            caller,
+            work_available: false,
+        }
     }
 
     /// Records that an agent session acted now, so run detail can describe the session.
@@ -149,6 +158,9 @@ impl<'a> Op<'a> {
             runs: &runs,
         });
         let changed = derived != task.status;
+        if changed && derived == TaskStatus::Ready {
+            self.work_available = true;
+        }
         if changed {
             task.status = derived;
             task.updated_at = self.now;

@@ -98,6 +98,8 @@ pub(crate) fn enqueue(op: &mut Op<'_>, task: &mut Task, req: ExecuteRequest) -> 
         result: None,
         required_capabilities: task.required_capabilities.clone(),
         preferred_capabilities: task.preferred_capabilities.clone(),
+        priority: task.priority,
+        claim_idempotency_key: None,
     };
     op.store.insert_run(&run)?;
     if let Some(key) = &req.idempotency_key {
@@ -110,6 +112,7 @@ pub(crate) fn enqueue(op: &mut Op<'_>, task: &mut Task, req: ExecuteRequest) -> 
         })?;
     }
     op.reconcile(task)?;
+    op.work_available = true;
     let payload = Payload::new()
         .set("attempt", run.attempt)
         .set("status", run.status.as_str())

@@ -387,6 +387,16 @@ pub fn patch_task(op: &mut Op<'_>, id: &str, input: &PatchTaskInput) -> Result<T
         return Ok(TaskPayload::from(&task));
     }
     task.updated_at = op.now;
+    if changed[2] {
+        // Queued and active runs carry the task's priority for the claim order.
+        for mut run in op
+            .store
+            .open_runs_of_tasks(std::slice::from_ref(&task.id))?
+        {
+            run.priority = task.priority;
+            op.store.update_run(&run)?;
+        }
+    }
     op.reconcile(&mut task)?;
     let payload = Payload::new()
         .json("changed_fields", &changed_fields)

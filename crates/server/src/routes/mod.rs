@@ -1,5 +1,6 @@
 //! One module per API resource; each holds its handlers and their request parsing.
 
+pub mod agent;
 pub mod runs;
 pub mod tasks;
 pub mod testing;

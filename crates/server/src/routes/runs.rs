@@ -1,7 +1,7 @@
 //! `/api/task-runs/{id}...`: one run, and the operator transitions.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 use tasklane_core::input::{
@@ -10,9 +10,9 @@ use tasklane_core::input::{
 use tasklane_core::{service, views};
 
 use super::json;
+use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::ApiResult;
-use crate::identity::caller;
 use crate::state::AppState;
 
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -25,12 +25,12 @@ macro_rules! run_transition {
     ($name:ident, $action:literal, $input:ty, $rule:path) => {
         pub async fn $name(
             State(s): State<AppState>,
-            headers: HeaderMap,
+            who: Identity,
             Path(id): Path<String>,
             JsonBody(input): JsonBody<$input>,
         ) -> ApiResult<Response> {
             let run = s
-                .write(caller(&headers, $action), move |op| $rule(op, &id, &input))
+                .write(who.caller($action), move |op| $rule(op, &id, &input))
                 .await?;
             Ok(json(StatusCode::OK, json!({ "run": run })))
         }

@@ -1,7 +1,7 @@
 //! `/api/tasks...`: tasks, their children, dependencies and runs list.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 use tasklane_core::input::{
@@ -11,9 +11,9 @@ use tasklane_core::service;
 use tasklane_core::views;
 
 use super::json;
+use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::ApiResult;
-use crate::identity::caller;
 use crate::query::{run_filter, task_filter, Params};
 use crate::state::AppState;
 
@@ -25,11 +25,11 @@ pub async fn list(State(s): State<AppState>, raw: RawQuery) -> ApiResult<Respons
 
 pub async fn create(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     JsonBody(input): JsonBody<CreateTaskInput>,
 ) -> ApiResult<Response> {
     let task = s
-        .write(caller(&headers, "create"), move |op| {
+        .write(who.caller("create"), move |op| {
             service::create_task(op, None, &input)
         })
         .await?;
@@ -38,12 +38,12 @@ pub async fn create(
 
 pub async fn create_child(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<CreateTaskInput>,
 ) -> ApiResult<Response> {
     let task = s
-        .write(caller(&headers, "create_child"), move |op| {
+        .write(who.caller("create_child"), move |op| {
             service::create_task(op, Some(&id), &input)
         })
         .await?;
@@ -57,12 +57,12 @@ pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
 
 pub async fn patch(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<PatchTaskInput>,
 ) -> ApiResult<Response> {
     let task = s
-        .write(caller(&headers, "update"), move |op| {
+        .write(who.caller("update"), move |op| {
             service::patch_task(op, &id, &input)
         })
         .await?;
@@ -71,10 +71,10 @@ pub async fn patch(
 
 pub async fn delete(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    s.write(caller(&headers, "delete"), move |op| {
+    s.write(who.caller("delete"), move |op| {
         service::delete_task(op, &id)
     })
     .await?;
@@ -83,12 +83,12 @@ pub async fn delete(
 
 pub async fn publish(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ExecuteInput>,
 ) -> ApiResult<Response> {
     let done = s
-        .write(caller(&headers, "publish"), move |op| {
+        .write(who.caller("publish"), move |op| {
             service::publish_task(op, &id, &input)
         })
         .await?;
@@ -97,12 +97,12 @@ pub async fn publish(
 
 pub async fn approve(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ExecuteInput>,
 ) -> ApiResult<Response> {
     let done = s
-        .write(caller(&headers, "approve"), move |op| {
+        .write(who.caller("approve"), move |op| {
             service::approve_task(op, &id, &input)
         })
         .await?;
@@ -111,11 +111,11 @@ pub async fn approve(
 
 pub async fn reject(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let task = s
-        .write(caller(&headers, "reject"), move |op| {
+        .write(who.caller("reject"), move |op| {
             service::reject_task(op, &id)
         })
         .await?;
@@ -124,12 +124,12 @@ pub async fn reject(
 
 pub async fn start(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ExecuteInput>,
 ) -> ApiResult<Response> {
     let done = s
-        .write(caller(&headers, "start"), move |op| {
+        .write(who.caller("start"), move |op| {
             service::start_task(op, &id, &input)
         })
         .await?;
@@ -138,12 +138,12 @@ pub async fn start(
 
 pub async fn cancel(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<CancelInput>,
 ) -> ApiResult<Response> {
     let task = s
-        .write(caller(&headers, "cancel"), move |op| {
+        .write(who.caller("cancel"), move |op| {
             service::cancel_task(op, &id, &input)
         })
         .await?;
@@ -152,12 +152,12 @@ pub async fn cancel(
 
 pub async fn add_dependency(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<DependencyInput>,
 ) -> ApiResult<Response> {
     let detail = s
-        .write(caller(&headers, "add_dependency"), move |op| {
+        .write(who.caller("add_dependency"), move |op| {
             service::add_dependency(op, &id, &input)
         })
         .await?;
@@ -166,11 +166,11 @@ pub async fn add_dependency(
 
 pub async fn remove_dependency(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path((id, blocker)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let detail = s
-        .write(caller(&headers, "remove_dependency"), move |op| {
+        .write(who.caller("remove_dependency"), move |op| {
             service::remove_dependency(op, &id, &blocker)
         })
         .await?;
@@ -189,12 +189,12 @@ pub async fn list_runs(
 
 pub async fn enqueue_run(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    who: Identity,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<ExecuteInput>,
 ) -> ApiResult<Response> {
     let run = s
-        .write(caller(&headers, "enqueue_run"), move |op| {
+        .write(who.caller("enqueue_run"), move |op| {
             service::enqueue_run(op, &id, &input)
         })
         .await?;

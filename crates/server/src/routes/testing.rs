@@ -30,5 +30,10 @@ pub async fn advance_clock(
         return Err(Error::validation("seconds must be a non-negative number").into());
     }
     let now = clock.advance_micros((seconds * 1_000_000.0) as i64);
-    Ok(json(StatusCode::OK, json!({ "now": now })))
+    // Recover what the jump expired before answering, so a test sees the effect at once.
+    let recovered = crate::leases::recover_all(&s, "scheduler_sweep").await?;
+    Ok(json(
+        StatusCode::OK,
+        json!({ "now": now, "recovered_leases": recovered }),
+    ))
 }

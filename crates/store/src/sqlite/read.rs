@@ -5,15 +5,16 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use rusqlite::types::ToSql;
-use tasklane_core::model::{Dependency, Event, IdempotencyRecord, Ref, Run, Task};
-use tasklane_core::store::{AgentSessionRecord, ReadStore, RunFilter, TaskFilter};
+use tasklane_core::model::{ApiToken, Dependency, Event, IdempotencyRecord, Ref, Run, Task};
+use tasklane_core::store::{AgentSessionRecord, ClaimQuery, ReadStore, RunFilter, TaskFilter};
+use tasklane_core::time::Ts;
 use tasklane_core::Result;
 
 use super::error::sql_err;
 use super::rows::{
     agent_session_from_row, collect, dependency_columns, dependency_from_row, event_columns,
-    event_from_row, first, idempotency_from_row, run_columns, run_from_row, task_columns,
-    task_from_row,
+    event_from_row, first, idempotency_from_row, prefixed_run_columns, run_columns, run_from_row,
+    task_columns, task_from_row, token_columns, token_from_row,
 };
 use super::Db;
 
@@ -369,5 +370,98 @@ impl ReadStore for Db<'_> {
             )
             .map_err(sql_err)?;
         first(&mut stmt, [session_id], agent_session_from_row)
+    }
+
+    fn claim_candidates(&mut self, q: &ClaimQuery) -> Result<Vec<Run>> {
+        // Rows come from the partial index on queued runs in claim order; the task join filters
+        // status, scope and owner. The cursor resumes strictly after the last row seen.
+        let (after_rank, after_queued, after_id) = match &q.after {
+            Some((p, ts, id)) => (Some(p.rank()), Some(ts.0), Some(id.as_str())),
+            None => (None, None, None),
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                prefixed_run_columns!(),
+                " FROM task_runs r JOIN tasks t ON t.id = r.task_id \
+                 WHERE r.status = 'queued' AND r.priority_rank >= ?1 \
+                 AND t.status NOT IN ('draft', 'blocked', 'canceled') \
+                 AND ((?2 IS NULL AND t.scope = 'global') \
+                      OR (t.scope = 'workspace' AND t.workspace_id = ?2)) \
+                 AND (t.owner_kind IS NULL \
+                      OR (t.owner_kind = 'agent_session' AND t.owner_ref = ?3) \
+                      OR (t.owner_kind = 'pool' AND t.owner_ref = ?4)) \
+                 AND (?5 IS NULL OR r.priority_rank < ?5 \
+                      OR (r.priority_rank = ?5 AND (r.queued_at > ?6 \
+                          OR (r.queued_at = ?6 AND r.id > ?7)))) \
+                 ORDER BY r.priority_rank DESC, r.queued_at, r.id LIMIT ?8"
+            ))
+            .map_err(sql_err)?;
+        collect(
+            &mut stmt,
+            rusqlite::params![
+                q.min_priority.rank(),
+                q.workspace_id,
+                q.session_id,
+                q.agent_name,
+                after_rank,
+                after_queued,
+                after_id,
+                q.limit
+            ],
+            run_from_row,
+        )
+    }
+
+    fn active_runs_of_session(&mut self, session_id: &str) -> Result<Vec<Run>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM task_runs WHERE session_id = ?1 \
+                 AND status IN ('claimed', 'starting', 'running') ORDER BY queued_at, id"
+            ))
+            .map_err(sql_err)?;
+        collect(&mut stmt, [session_id], run_from_row)
+    }
+
+    fn expired_leases(&mut self, now: Ts, limit: i64) -> Result<Vec<Run>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM task_runs WHERE status IN ('claimed', 'starting', 'running') \
+                 AND lease_until IS NOT NULL AND lease_until <= ?1 \
+                 ORDER BY lease_until, id LIMIT ?2"
+            ))
+            .map_err(sql_err)?;
+        collect(&mut stmt, rusqlite::params![now.0, limit], run_from_row)
+    }
+
+    fn next_lease_deadline(&mut self) -> Result<Option<Ts>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT MIN(lease_until) FROM task_runs \
+                 WHERE status IN ('claimed', 'starting', 'running') AND lease_until IS NOT NULL",
+            )
+            .map_err(sql_err)?;
+        let min: Option<i64> = stmt.query_row([], |r| r.get(0)).map_err(sql_err)?;
+        Ok(min.map(Ts))
+    }
+
+    fn api_tokens(&mut self) -> Result<Vec<ApiToken>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM api_tokens ORDER BY name"
+            ))
+            .map_err(sql_err)?;
+        collect(&mut stmt, [], token_from_row)
     }
 }

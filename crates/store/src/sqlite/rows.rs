@@ -5,8 +5,8 @@ use rusqlite::types::ToSql;
 use rusqlite::{Row, Statement};
 use serde_json::Value;
 use tasklane_core::model::{
-    ApprovalPolicy, ApprovalState, Dependency, Event, IdempotencyRecord, Priority, Ref, Run,
-    RunStatus, Scope, Task, TaskStatus,
+    ApiToken, ApprovalPolicy, ApprovalState, Dependency, Event, IdempotencyRecord, Priority, Ref,
+    Role, Run, RunStatus, Scope, Task, TaskStatus,
 };
 use tasklane_core::store::AgentSessionRecord;
 use tasklane_core::time::Ts;
@@ -49,6 +49,7 @@ stored_enum!(
     ApprovalPolicy = "approval policy",
     ApprovalState = "approval state",
     RunStatus = "run status",
+    Role = "token role",
 );
 
 /// `Dependency::kind` is `&'static str`, so stored kinds map back onto the known constants.
@@ -228,10 +229,24 @@ macro_rules! run_columns {
         "id, task_id, status, attempt, claimed_by_kind, claimed_by_ref, session_id, origin_kind, \
          origin_ref, idempotency_key, network_channel, coordination_channel_id, claim_token_hash, \
          lease_until, heartbeat_at, lease_expirations, queued_at, claimed_at, started_at, \
-         ended_at, error, metadata, result, required_capabilities, preferred_capabilities"
+         ended_at, error, metadata, result, required_capabilities, preferred_capabilities, \
+         priority_rank, claim_idempotency_key"
     };
 }
 pub(crate) use run_columns;
+
+/// The run columns qualified with the alias `r`, for joins.
+macro_rules! prefixed_run_columns {
+    () => {
+        "r.id, r.task_id, r.status, r.attempt, r.claimed_by_kind, r.claimed_by_ref, r.session_id, \
+         r.origin_kind, r.origin_ref, r.idempotency_key, r.network_channel, \
+         r.coordination_channel_id, r.claim_token_hash, r.lease_until, r.heartbeat_at, \
+         r.lease_expirations, r.queued_at, r.claimed_at, r.started_at, r.ended_at, r.error, \
+         r.metadata, r.result, r.required_capabilities, r.preferred_capabilities, \
+         r.priority_rank, r.claim_idempotency_key"
+    };
+}
+pub(crate) use prefixed_run_columns;
 
 pub(crate) fn bind_run(stmt: &mut Statement<'_>, r: &Run) -> Result<()> {
     bind(stmt, 1, &r.id)?;
@@ -259,6 +274,8 @@ pub(crate) fn bind_run(stmt: &mut Statement<'_>, r: &Run) -> Result<()> {
     bind(stmt, 23, opt_json_text(&r.result))?;
     bind(stmt, 24, strings_text(&r.required_capabilities))?;
     bind(stmt, 25, strings_text(&r.preferred_capabilities))?;
+    bind(stmt, 26, r.priority.rank())?;
+    bind(stmt, 27, &r.claim_idempotency_key)?;
     Ok(())
 }
 
@@ -287,6 +304,8 @@ pub(crate) fn run_from_row(row: &Row<'_>) -> Result<Run> {
         result: get_opt_json(row, 22, "run result")?,
         required_capabilities: get_strings(row, 23, "run required_capabilities")?,
         preferred_capabilities: get_strings(row, 24, "run preferred_capabilities")?,
+        priority: priority_from_rank(get(row, 25)?)?,
+        claim_idempotency_key: get(row, 26)?,
     })
 }
 
@@ -380,4 +399,29 @@ pub(crate) fn first<T, P: rusqlite::Params>(
         Some(row) => map(row).map(Some),
         None => Ok(None),
     }
+}
+
+pub(crate) fn priority_from_rank(rank: i64) -> Result<Priority> {
+    Priority::ALL
+        .iter()
+        .copied()
+        .find(|p| p.rank() == rank)
+        .ok_or_else(|| Error::Storage(format!("stored priority rank {rank} is not known")))
+}
+
+macro_rules! token_columns {
+    () => {
+        "name, role, token_hash, created_at, last_used_at"
+    };
+}
+pub(crate) use token_columns;
+
+pub(crate) fn token_from_row(row: &Row<'_>) -> Result<ApiToken> {
+    Ok(ApiToken {
+        name: get(row, 0)?,
+        role: get_enum(row, 1)?,
+        token_hash: get(row, 2)?,
+        created_at: get_ts(row, 3)?,
+        last_used_at: get_opt_ts(row, 4)?,
+    })
 }

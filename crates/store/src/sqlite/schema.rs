@@ -127,8 +127,29 @@ CREATE TABLE agent_sessions (
 ) WITHOUT ROWID;
 "#;
 
+/// Agent leases and API tokens.
+const MIGRATION_2: &str = r#"
+-- The task's priority, copied onto its runs so one partial index serves the claim order.
+ALTER TABLE task_runs ADD COLUMN priority_rank INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE task_runs ADD COLUMN claim_idempotency_key TEXT;
+UPDATE task_runs SET priority_rank = (
+    SELECT CASE t.priority WHEN 'low' THEN 0 WHEN 'medium' THEN 1 WHEN 'high' THEN 2 ELSE 3 END
+    FROM tasks t WHERE t.id = task_runs.task_id);
+DROP INDEX task_runs_queued;
+CREATE INDEX task_runs_claim ON task_runs (priority_rank DESC, queued_at, id) WHERE status = 'queued';
+
+CREATE TABLE api_tokens (
+    name         TEXT PRIMARY KEY NOT NULL,
+    role         TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,
+    created_at   INTEGER NOT NULL,
+    last_used_at INTEGER,
+    revoked_at   INTEGER
+) WITHOUT ROWID;
+"#;
+
 /// Every migration in order; the schema version is the number applied.
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this binary creates and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

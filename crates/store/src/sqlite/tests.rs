@@ -91,6 +91,8 @@ fn run(id: &str, task_id: &str, status: RunStatus, queued_at: i64) -> Run {
         result: None,
         required_capabilities: vec![],
         preferred_capabilities: vec![],
+        priority: Priority::Medium,
+        claim_idempotency_key: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `WriteStore` on the writer's connection, always inside the current command's SAVEPOINT.
 
-use tasklane_core::model::{Dependency, IdempotencyRecord, NewEvent, Run, Task};
+use tasklane_core::model::{ApiToken, Dependency, IdempotencyRecord, NewEvent, Run, Task};
 use tasklane_core::store::WriteStore;
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
@@ -89,7 +89,7 @@ impl WriteStore for Db<'_> {
                 "INSERT INTO task_runs (",
                 run_columns!(),
                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,",
-                " ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
+                " ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
             ))
             .map_err(sql_err)?;
         bind_run(&mut stmt, run)?;
@@ -107,7 +107,8 @@ impl WriteStore for Db<'_> {
                  coordination_channel_id = ?12, claim_token_hash = ?13, lease_until = ?14, \
                  heartbeat_at = ?15, lease_expirations = ?16, queued_at = ?17, claimed_at = ?18, \
                  started_at = ?19, ended_at = ?20, error = ?21, metadata = ?22, result = ?23, \
-                 required_capabilities = ?24, preferred_capabilities = ?25 \
+                 required_capabilities = ?24, preferred_capabilities = ?25, \
+                 priority_rank = ?26, claim_idempotency_key = ?27 \
                  WHERE id = ?1",
             )
             .map_err(sql_err)?;
@@ -229,6 +230,53 @@ impl WriteStore for Db<'_> {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn insert_api_token(&mut self, token: &ApiToken) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO api_tokens (name, role, token_hash, created_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
+            )
+            .map_err(sql_err)?;
+        let inserted = stmt
+            .execute(rusqlite::params![
+                token.name,
+                token.role.as_str(),
+                token.token_hash,
+                token.created_at.0
+            ])
+            .map_err(sql_err)?;
+        if inserted == 0 {
+            return Err(Error::conflict(
+                "duplicate_token",
+                format!("a token named {} already exists", token.name),
+            ));
+        }
+        Ok(())
+    }
+
+    fn revoke_api_token(&mut self, name: &str) -> Result<bool> {
+        // The row goes: a revoked token must never authenticate again, and its name becomes free.
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM api_tokens WHERE name = ?1")
+            .map_err(sql_err)?;
+        Ok(stmt.execute([name]).map_err(sql_err)? > 0)
+    }
+
+    fn touch_api_token(&mut self, token_hash: &str, at: Ts) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "UPDATE api_tokens SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) \
+                 WHERE token_hash = ?1",
+            )
+            .map_err(sql_err)?;
+        stmt.execute(rusqlite::params![token_hash, at.0])
+            .map_err(sql_err)?;
         Ok(())
     }
 

@@ -51,6 +51,12 @@ where
         let Some(f) = self.f.take() else {
             return false;
         };
+        // Nobody waits for this answer any more (the client went away, e.g. a long-polling
+        // claimer that disconnected): doing the work would change state nobody learns about.
+        if self.tx.is_closed() {
+            self.result = Some(Err(Error::Unavailable("the caller went away".to_string())));
+            return false;
+        }
         // A panic must not take the writer thread (and every later write) down with it; the
         // command's savepoint is rolled back like any other failure.
         let result = catch_unwind(AssertUnwindSafe(|| f(db)))

@@ -1,0 +1,433 @@
+//! The agent protocol: claim-next under a lease, heartbeat, complete, fail, release, and the
+//! recovery of leases that lapsed. Every lease operation is fenced on (run, session, claim token
+//! hash, status, `lease_until > now`) inside its transaction, so a stale holder can never act on a
+//! newer claim.
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+use super::runs::{finish_completion, finish_failure};
+use super::{Op, Payload};
+use crate::error::{Error, Result};
+use crate::input::{ClaimNextInput, CompleteInput, FailInput, HeartbeatInput, ReleaseInput};
+use crate::model::{Caller, Priority, Ref, Run, RunStatus};
+use crate::store::ClaimQuery;
+use crate::time::Ts;
+use crate::validate::{self, non_empty, RESULT_LIMIT};
+use crate::views::{Claim, LeaseSummary};
+
+pub const DEFAULT_LEASE_SECONDS: i64 = 300;
+pub const MAX_LEASE_SECONDS: i64 = 86_400;
+pub const DEFAULT_WAIT_SECONDS: i64 = 30;
+pub const MAX_WAIT_SECONDS: i64 = 300;
+/// Candidates examined per claim. Bounds the work of one claim when many queued runs need
+/// capabilities the caller lacks; preferred-capability ranking looks within this window.
+const CLAIM_SCAN_LIMIT: usize = 1024;
+/// Most claims take the first candidate, so the first page is small; pages then grow.
+const FIRST_PAGE: i64 = 4;
+const MAX_PAGE: i64 = 256;
+
+/// A validated claim-next request.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    pub idempotency_key: Option<String>,
+    pub lease_seconds: i64,
+    /// `None` when `priority_min` is above every priority: nothing can match.
+    pub min_priority: Option<Priority>,
+    pub offered: Vec<String>,
+    pub workspace_id: Option<String>,
+    pub wait: bool,
+    pub wait_seconds: i64,
+}
+
+fn lease_seconds(value: Option<i64>) -> Result<i64> {
+    match value {
+        None | Some(0) => Ok(DEFAULT_LEASE_SECONDS),
+        Some(s) if (1..=MAX_LEASE_SECONDS).contains(&s) => Ok(s),
+        Some(s) => Err(Error::validation(format!(
+            "lease_seconds must be between 1 and {MAX_LEASE_SECONDS}; got {s}"
+        ))),
+    }
+}
+
+/// Task priorities on the reference's numeric scale (low 10 … urgent 40).
+fn min_priority(priority_min: Option<i64>) -> Result<Option<Priority>> {
+    match priority_min.unwrap_or(0) {
+        n if n < 0 => Err(Error::validation(format!(
+            "priority_min must not be negative; got {n}"
+        ))),
+        n if n <= 10 => Ok(Some(Priority::Low)),
+        n if n <= 20 => Ok(Some(Priority::Medium)),
+        n if n <= 30 => Ok(Some(Priority::High)),
+        n if n <= 40 => Ok(Some(Priority::Urgent)),
+        _ => Ok(None),
+    }
+}
+
+pub fn validate_claim(input: &ClaimNextInput) -> Result<ClaimRequest> {
+    let wait_seconds = match input.wait_seconds {
+        None => DEFAULT_WAIT_SECONDS,
+        Some(s) if (0..=MAX_WAIT_SECONDS).contains(&s) => s,
+        Some(s) => {
+            return Err(Error::validation(format!(
+                "wait_seconds must be between 0 and {MAX_WAIT_SECONDS}; got {s}"
+            )))
+        }
+    };
+    let workspace_id = non_empty(input.workspace_id.as_deref());
+    if let Some(ws) = &workspace_id {
+        validate::workspace_id(ws)?;
+    }
+    Ok(ClaimRequest {
+        idempotency_key: non_empty(input.idempotency_key.as_deref()),
+        lease_seconds: lease_seconds(input.lease_seconds)?,
+        min_priority: min_priority(input.priority_min)?,
+        offered: validate::capabilities(
+            "required_capabilities",
+            input.required_capabilities.as_deref().unwrap_or(&[]),
+        )?,
+        workspace_id,
+        wait: input.wait.unwrap_or(false),
+        wait_seconds,
+    })
+}
+
+fn session_of(caller: &Caller) -> Result<String> {
+    caller
+        .session_id()
+        .map(str::to_string)
+        .ok_or_else(|| Error::Unauthorized {
+            code: "identity_required",
+            message: "the agent API needs an agent session identity".to_string(),
+        })
+}
+
+fn lease_live(run: &Run, now: Ts) -> bool {
+    run.status.is_active() && run.lease_until.is_some_and(|until| until > now)
+}
+
+/// One claim attempt: `Ok(None)` when nothing is claimable for this caller now.
+pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> {
+    let session = session_of(op.caller)?;
+    op.touch_session()?;
+    let active = op.store.active_runs_of_session(&session)?;
+    if let Some(key) = &req.idempotency_key {
+        if let Some(run) = active.iter().find(|r| {
+            r.claim_idempotency_key.as_deref() == Some(key.as_str()) && lease_live(r, op.now)
+        }) {
+            let task = op.load_task(&run.task_id)?;
+            return Ok(Some(Claim::new(&task, run)));
+        }
+    }
+    // A run bound to the session without a lease (operator attach) also counts: the session is busy.
+    if let Some(held) = active
+        .iter()
+        .find(|r| r.lease_until.is_none_or(|until| until > op.now))
+    {
+        return Err(Error::conflict(
+            "lease_held",
+            format!(
+                "session {session} already holds an active lease on task run {}",
+                held.id
+            ),
+        ));
+    }
+    let Some(min_priority) = req.min_priority else {
+        return Ok(None);
+    };
+    let Some(mut run) = best_candidate(op, req, &session, min_priority)? else {
+        return Ok(None);
+    };
+    let mut task = op.load_task(&run.task_id)?;
+    let hash = new_claim_token_hash();
+    run.status = RunStatus::Claimed;
+    run.claimed_by = Some(op.caller.actor.clone());
+    run.session_id = Some(session);
+    run.claim_token_hash = Some(hash.clone());
+    run.lease_until = Some(op.now.plus_seconds(req.lease_seconds));
+    run.heartbeat_at = Some(op.now);
+    run.claimed_at = Some(op.now);
+    run.started_at = None;
+    run.ended_at = None;
+    run.error = None;
+    run.result = None;
+    run.claim_idempotency_key = req.idempotency_key.clone();
+    op.store.update_run(&run)?;
+    op.reconcile(&mut task)?;
+    let payload = Payload::new()
+        .set("status", run.status.as_str())
+        .set("task_status", task.status.as_str())
+        .json("claimed_by", &run.claimed_by)
+        .set("claim_token_hash", hash)
+        .json("lease_until", run.lease_until)
+        .build();
+    op.record(&mut task, Some(&run.id), "task.run_claimed", payload)?;
+    Ok(Some(Claim::new(&task, &run)))
+}
+
+/// The best eligible queued run: highest priority, then (when the caller offers capabilities)
+/// most preferred capabilities matched, then oldest, then lowest id.
+fn best_candidate(
+    op: &mut Op<'_>,
+    req: &ClaimRequest,
+    session: &str,
+    min_priority: Priority,
+) -> Result<Option<Run>> {
+    let mut query = ClaimQuery {
+        workspace_id: req.workspace_id.clone(),
+        min_priority,
+        session_id: session.to_string(),
+        agent_name: op.caller.agent_name.clone(),
+        after: None,
+        limit: FIRST_PAGE,
+    };
+    let mut best: Option<(usize, Run)> = None;
+    let mut scanned = 0;
+    loop {
+        let page = op.store.claim_candidates(&query)?;
+        let exhausted = (page.len() as i64) < query.limit;
+        query.limit = (query.limit * 4).min(MAX_PAGE);
+        for run in page {
+            scanned += 1;
+            query.after = Some((run.priority, run.queued_at, run.id.clone()));
+            if let Some((_, b)) = &best {
+                if run.priority != b.priority {
+                    return Ok(best.map(|(_, r)| r));
+                }
+            }
+            if !run
+                .required_capabilities
+                .iter()
+                .all(|c| req.offered.contains(c))
+            {
+                continue;
+            }
+            if req.offered.is_empty() {
+                return Ok(Some(run));
+            }
+            let matched = run
+                .preferred_capabilities
+                .iter()
+                .filter(|c| req.offered.contains(c))
+                .count();
+            if best.as_ref().is_none_or(|(m, _)| matched > *m) {
+                best = Some((matched, run));
+            }
+        }
+        if exhausted || scanned >= CLAIM_SCAN_LIMIT {
+            return Ok(best.map(|(_, r)| r));
+        }
+    }
+}
+
+/// Claim tokens are random and shown to nobody; only their hash is kept, and it identifies the
+/// claim in every fenced operation.
+fn new_claim_token_hash() -> String {
+    let mut token = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut token);
+    format!("sha256:{}", hex::encode(Sha256::digest(token)))
+}
+
+/// Resolves the caller's live lease on `run_id` (reference/leases.md §4).
+fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
+    let session = session_of(op.caller)?;
+    op.touch_session()?;
+    let now = op.now;
+    let live: Vec<Run> = op
+        .store
+        .active_runs_of_session(&session)?
+        .into_iter()
+        .filter(|r| r.claim_token_hash.is_some() && lease_live(r, now))
+        .collect();
+    if live.len() > 1 {
+        return Err(Error::conflict(
+            "lease_held",
+            format!("session {session} holds more than one active lease"),
+        ));
+    }
+    match op.store.run(run_id)? {
+        Some(run)
+            if run.session_id.as_deref() == Some(session.as_str())
+                && run.claim_token_hash.is_some() =>
+        {
+            if lease_live(&run, now) {
+                Ok(run)
+            } else {
+                Err(Error::conflict(
+                    "lease_expired",
+                    format!("task run {run_id} is not an active lease of session {session}"),
+                ))
+            }
+        }
+        _ if live.len() == 1 => Err(Error::forbidden(
+            "foreign_run",
+            format!(
+                "task run {run_id} is not leased to session {session}, which holds task run {}",
+                live[0].id
+            ),
+        )),
+        _ => Err(Error::conflict(
+            "no_active_lease",
+            format!("session {session} holds no active lease on task run {run_id}"),
+        )),
+    }
+}
+
+/// `POST /api/agent/tasks/{run_id}/heartbeat`: the lease now ends `lease_seconds` from now.
+pub fn heartbeat(op: &mut Op<'_>, run_id: &str, input: &HeartbeatInput) -> Result<LeaseSummary> {
+    let seconds = lease_seconds(input.lease_seconds)?;
+    let mut run = resolve_lease(op, run_id)?;
+    let mut task = op.load_task(&run.task_id)?;
+    run.lease_until = Some(op.now.plus_seconds(seconds));
+    run.heartbeat_at = Some(op.now);
+    op.store.update_run(&run)?;
+    let payload = Payload::new()
+        .set("status", run.status.as_str())
+        .set("task_status", task.status.as_str())
+        .json("lease_until", run.lease_until)
+        .json("heartbeat_at", run.heartbeat_at)
+        .opt("claim_token_hash", run.claim_token_hash.clone())
+        .build();
+    op.record(&mut task, Some(&run.id), "task.run_lease_extended", payload)?;
+    Ok(LeaseSummary::from(&run))
+}
+
+/// Ends a lease: the hash, session and claimant stay on the finished run for audit.
+fn end_lease(run: &mut Run, status: RunStatus, now: Ts) {
+    run.status = status;
+    run.ended_at = Some(now);
+    run.lease_until = None;
+    run.heartbeat_at = None;
+    run.claim_idempotency_key = None;
+}
+
+fn hash_payload(run: &Run) -> Payload {
+    Payload::new().opt("claim_token_hash", run.claim_token_hash.clone())
+}
+
+/// `POST /api/agent/tasks/{run_id}/complete`: from claimed, starting or running.
+pub fn complete(op: &mut Op<'_>, run_id: &str, input: &CompleteInput) -> Result<LeaseSummary> {
+    if let Some(result) = &input.result {
+        validate::check_json(result, RESULT_LIMIT, "result")?;
+    }
+    let mut run = resolve_lease(op, run_id)?;
+    let mut task = op.load_task(&run.task_id)?;
+    end_lease(&mut run, RunStatus::Completed, op.now);
+    run.result = input.result.clone();
+    run.error = None;
+    let extra = hash_payload(&run);
+    finish_completion(op, &mut run, &mut task, extra)?;
+    Ok(LeaseSummary::from(&run))
+}
+
+/// `POST /api/agent/tasks/{run_id}/fail`: from claimed, starting or running. No automatic retry.
+pub fn fail(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<LeaseSummary> {
+    let error =
+        non_empty(input.error.as_deref()).ok_or_else(|| Error::validation("error is required"))?;
+    if let Some(m) = &input.metadata {
+        validate::check_json(m, RESULT_LIMIT, "metadata")?;
+    }
+    let mut run = resolve_lease(op, run_id)?;
+    let mut task = op.load_task(&run.task_id)?;
+    end_lease(&mut run, RunStatus::Failed, op.now);
+    run.error = Some(error);
+    run.result = None;
+    let extra = hash_payload(&run);
+    finish_failure(op, &mut run, &mut task, input.metadata.clone(), extra)?;
+    Ok(LeaseSummary::from(&run))
+}
+
+/// Puts a run back in the queue, same attempt and same queue position, with every trace of the
+/// claim cleared so the old holder's hash can never match again.
+fn requeue(run: &mut Run) {
+    run.status = RunStatus::Queued;
+    run.claimed_by = None;
+    run.session_id = None;
+    run.claim_token_hash = None;
+    run.lease_until = None;
+    run.heartbeat_at = None;
+    run.claimed_at = None;
+    run.started_at = None;
+    run.ended_at = None;
+    run.error = None;
+    run.result = None;
+    run.claim_idempotency_key = None;
+}
+
+/// `POST /api/agent/tasks/{run_id}/release`: back to queued.
+pub fn release(op: &mut Op<'_>, run_id: &str, input: &ReleaseInput) -> Result<LeaseSummary> {
+    let mut run = resolve_lease(op, run_id)?;
+    let mut task = op.load_task(&run.task_id)?;
+    let previous_status = run.status;
+    let previous_session = run.session_id.clone();
+    requeue(&mut run);
+    op.store.update_run(&run)?;
+    op.reconcile(&mut task)?;
+    op.work_available = true;
+    let payload = Payload::new()
+        .set("previous_status", previous_status.as_str())
+        .set("status", run.status.as_str())
+        .set("task_status", task.status.as_str())
+        .opt("reason", non_empty(input.reason.as_deref()))
+        .opt("session_id", previous_session)
+        .build();
+    op.record(&mut task, Some(&run.id), "task.run_released", payload)?;
+    Ok(LeaseSummary::from(&run))
+}
+
+/// The actor and origin recorded on events of lease recovery.
+pub fn sweeper_caller() -> Caller {
+    Caller {
+        actor: Ref::new("daemon", "lease-sweeper"),
+        origin: Ref::new("daemon", "tasklane.lease_sweeper"),
+        agent_name: None,
+    }
+}
+
+/// Recovers up to `limit` runs whose lease has lapsed: each goes back to the queue, or, on its
+/// `max_lease_expirations`-th expiry, is failed so a run that crashes its agents cannot loop for
+/// ever. Returns how many runs were recovered.
+pub fn recover_expired_leases(
+    op: &mut Op<'_>,
+    limit: i64,
+    max_lease_expirations: i64,
+    reason: &str,
+) -> Result<usize> {
+    let expired = op.store.expired_leases(op.now, limit)?;
+    for mut run in expired.iter().cloned() {
+        let mut task = op.load_task(&run.task_id)?;
+        let previous_status = run.status;
+        let previous_session = run.session_id.clone();
+        let previous_hash = run.claim_token_hash.clone();
+        let previous_until = run.lease_until;
+        run.lease_expirations += 1;
+        if run.lease_expirations >= max_lease_expirations {
+            end_lease(&mut run, RunStatus::Failed, op.now);
+            run.error = Some(format!("lease expired {} times", run.lease_expirations));
+            run.result = None;
+            let extra = hash_payload(&run).set("reason", "lease_expired");
+            finish_failure(op, &mut run, &mut task, None, extra)?;
+            continue;
+        }
+        requeue(&mut run);
+        op.store.update_run(&run)?;
+        op.reconcile(&mut task)?;
+        op.work_available = true;
+        let payload = Payload::new()
+            .set("previous_status", previous_status.as_str())
+            .set("status", run.status.as_str())
+            .set("task_status", task.status.as_str())
+            .set("reason", reason)
+            .opt("session_id", previous_session)
+            .json("lease_until", previous_until)
+            .opt("previous_claim_token_hash", previous_hash)
+            .opt(
+                "coordination_channel_id",
+                run.coordination_channel_id.clone(),
+            )
+            .set("lease_expirations", run.lease_expirations)
+            .build();
+        op.record(&mut task, Some(&run.id), "task.run_lease_expired", payload)?;
+    }
+    Ok(expired.len())
+}

@@ -1,0 +1,54 @@
+//! Lease recovery: at start-up (before serving) and then continuously, so an expired lease is
+//! requeued within a second of its `lease_until`.
+
+use std::time::Duration;
+
+use tasklane_core::service::agent::{recover_expired_leases, sweeper_caller};
+
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// Runs recovered per transaction; a larger backlog is worked off in consecutive batches.
+const BATCH: i64 = 100;
+/// The sweeper never sleeps longer than this, which bounds how late a recovery can be.
+const MAX_SLEEP: Duration = Duration::from_millis(500);
+
+/// Recovers every lease that has expired by now. Returns how many runs were recovered.
+pub async fn recover_all(state: &AppState, reason: &'static str) -> ApiResult<usize> {
+    let max = state.max_lease_expirations;
+    let mut total = 0;
+    loop {
+        let n = state
+            .write(sweeper_caller(), move |op| {
+                recover_expired_leases(op, BATCH, max, reason)
+            })
+            .await?;
+        total += n;
+        if (n as i64) < BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Sleeps until the next lease deadline (at most [`MAX_SLEEP`]), then recovers what expired.
+pub fn spawn_sweeper(state: AppState) {
+    tokio::spawn(async move {
+        let mut shutdown = state.shutting_down.subscribe();
+        loop {
+            if let Err(e) = recover_all(&state, "scheduler_sweep").await {
+                tracing::warn!(error = ?e.0, "lease recovery failed; retrying");
+            }
+            let sleep = match state.store.read(|r| r.next_lease_deadline()).await {
+                Ok(Some(deadline)) => {
+                    let wait = deadline.micros() - state.clock.now().micros();
+                    Duration::from_micros(wait.max(0) as u64).min(MAX_SLEEP)
+                }
+                _ => MAX_SLEEP,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,79 @@
+//! `/api/agent/tasks/...`: the agent protocol. Every handler needs an agent session identity
+//! (enforced by the auth middleware).
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tasklane_core::input::{
+    ClaimNextInput, CompleteInput, FailInput, HeartbeatInput, ReleaseInput,
+};
+use tasklane_core::service::agent;
+
+use super::json;
+use crate::auth::Identity;
+use crate::body::JsonBody;
+use crate::error::ApiResult;
+use crate::state::AppState;
+
+/// `POST /api/agent/tasks/claim-next`. With `wait: true` the request parks until a write that
+/// may have made work claimable commits (no polling), then tries again; it answers 204 when
+/// `wait_seconds` pass with nothing claimed. If the client goes away, the parked request is
+/// dropped and claims nothing.
+pub async fn claim_next(
+    State(s): State<AppState>,
+    who: Identity,
+    JsonBody(input): JsonBody<ClaimNextInput>,
+) -> ApiResult<Response> {
+    let req = agent::validate_claim(&input)?;
+    let caller = who.caller("claim_next");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds as u64);
+    let mut work = s.work.subscribe();
+    let mut shutdown = s.shutting_down.subscribe();
+    loop {
+        // Marked seen before trying, so a commit during the attempt still wakes the wait below.
+        work.borrow_and_update();
+        let attempt = req.clone();
+        let claim = s
+            .write(caller.clone(), move |op| agent::claim_next(op, &attempt))
+            .await?;
+        if let Some(claim) = claim {
+            return Ok(json(StatusCode::OK, json!({ "claim": claim })));
+        }
+        if !req.wait {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        tokio::select! {
+            changed = work.changed() => {
+                if changed.is_err() {
+                    return Ok(StatusCode::NO_CONTENT.into_response());
+                }
+            }
+            _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
+            _ = shutdown.wait_for(|s| *s) => return Ok(StatusCode::NO_CONTENT.into_response()),
+        }
+    }
+}
+
+macro_rules! lease_operation {
+    ($name:ident, $action:literal, $input:ty, $rule:path) => {
+        pub async fn $name(
+            State(s): State<AppState>,
+            who: Identity,
+            Path(run_id): Path<String>,
+            JsonBody(input): JsonBody<$input>,
+        ) -> ApiResult<Response> {
+            let lease = s
+                .write(who.caller($action), move |op| $rule(op, &run_id, &input))
+                .await?;
+            Ok(json(StatusCode::OK, json!({ "lease": lease })))
+        }
+    };
+}
+
+lease_operation!(heartbeat, "heartbeat", HeartbeatInput, agent::heartbeat);
+lease_operation!(complete, "agent_complete", CompleteInput, agent::complete);
+lease_operation!(fail, "agent_fail", FailInput, agent::fail);
+lease_operation!(release, "release", ReleaseInput, agent::release);
