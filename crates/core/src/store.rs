@@ -49,6 +49,9 @@ pub struct ClaimQuery {
     pub session_id: String,
     /// The claiming agent's name: tasks owned by `pool:<agent name>` are eligible.
     pub agent_name: Option<String>,
+    /// The capabilities the caller offers: only runs whose required capabilities are all among
+    /// them are returned.
+    pub offered: Vec<String>,
     /// Resume after this (priority, queued_at, run id) position of the claim order.
     pub after: Option<(Priority, Ts, String)>,
     pub limit: i64,
@@ -99,8 +102,9 @@ pub trait ReadStore {
     fn agent_session(&mut self, session_id: &str) -> Result<Option<AgentSessionRecord>>;
 
     /// Queued runs that claim-next may hand out, in claim order: priority DESC, `queued_at` ASC,
-    /// run id ASC. Only runs of tasks whose status is not draft, blocked or canceled and whose
-    /// owner is empty, the claiming session, or the claiming agent's pool.
+    /// run id ASC. Only runs whose required capabilities are all offered, of tasks whose status is
+    /// not draft, blocked or canceled and whose owner is empty, the claiming session, or the
+    /// claiming agent's pool.
     fn claim_candidates(&mut self, query: &ClaimQuery) -> Result<Vec<Run>>;
     /// Claimed, starting and running runs bound to the session.
     fn active_runs_of_session(&mut self, session_id: &str) -> Result<Vec<Run>>;

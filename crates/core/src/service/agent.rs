@@ -20,9 +20,9 @@ pub const DEFAULT_LEASE_SECONDS: i64 = 300;
 pub const MAX_LEASE_SECONDS: i64 = 86_400;
 pub const DEFAULT_WAIT_SECONDS: i64 = 30;
 pub const MAX_WAIT_SECONDS: i64 = 300;
-/// Candidates examined per claim. Bounds the work of one claim when many queued runs need
-/// capabilities the caller lacks; preferred-capability ranking looks within this window.
-const CLAIM_SCAN_LIMIT: usize = 1024;
+/// Eligible candidates of the top priority band compared by preferred-capability matches. Bounds
+/// the work of one claim; every candidate is eligible, so the bound only limits that ranking.
+const PREFERENCE_WINDOW: usize = 1024;
 /// Most claims take the first candidate, so the first page is small; pages then grow.
 const FIRST_PAGE: i64 = 4;
 const MAX_PAGE: i64 = 256;
@@ -166,7 +166,8 @@ pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> 
 }
 
 /// The best eligible queued run: highest priority, then (when the caller offers capabilities)
-/// most preferred capabilities matched, then oldest, then lowest id.
+/// most preferred capabilities matched, then oldest, then lowest id. Storage returns only runs
+/// this caller may claim, in claim order.
 fn best_candidate(
     op: &mut Op<'_>,
     req: &ClaimRequest,
@@ -178,6 +179,7 @@ fn best_candidate(
         min_priority,
         session_id: session.to_string(),
         agent_name: op.caller.agent_name.clone(),
+        offered: req.offered.clone(),
         after: None,
         limit: FIRST_PAGE,
     };
@@ -214,7 +216,7 @@ fn best_candidate(
                 best = Some((matched, run));
             }
         }
-        if exhausted || scanned >= CLAIM_SCAN_LIMIT {
+        if exhausted || scanned >= PREFERENCE_WINDOW {
             return Ok(best.map(|(_, r)| r));
         }
     }

@@ -398,6 +398,8 @@ pub fn patch_task(op: &mut Op<'_>, id: &str, input: &PatchTaskInput) -> Result<T
         }
     }
     op.reconcile(&mut task)?;
+    // Owner, priority or capabilities may now match a parked claimer.
+    op.work_available = true;
     let payload = Payload::new()
         .json("changed_fields", &changed_fields)
         .set("status", task.status.as_str())

@@ -8,7 +8,7 @@ use rusqlite::types::ToSql;
 use tasklane_core::model::{ApiToken, Dependency, Event, IdempotencyRecord, Ref, Run, Task};
 use tasklane_core::store::{AgentSessionRecord, ClaimQuery, ReadStore, RunFilter, TaskFilter};
 use tasklane_core::time::Ts;
-use tasklane_core::Result;
+use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
 use super::rows::{
@@ -395,6 +395,8 @@ impl ReadStore for Db<'_> {
                  AND (?5 IS NULL OR r.priority_rank < ?5 \
                       OR (r.priority_rank = ?5 AND (r.queued_at > ?6 \
                           OR (r.queued_at = ?6 AND r.id > ?7)))) \
+                 AND NOT EXISTS (SELECT 1 FROM json_each(r.required_capabilities) c \
+                      WHERE c.value NOT IN (SELECT value FROM json_each(?9))) \
                  ORDER BY r.priority_rank DESC, r.queued_at, r.id LIMIT ?8"
             ))
             .map_err(sql_err)?;
@@ -408,7 +410,8 @@ impl ReadStore for Db<'_> {
                 after_rank,
                 after_queued,
                 after_id,
-                q.limit
+                q.limit,
+                serde_json::to_string(&q.offered).map_err(|e| Error::Storage(e.to_string()))?
             ],
             run_from_row,
         )
