@@ -36,7 +36,9 @@ pub struct ServeArgs {
           value_parser = clap::value_parser!(i64).range(1..))]
     max_lease_expirations: i64,
     /// Run on a manual clock moved by POST /api/_test/clock/advance. For tests only.
-    #[arg(long, env = "TASKLANE_TEST_CLOCK", hide = true)]
+    #[arg(long, env = "TASKLANE_TEST_CLOCK", hide = true,
+          value_parser = clap::builder::BoolishValueParser::new(),
+          action = clap::ArgAction::SetTrue)]
     test_clock: bool,
 }
 
