@@ -384,7 +384,9 @@ impl ReadStore for Db<'_> {
             .prepare_cached(concat!(
                 "SELECT ",
                 prefixed_run_columns!(),
-                " FROM task_runs r JOIN tasks t ON t.id = r.task_id \
+                // The claim order comes from this index; without the hint the planner may
+                // prefer an index on tasks and sort every queued run on each claim.
+                " FROM task_runs r INDEXED BY task_runs_claim JOIN tasks t ON t.id = r.task_id \
                  WHERE r.status = 'queued' AND r.priority_rank >= ?1 \
                  AND t.status NOT IN ('draft', 'blocked', 'canceled') \
                  AND ((?2 IS NULL AND t.scope = 'global') \

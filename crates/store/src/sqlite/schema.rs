@@ -137,6 +137,9 @@ UPDATE task_runs SET priority_rank = (
     FROM tasks t WHERE t.id = task_runs.task_id);
 DROP INDEX task_runs_queued;
 CREATE INDEX task_runs_claim ON task_runs (priority_rank DESC, queued_at, id) WHERE status = 'queued';
+-- A session's active runs, without walking its whole history of finished runs.
+CREATE INDEX task_runs_session_active ON task_runs (session_id)
+    WHERE status IN ('claimed', 'starting', 'running');
 
 CREATE TABLE api_tokens (
     name         TEXT PRIMARY KEY NOT NULL,
