@@ -200,12 +200,10 @@ pub fn delete_task(op: &mut Op<'_>, id: &str) -> Result<()> {
     }
     let dependents = op.store.dependents_of(id)?;
     op.store.delete_task(id)?;
-    let mut visited = HashSet::from([id.to_string()]);
+    // Its edges are gone with it, so its dependents may be unblocked now.
     for dependent in dependents {
-        if visited.insert(dependent.clone()) {
-            if let Some(mut t) = op.store.task(&dependent)? {
-                op.reconcile(&mut t)?;
-            }
+        if let Some(mut t) = op.store.task(&dependent)? {
+            op.reconcile(&mut t)?;
         }
     }
     Ok(())
