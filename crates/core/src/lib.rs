@@ -5,6 +5,7 @@
 pub mod derive;
 pub mod error;
 pub mod model;
+pub mod observe;
 pub mod store;
 pub mod time;
 pub mod tokens;

@@ -8,6 +8,7 @@ mod identity;
 mod leases;
 mod query;
 mod routes;
+mod sse_hub;
 mod state;
 
 use std::future::Future;
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/agent/tasks/{run_id}/complete", post(agent::complete))
         .route("/api/agent/tasks/{run_id}/fail", post(agent::fail))
         .route("/api/agent/tasks/{run_id}/release", post(agent::release));
+    app = app.merge(routes::observe::router(&state));
     if state.manual_clock.is_some() {
         app = app.route("/api/_test/clock/advance", post(testing::advance_clock));
     }

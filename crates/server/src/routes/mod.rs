@@ -1,7 +1,9 @@
 //! One module per API resource; each holds its handlers and their request parsing.
 
 pub mod agent;
+pub mod observe;
 pub mod runs;
+pub mod stream;
 pub mod tasks;
 pub mod testing;
 

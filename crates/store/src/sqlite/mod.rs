@@ -5,6 +5,7 @@
 //! last committed state and never wait for the writer.
 
 mod error;
+mod observe;
 mod read;
 mod rows;
 mod schema;

@@ -1,0 +1,244 @@
+//! The observe surfaces: dashboard, inbox, triage, timeline, stream backlog and tree.
+//!
+//! Every formula, threshold, lane rule and ordering lives here, once. Storage is reached through
+//! [`ObserveStore`], whose primitives are aggregate or indexed: nothing here loads every task, run
+//! or event. Each primitive states its cost contract so every backend keeps the dashboard and the
+//! inbox fast on large databases.
+
+pub mod dashboard;
+pub mod inbox;
+pub mod timeline;
+pub mod tree;
+pub mod triage;
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::model::{
+    ApprovalPolicy, ApprovalState, Event, OriginKind, OwnerKind, Priority, Ref, Run, RunStatus,
+    Scope, TaskStatus,
+};
+use crate::store::{ReadStore, WriteStore};
+use crate::time::{serialize_or_zero, Ts};
+
+pub use dashboard::{dashboard, Dashboard, Thresholds};
+pub use inbox::{inbox, Inbox, InboxQuery, Lane};
+pub use timeline::{sse_frame, subtree_backlog, timeline, timeline_items, TimelineItem};
+pub use tree::{tree, Tree};
+pub use triage::{apply_triage, TriageAction};
+
+/// The task (and run) filters shared by the dashboard and the inbox. All present filters hold.
+#[derive(Clone, Debug, Default)]
+pub struct ObserveFilter {
+    pub scope: Option<Scope>,
+    pub workspace_id: Option<String>,
+    pub owner_kind: Option<OwnerKind>,
+    pub owner_ref: Option<String>,
+    /// Dashboard only: tasks of this channel, and runs whose own channel is this.
+    pub network_channel: Option<String>,
+    /// Dashboard only: tasks of this origin kind, and runs whose own origin kind is this.
+    pub origin_kind: Option<OriginKind>,
+}
+
+/// Tasks of one (status, approval state, has-dependencies) class.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskCount {
+    pub status: TaskStatus,
+    pub approval_state: ApprovalState,
+    /// At least one dependency edge leaves the task (finished blockers included).
+    pub has_dependencies: bool,
+    pub count: i64,
+}
+
+/// Sum, count and maximum of one latency, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LatencyTotals {
+    pub samples: i64,
+    pub sum_micros: i64,
+    pub max_micros: i64,
+}
+
+/// Run counts by status and the latency totals over every run of the filter, all time.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunTotals {
+    pub by_status: Vec<(RunStatus, i64)>,
+    /// Per run with `claimed_at`: `max(claimed_at - queued_at, 0)`.
+    pub claim: LatencyTotals,
+    /// Per run with `started_at`: `max(started_at - (claimed_at or queued_at), 0)`.
+    pub start: LatencyTotals,
+}
+
+/// Queued runs of one run `network_channel` (None = no channel).
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueGroup {
+    pub network_channel: Option<String>,
+    pub count: i64,
+    pub oldest_queued_at: Ts,
+}
+
+/// What the inbox needs of one candidate task, without its large columns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboxCandidate {
+    pub task_id: String,
+    pub status: TaskStatus,
+    pub approval_policy: ApprovalPolicy,
+    pub approval_state: ApprovalState,
+    pub owner: Option<Ref>,
+    pub priority: Priority,
+    /// max(updated_at, created_at, closed_at, run times, event times).
+    pub latest_activity_at: Ts,
+    /// Status of the latest run (highest attempt, then queued_at, then id), any status.
+    pub latest_run_status: Option<RunStatus>,
+    /// Some open run of the task is claimed by the caller.
+    pub claimed_by_caller: bool,
+    pub triage: Option<TriageRecord>,
+}
+
+/// One caller's stored triage state of one task.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TriageRecord {
+    pub task_id: String,
+    pub actor: Ref,
+    pub read: bool,
+    pub archived: bool,
+    pub dismissed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen_activity_at: Option<Ts>,
+    #[serde(serialize_with = "serialize_or_zero")]
+    pub updated_at: Option<Ts>,
+}
+
+/// Storage primitives of the observe surfaces. Cost contracts are stated per method; "live" means
+/// not finished (queued/claimed/starting/running runs; non-terminal tasks), whose number does not
+/// grow with history.
+pub trait ObserveStore: ReadStore {
+    /// Task counts by class over the filter (`network_channel`/`origin_kind` apply to the task).
+    /// Cost: independent of the number of tasks (maintained counters).
+    fn task_counts(&mut self, filter: &ObserveFilter) -> Result<Vec<TaskCount>>;
+    /// Run counts and latency totals over runs of filtered tasks (channel/origin filter the run's
+    /// own fields too). Cost: independent of the number of runs (maintained counters).
+    fn run_totals(&mut self, filter: &ObserveFilter) -> Result<RunTotals>;
+    /// Queued runs grouped by their trimmed `network_channel`, channels ascending.
+    /// Cost: one index seek per channel.
+    fn queue_groups(&mut self, filter: &ObserveFilter) -> Result<Vec<QueueGroup>>;
+    /// Claimed, starting and running runs of the filter. Cost: O(live runs).
+    fn live_runs(&mut self, filter: &ObserveFilter) -> Result<Vec<Run>>;
+    /// Queued runs of the filter, newest `queued_at` first (then id descending), at most `limit`.
+    fn newest_queued_runs(&mut self, filter: &ObserveFilter, limit: i64) -> Result<Vec<Run>>;
+    /// `task.run_force_stopped` events at or after `since` among the filter's tasks
+    /// (`origin_kind` also filters the event's origin; `network_channel` the event's run channel,
+    /// else its task's channel). Cost: O(such events), through an index of that type only.
+    fn count_forced_stops_since(&mut self, filter: &ObserveFilter, since: Ts) -> Result<i64>;
+    /// The newest activity of any filtered task (None when there is no task).
+    fn latest_activity(&mut self, filter: &ObserveFilter) -> Result<Option<Ts>>;
+
+    /// Every task that may be in `actor`'s inbox under `filter` and `query` (title or identifier,
+    /// case-insensitive substring): blocked tasks, tasks whose latest run failed, the actor's own
+    /// unfinished tasks, tasks with an open run claimed by the actor, tasks the actor archived.
+    /// Cost: O(inbox size), independent of finished tasks that are in no lane.
+    fn inbox_candidates(
+        &mut self,
+        actor: &Ref,
+        owner_kind: Option<OwnerKind>,
+        filter: &ObserveFilter,
+        query: Option<&str>,
+    ) -> Result<Vec<InboxCandidate>>;
+    /// The latest run of each given task (tasks without runs are absent).
+    fn latest_runs(&mut self, task_ids: &[String]) -> Result<Vec<Run>>;
+    fn runs_by_ids(&mut self, ids: &[String]) -> Result<Vec<Run>>;
+    fn triage_record(&mut self, task_id: &str, actor: &Ref) -> Result<Option<TriageRecord>>;
+
+    /// Events of the subtree rooted at `root` (as it is now) with sequence > `after`, ascending,
+    /// at most `limit`.
+    fn subtree_events_after(&mut self, root: &str, after: i64, limit: i64) -> Result<Vec<Event>>;
+    /// Events of every task with sequence > `after`, ascending, at most `limit`.
+    fn events_after(&mut self, after: i64, limit: i64) -> Result<Vec<Event>>;
+    /// The task itself then its ancestors up to the root (empty when it does not exist).
+    fn ancestry(&mut self, task_id: &str) -> Result<Vec<String>>;
+    /// The subtree rooted at `root` breadth-first: (task, depth), the root first at depth 0.
+    fn subtree(&mut self, root: &str) -> Result<Vec<(crate::model::Task, i64)>>;
+}
+
+/// Triage writes (per caller; they record no event).
+pub trait ObserveWriteStore: ObserveStore + WriteStore {
+    fn put_triage(&mut self, record: &TriageRecord) -> Result<()>;
+}
+
+/// The run summary used by timeline items, tree nodes and inbox items (no metadata, result or
+/// origin; `max_attempts` is the task's).
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub id: String,
+    pub task_id: String,
+    pub status: RunStatus,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<Ref>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_token_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<Ts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<Ts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordination_channel_id: Option<String>,
+    pub queued_at: Ts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claimed_at: Option<Ts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Ts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Ts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RunSummary {
+    pub fn new(r: &Run, max_attempts: i64) -> Self {
+        RunSummary {
+            id: r.id.clone(),
+            task_id: r.task_id.clone(),
+            status: r.status,
+            attempt: r.attempt,
+            max_attempts,
+            session_id: non_blank(&r.session_id),
+            claimed_by: r.claimed_by.clone(),
+            claim_token_hash: r.claim_token_hash.clone(),
+            lease_until: r.lease_until,
+            heartbeat_at: r.heartbeat_at,
+            coordination_channel_id: r.coordination_channel_id.clone(),
+            queued_at: r.queued_at,
+            claimed_at: r.claimed_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            error: non_blank(&r.error),
+        }
+    }
+
+    /// The inbox's run: no claim token hash, lease, heartbeat or coordination channel.
+    pub fn compact(r: &Run, max_attempts: i64) -> Self {
+        RunSummary {
+            claim_token_hash: None,
+            lease_until: None,
+            heartbeat_at: None,
+            coordination_channel_id: None,
+            ..RunSummary::new(r, max_attempts)
+        }
+    }
+}
+
+/// Trimmed, and absent when empty.
+pub(crate) fn non_blank(s: &Option<String>) -> Option<String> {
+    s.as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// `max(now - t, 0)` in whole milliseconds (truncated).
+pub(crate) fn age_ms(now: Ts, t: Ts) -> i64 {
+    (now.0 - t.0).max(0) / 1000
+}

@@ -1,0 +1,648 @@
+//! `ObserveStore` on SQLite: counters read from the trigger-maintained tables of the observe
+//! migration ([`schema`]), live sets read through partial indexes, and the entry points that run
+//! observe reads and triage writes.
+
+pub(super) mod schema;
+
+use std::fmt::Write as _;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use rusqlite::types::ToSql;
+use rusqlite::Connection;
+use tasklane_core::model::{Event, OwnerKind, Ref, Run, RunStatus, Task};
+use tasklane_core::observe::{
+    InboxCandidate, LatencyTotals, ObserveFilter, ObserveStore, ObserveWriteStore, QueueGroup,
+    RunTotals, TaskCount, TriageRecord,
+};
+use tasklane_core::time::Ts;
+use tasklane_core::{Error, Result};
+
+use super::error::sql_err;
+use super::rows::{
+    collect, event_columns, event_from_row, first, run_columns, run_from_row, task_columns,
+    task_from_row,
+};
+use super::{exec, Db, SqliteStore};
+
+/// Ids per `json_each` parameter, as in `read.rs`.
+const ID_CHUNK: usize = 500;
+
+impl SqliteStore {
+    /// Runs an observe read on a pooled read-only connection inside one read transaction.
+    pub async fn read_observe<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let permit = self
+            .inner
+            .read_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("the store is shut down".to_string()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            inner.with_reader(|conn| observe_snapshot(conn, f))
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
+    }
+
+    /// Runs an observe write (triage) in the writer, like [`SqliteStore::write`].
+    pub async fn write_observe<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn ObserveWriteStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit(move |db: &mut Db<'_>| f(db)).await
+    }
+}
+
+/// `read_snapshot` for observe closures: one read transaction, rolled back at the end.
+fn observe_snapshot<R>(
+    conn: &Connection,
+    f: impl FnOnce(&mut dyn ObserveStore) -> Result<R>,
+) -> (Result<R>, bool) {
+    if let Err(e) = exec(conn, "BEGIN") {
+        return (Err(e), conn.is_autocommit());
+    }
+    let mut db = Db::new(conn);
+    let result = catch_unwind(AssertUnwindSafe(|| f(&mut db)))
+        .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())));
+    let ended = if conn.is_autocommit() {
+        Ok(())
+    } else {
+        exec(conn, "ROLLBACK")
+    };
+    (result, ended.is_ok() && conn.is_autocommit())
+}
+
+fn id_chunks(ids: &[String]) -> Vec<String> {
+    let mut unique: Vec<&str> = ids.iter().map(String::as_str).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    unique
+        .chunks(ID_CHUNK)
+        .map(|c| serde_json::Value::from(c.to_vec()).to_string())
+        .collect()
+}
+
+/// Makes `query` match literally under `LIKE ... ESCAPE '\'` (as the task list does).
+fn like_pattern(query: &str) -> String {
+    let mut p = String::with_capacity(query.len() + 2);
+    p.push('%');
+    for c in query.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// The filter as SQL parameters, in a fixed order, for the counter tables (small: the
+/// `?n IS NULL OR` form costs nothing there).
+struct FilterParams {
+    scope: Option<&'static str>,
+    workspace_id: Option<String>,
+    owner_kind: Option<&'static str>,
+    owner_ref: Option<String>,
+    network_channel: Option<String>,
+    origin_kind: Option<&'static str>,
+}
+
+impl FilterParams {
+    fn of(f: &ObserveFilter) -> Self {
+        FilterParams {
+            scope: f.scope.map(|s| s.as_str()),
+            workspace_id: f.workspace_id.clone(),
+            owner_kind: f.owner_kind.map(|o| o.as_str()),
+            owner_ref: f.owner_ref.clone(),
+            network_channel: f.network_channel.clone(),
+            origin_kind: f.origin_kind.map(|o| o.as_str()),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.scope.is_none()
+            && self.workspace_id.is_none()
+            && self.owner_kind.is_none()
+            && self.owner_ref.is_none()
+            && self.network_channel.is_none()
+            && self.origin_kind.is_none()
+    }
+
+    /// Appends ` AND <alias>.<col> = ?n` for each present task filter; on large tables only
+    /// present filters become clauses so the planner can use the indexes they allow.
+    ///
+    /// `driven` marks statements driven by another index (`+col` keeps the planner from
+    /// switching to a filter column's index and sorting or joining from there).
+    fn task_clauses<'p>(
+        &'p self,
+        alias: &str,
+        driven: bool,
+        sql: &mut String,
+        params: &mut Vec<&'p dyn ToSql>,
+    ) {
+        let plus = if driven { "+" } else { "" };
+        let cols: [(&str, Option<&dyn ToSql>); 6] = [
+            ("scope", self.scope.as_ref().map(|v| v as &dyn ToSql)),
+            (
+                "workspace_id",
+                self.workspace_id.as_ref().map(|v| v as &dyn ToSql),
+            ),
+            (
+                "owner_kind",
+                self.owner_kind.as_ref().map(|v| v as &dyn ToSql),
+            ),
+            (
+                "owner_ref",
+                self.owner_ref.as_ref().map(|v| v as &dyn ToSql),
+            ),
+            (
+                "network_channel",
+                self.network_channel.as_ref().map(|v| v as &dyn ToSql),
+            ),
+            (
+                "origin_kind",
+                self.origin_kind.as_ref().map(|v| v as &dyn ToSql),
+            ),
+        ];
+        for (col, value) in cols {
+            if let Some(value) = value {
+                params.push(value);
+                let _ = write!(sql, " AND {plus}{alias}.{col} = ?{}", params.len());
+            }
+        }
+    }
+
+    /// Clauses on `task_runs` (unaliased): the run's own channel/origin, and its task's filters
+    /// through a correlated primary-key lookup (never a scan of all tasks).
+    fn run_clauses<'p>(&'p self, sql: &mut String, params: &mut Vec<&'p dyn ToSql>) {
+        if let Some(ch) = &self.network_channel {
+            params.push(ch);
+            let _ = write!(sql, " AND task_runs.network_channel = ?{}", params.len());
+        }
+        if let Some(o) = &self.origin_kind {
+            params.push(o);
+            let _ = write!(sql, " AND task_runs.origin_kind = ?{}", params.len());
+        }
+        if !self.is_empty() {
+            sql.push_str(" AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = task_runs.task_id");
+            self.task_clauses("t", false, sql, params);
+            sql.push(')');
+        }
+    }
+}
+
+const COUNTER_FILTER: &str = "(?1 IS NULL OR scope = ?1) AND (?2 IS NULL OR workspace_id = ?2) \
+     AND (?3 IS NULL OR owner_kind = ?3) AND (?4 IS NULL OR owner_ref = ?4) \
+     AND (?5 IS NULL OR network_channel = ?5) AND (?6 IS NULL OR origin_kind = ?6)";
+
+fn parse_run_status(s: &str) -> Result<RunStatus> {
+    RunStatus::parse(s).map_err(|_| Error::Storage(format!("unknown run status {s:?} in database")))
+}
+
+impl Db<'_> {
+    fn query_runs(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<Run>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
+        collect(&mut stmt, params, run_from_row)
+    }
+
+    fn events(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<Event>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
+        collect(&mut stmt, params, event_from_row)
+    }
+}
+
+impl ObserveStore for Db<'_> {
+    fn task_counts(&mut self, filter: &ObserveFilter) -> Result<Vec<TaskCount>> {
+        let p = FilterParams::of(filter);
+        let sql = format!(
+            "SELECT status, approval_state, has_deps, SUM(n) FROM obs_task_counts \
+             WHERE {COUNTER_FILTER} GROUP BY 1, 2, 3 HAVING SUM(n) <> 0"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params![
+                p.scope,
+                p.workspace_id,
+                p.owner_kind,
+                p.owner_ref,
+                p.network_channel,
+                p.origin_kind
+            ])
+            .map_err(sql_err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            let status: String = row.get(0).map_err(sql_err)?;
+            let approval: String = row.get(1).map_err(sql_err)?;
+            out.push(TaskCount {
+                status: tasklane_core::model::TaskStatus::parse(&status)?,
+                approval_state: tasklane_core::model::ApprovalState::parse(&approval)?,
+                has_dependencies: row.get::<_, i64>(2).map_err(sql_err)? != 0,
+                count: row.get(3).map_err(sql_err)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn run_totals(&mut self, filter: &ObserveFilter) -> Result<RunTotals> {
+        let p = FilterParams::of(filter);
+        // Channel and origin filters hold for the task and for the run itself.
+        let sql = format!(
+            "SELECT status, SUM(n), SUM(claim_n), SUM(claim_sum), \
+             MAX(CASE WHEN claim_n > 0 THEN claim_max END), SUM(start_n), SUM(start_sum), \
+             MAX(CASE WHEN start_n > 0 THEN start_max END) FROM obs_run_counts \
+             WHERE {COUNTER_FILTER} AND (?5 IS NULL OR run_channel = ?5) \
+             AND (?6 IS NULL OR run_origin_kind = ?6) GROUP BY status"
+        );
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params![
+                p.scope,
+                p.workspace_id,
+                p.owner_kind,
+                p.owner_ref,
+                p.network_channel,
+                p.origin_kind
+            ])
+            .map_err(sql_err)?;
+        let mut out = RunTotals::default();
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            let get = |i: usize| -> Result<i64> {
+                Ok(row.get::<_, Option<i64>>(i).map_err(sql_err)?.unwrap_or(0))
+            };
+            let status: String = row.get(0).map_err(sql_err)?;
+            let n = get(1)?;
+            if n != 0 {
+                out.by_status.push((parse_run_status(&status)?, n));
+            }
+            add_latency(&mut out.claim, get(2)?, get(3)?, get(4)?);
+            add_latency(&mut out.start, get(5)?, get(6)?, get(7)?);
+        }
+        Ok(out)
+    }
+
+    fn queue_groups(&mut self, filter: &ObserveFilter) -> Result<Vec<QueueGroup>> {
+        let p = FilterParams::of(filter);
+        let sql = format!(
+            "SELECT run_channel, SUM(n) FROM obs_run_counts \
+             WHERE status = 'queued' AND {COUNTER_FILTER} AND (?5 IS NULL OR run_channel = ?5) \
+             AND (?6 IS NULL OR run_origin_kind = ?6) GROUP BY run_channel HAVING SUM(n) > 0 \
+             ORDER BY run_channel"
+        );
+        let counts: Vec<(String, i64)> = {
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(
+                    rusqlite::params![
+                        p.scope,
+                        p.workspace_id,
+                        p.owner_kind,
+                        p.owner_ref,
+                        p.network_channel,
+                        p.origin_kind
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .map_err(sql_err)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
+        };
+        let mut out = Vec::with_capacity(counts.len());
+        for (channel, count) in counts {
+            // The oldest queued run of the channel among the filter: walks the channel's queue
+            // index from its oldest entry to the first run that passes the filter.
+            let channel_param: Option<&str> = (!channel.is_empty()).then_some(channel.as_str());
+            let mut sql = String::from(
+                "SELECT queued_at FROM task_runs WHERE status = 'queued' AND network_channel IS ?1",
+            );
+            let mut params: Vec<&dyn ToSql> = vec![&channel_param];
+            p.run_clauses(&mut sql, &mut params);
+            sql.push_str(" ORDER BY network_channel, queued_at LIMIT 1");
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+            let oldest: Option<i64> =
+                first(&mut stmt, params.as_slice(), |r| r.get(0).map_err(sql_err))?;
+            if let Some(oldest) = oldest {
+                out.push(QueueGroup {
+                    network_channel: channel_param.map(str::to_string),
+                    count,
+                    oldest_queued_at: Ts(oldest),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn live_runs(&mut self, filter: &ObserveFilter) -> Result<Vec<Run>> {
+        let p = FilterParams::of(filter);
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM task_runs WHERE status IN ('claimed', 'starting', 'running')"
+        ));
+        let mut params: Vec<&dyn ToSql> = Vec::new();
+        p.run_clauses(&mut sql, &mut params);
+        self.query_runs(&sql, &params)
+    }
+
+    fn newest_queued_runs(&mut self, filter: &ObserveFilter, limit: i64) -> Result<Vec<Run>> {
+        let p = FilterParams::of(filter);
+        let mut sql = String::from(concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM task_runs WHERE status = 'queued'"
+        ));
+        let mut params: Vec<&dyn ToSql> = Vec::new();
+        p.run_clauses(&mut sql, &mut params);
+        params.push(&limit);
+        let _ = write!(
+            sql,
+            " ORDER BY queued_at DESC, id DESC LIMIT ?{}",
+            params.len()
+        );
+        self.query_runs(&sql, &params)
+    }
+
+    fn count_forced_stops_since(&mut self, filter: &ObserveFilter, since: Ts) -> Result<i64> {
+        let p = FilterParams::of(filter);
+        // The event type is a literal so the partial index over that type serves the scan.
+        let mut sql = String::from(
+            "SELECT COUNT(*) FROM task_events e JOIN tasks t ON t.id = e.task_id \
+             WHERE e.event_type = 'task.run_force_stopped' AND e.timestamp >= ?1",
+        );
+        let mut params: Vec<&dyn ToSql> = vec![&since.0];
+        let task_only = FilterParams {
+            network_channel: None,
+            origin_kind: None,
+            ..FilterParams::of(filter)
+        };
+        task_only.task_clauses("t", true, &mut sql, &mut params);
+        if let Some(o) = &p.origin_kind {
+            params.push(o);
+            let n = params.len();
+            let _ = write!(sql, " AND +t.origin_kind = ?{n} AND e.origin_kind = ?{n}");
+        }
+        if let Some(ch) = &p.network_channel {
+            params.push(ch);
+            let n = params.len();
+            let _ = write!(
+                sql,
+                " AND +t.network_channel = ?{n} AND COALESCE((SELECT r.network_channel FROM \
+                 task_runs r WHERE r.id = e.run_id), t.network_channel) = ?{n}"
+            );
+        }
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+        stmt.query_row(params.as_slice(), |r| r.get(0))
+            .map_err(sql_err)
+    }
+
+    fn latest_activity(&mut self, filter: &ObserveFilter) -> Result<Option<Ts>> {
+        let p = FilterParams::of(filter);
+        // last_activity_at is the newest of updated_at (>= created_at, closed_at), run times and
+        // event times; the list-order index yields the newest first.
+        let mut sql = String::from("SELECT last_activity_at FROM tasks WHERE 1");
+        let mut params: Vec<&dyn ToSql> = Vec::new();
+        // Driven by the list-order index: the first row that passes the filter is the newest.
+        p.task_clauses("tasks", true, &mut sql, &mut params);
+        sql.push_str(" ORDER BY last_activity_at DESC LIMIT 1");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+        let at: Option<i64> = first(&mut stmt, params.as_slice(), |r| r.get(0).map_err(sql_err))?;
+        Ok(at.map(Ts))
+    }
+
+    fn inbox_candidates(
+        &mut self,
+        actor: &Ref,
+        owner_kind: Option<OwnerKind>,
+        filter: &ObserveFilter,
+        query: Option<&str>,
+    ) -> Result<Vec<InboxCandidate>> {
+        let owner_kind = owner_kind.map(|o| o.as_str());
+        let pattern = query.map(like_pattern);
+        let p = FilterParams {
+            network_channel: None,
+            origin_kind: None,
+            ..FilterParams::of(filter)
+        };
+        // Each arm of the union is one indexed set; finished tasks in no lane are never read.
+        let mut sql = String::from(
+            "SELECT t.id, t.status, t.approval_policy, t.approval_state, t.owner_kind, t.owner_ref, \
+             t.priority, MAX(t.last_activity_at, t.updated_at, COALESCE(t.closed_at, 0)), \
+             t.latest_run_status, \
+             t.id IN (SELECT r.task_id FROM task_runs r WHERE r.claimed_by_kind = ?1 \
+                     AND r.claimed_by_ref = ?2 AND r.status IN ('queued', 'claimed', 'starting', 'running')), \
+             g.read, g.archived, g.dismissed, g.last_seen_activity_at, g.updated_at \
+             FROM tasks t LEFT JOIN task_triage g \
+               ON g.actor_kind = ?1 AND g.actor_ref = ?2 AND g.task_id = t.id \
+             WHERE t.id IN ( \
+               SELECT id FROM tasks WHERE status = 'blocked' \
+               UNION ALL SELECT id FROM tasks WHERE latest_run_status = 'failed' \
+               UNION ALL SELECT id FROM tasks WHERE owner_kind = ?3 AND owner_ref = ?2 \
+                 AND status IN ('pending', 'ready', 'in_progress', 'blocked') \
+               UNION ALL SELECT task_id FROM task_runs WHERE claimed_by_kind = ?1 AND claimed_by_ref = ?2 \
+                 AND status IN ('queued', 'claimed', 'starting', 'running') \
+               UNION ALL SELECT task_id FROM task_triage WHERE actor_kind = ?1 AND actor_ref = ?2 \
+                 AND archived = 1)",
+        );
+        let mut params: Vec<&dyn ToSql> = vec![&actor.kind, &actor.reference, &owner_kind];
+        p.task_clauses("t", false, &mut sql, &mut params);
+        if let Some(pattern) = &pattern {
+            params.push(pattern);
+            let n = params.len();
+            let _ = write!(
+                sql,
+                r" AND (t.title LIKE ?{n} ESCAPE '\' OR t.identifier LIKE ?{n} ESCAPE '\')"
+            );
+        }
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+        let mut rows = stmt.query(params.as_slice()).map_err(sql_err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            out.push(candidate_from_row(row, actor)?);
+        }
+        Ok(out)
+    }
+
+    fn latest_runs(&mut self, task_ids: &[String]) -> Result<Vec<Run>> {
+        let sql = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM task_runs WHERE id IN (SELECT (SELECT r.id FROM task_runs r WHERE r.task_id = j.value",
+            " ORDER BY r.attempt DESC, r.queued_at DESC, r.id DESC LIMIT 1) FROM json_each(?1) j)"
+        );
+        let mut out = Vec::new();
+        for chunk in id_chunks(task_ids) {
+            out.extend(self.query_runs(sql, &[&chunk])?);
+        }
+        Ok(out)
+    }
+
+    fn runs_by_ids(&mut self, ids: &[String]) -> Result<Vec<Run>> {
+        let sql = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM task_runs WHERE id IN (SELECT value FROM json_each(?1))"
+        );
+        let mut out = Vec::new();
+        for chunk in id_chunks(ids) {
+            out.extend(self.query_runs(sql, &[&chunk])?);
+        }
+        Ok(out)
+    }
+
+    fn triage_record(&mut self, task_id: &str, actor: &Ref) -> Result<Option<TriageRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT read, archived, dismissed, last_seen_activity_at, updated_at \
+                 FROM task_triage WHERE actor_kind = ?1 AND actor_ref = ?2 AND task_id = ?3",
+            )
+            .map_err(sql_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params![actor.kind, actor.reference, task_id])
+            .map_err(sql_err)?;
+        let Some(row) = rows.next().map_err(sql_err)? else {
+            return Ok(None);
+        };
+        Ok(Some(TriageRecord {
+            task_id: task_id.to_string(),
+            actor: actor.clone(),
+            read: row.get(0).map_err(sql_err)?,
+            archived: row.get(1).map_err(sql_err)?,
+            dismissed: row.get(2).map_err(sql_err)?,
+            last_seen_activity_at: row.get::<_, Option<i64>>(3).map_err(sql_err)?.map(Ts),
+            updated_at: Some(Ts(row.get(4).map_err(sql_err)?)),
+        }))
+    }
+
+    fn subtree_events_after(&mut self, root: &str, after: i64, limit: i64) -> Result<Vec<Event>> {
+        let sql = concat!(
+            "WITH RECURSIVE sub(id) AS (SELECT id FROM tasks WHERE id = ?1",
+            " UNION ALL SELECT t.id FROM tasks t JOIN sub ON t.parent_task_id = sub.id)",
+            " SELECT ",
+            event_columns!(),
+            " FROM task_events WHERE task_id IN (SELECT id FROM sub) AND sequence > ?2",
+            " ORDER BY sequence LIMIT ?3"
+        );
+        self.events(sql, &[&root, &after, &limit])
+    }
+
+    fn events_after(&mut self, after: i64, limit: i64) -> Result<Vec<Event>> {
+        let sql = concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM task_events WHERE sequence > ?1 ORDER BY sequence LIMIT ?2"
+        );
+        self.events(sql, &[&after, &limit])
+    }
+
+    fn ancestry(&mut self, task_id: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "WITH RECURSIVE up(id, parent, lvl) AS ( \
+                   SELECT id, parent_task_id, 0 FROM tasks WHERE id = ?1 \
+                   UNION ALL SELECT t.id, t.parent_task_id, up.lvl + 1 FROM tasks t \
+                   JOIN up ON t.id = up.parent) \
+                 SELECT id FROM up ORDER BY lvl",
+            )
+            .map_err(sql_err)?;
+        collect(&mut stmt, [task_id], |r| r.get(0).map_err(sql_err))
+    }
+
+    fn subtree(&mut self, root: &str) -> Result<Vec<(Task, i64)>> {
+        let sql = concat!(
+            "WITH RECURSIVE sub(id, depth) AS (SELECT id, 0 FROM tasks WHERE id = ?1",
+            " UNION ALL SELECT t.id, sub.depth + 1 FROM tasks t JOIN sub ON t.parent_task_id = sub.id)",
+            " SELECT ",
+            task_columns!(),
+            ", (SELECT depth FROM sub WHERE sub.id = tasks.id) AS depth",
+            " FROM tasks WHERE id IN (SELECT id FROM sub) ORDER BY depth"
+        );
+        let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
+        let mut rows = stmt.query([root]).map_err(sql_err)?;
+        let mut out = Vec::new();
+        let depth_col = rows.as_ref().map_or(0, |s| s.column_count()) - 1;
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            out.push((task_from_row(row)?, row.get(depth_col).map_err(sql_err)?));
+        }
+        Ok(out)
+    }
+}
+
+impl ObserveWriteStore for Db<'_> {
+    fn put_triage(&mut self, t: &TriageRecord) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO task_triage (actor_kind, actor_ref, task_id, read, dismissed, archived, \
+                 last_seen_activity_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                 ON CONFLICT (actor_kind, actor_ref, task_id) DO UPDATE SET read = excluded.read, \
+                 dismissed = excluded.dismissed, archived = excluded.archived, \
+                 last_seen_activity_at = excluded.last_seen_activity_at, updated_at = excluded.updated_at",
+            )
+            .map_err(sql_err)?;
+        stmt.execute(rusqlite::params![
+            t.actor.kind,
+            t.actor.reference,
+            t.task_id,
+            t.read,
+            t.dismissed,
+            t.archived,
+            t.last_seen_activity_at.map(|ts| ts.0),
+            t.updated_at.unwrap_or_default().0,
+        ])
+        .map_err(sql_err)?;
+        Ok(())
+    }
+}
+
+fn add_latency(l: &mut LatencyTotals, n: i64, sum: i64, max: i64) {
+    l.samples += n;
+    l.sum_micros += sum;
+    l.max_micros = l.max_micros.max(max);
+}
+
+fn candidate_from_row(row: &rusqlite::Row<'_>, actor: &Ref) -> Result<InboxCandidate> {
+    use tasklane_core::model::{ApprovalPolicy, ApprovalState, Priority, TaskStatus};
+    let text = |i: usize| -> Result<String> { row.get(i).map_err(sql_err) };
+    let task_id = text(0)?;
+    let owner_kind: Option<String> = row.get(4).map_err(sql_err)?;
+    let owner = owner_kind.map(|kind| Ref {
+        kind,
+        reference: row
+            .get::<_, Option<String>>(5)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    });
+    let latest: Option<String> = row.get(8).map_err(sql_err)?;
+    let triage = match row.get::<_, Option<bool>>(10).map_err(sql_err)? {
+        None => None,
+        Some(read) => Some(TriageRecord {
+            task_id: task_id.clone(),
+            actor: actor.clone(),
+            read,
+            archived: row.get(11).map_err(sql_err)?,
+            dismissed: row.get(12).map_err(sql_err)?,
+            last_seen_activity_at: row.get::<_, Option<i64>>(13).map_err(sql_err)?.map(Ts),
+            updated_at: row.get::<_, Option<i64>>(14).map_err(sql_err)?.map(Ts),
+        }),
+    };
+    Ok(InboxCandidate {
+        status: TaskStatus::parse(&text(1)?)?,
+        approval_policy: ApprovalPolicy::parse(&text(2)?)?,
+        approval_state: ApprovalState::parse(&text(3)?)?,
+        owner,
+        priority: Priority::parse(&text(6)?)?,
+        latest_activity_at: Ts(row.get(7).map_err(sql_err)?),
+        latest_run_status: latest.as_deref().map(parse_run_status).transpose()?,
+        claimed_by_caller: row.get(9).map_err(sql_err)?,
+        triage,
+        task_id,
+    })
+}
