@@ -4,6 +4,7 @@
 //! pool of read-only connections, each inside one read transaction. In WAL mode readers see the
 //! last committed state and never wait for the writer.
 
+mod checkpoint;
 mod error;
 mod observe;
 mod read;
@@ -90,6 +91,7 @@ struct Inner {
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<WriterShared>,
     readers: Mutex<Vec<Connection>>,
+    checkpointer: Mutex<checkpoint::Checkpointer>,
     read_permits: Arc<Semaphore>,
 }
 
@@ -124,6 +126,7 @@ impl SqliteStore {
             max_batch: opts.max_batch.max(1),
             shared: shared.clone(),
         };
+        let checkpointer = checkpoint::Checkpointer::start(path)?;
         let thread = std::thread::Builder::new()
             .name("tasklane-sqlite-writer".to_string())
             .spawn(move || writer.run())
@@ -135,6 +138,7 @@ impl SqliteStore {
                 sender: RwLock::new(Some(sender)),
                 max_queued_writes,
                 writer_thread: Mutex::new(Some(thread)),
+                checkpointer: Mutex::new(checkpointer),
                 shared,
                 readers: Mutex::new(vec![first_reader]),
                 read_permits: Arc::new(Semaphore::new(read_connections)),
@@ -267,6 +271,10 @@ impl Inner {
                 tracing::error!("sqlite writer thread panicked");
             }
         }
+        self.checkpointer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .stop();
     }
 
     /// Lends a pooled reader (opening one if the pool is empty) and takes it back unless the
@@ -345,12 +353,12 @@ fn open_writer(path: &Path) -> Result<Connection> {
     }
     // FULL: a commit is on disk before anyone is told it happened (SPEC: a 2xx is durable).
     // journal_size_limit: after a checkpoint the WAL shrinks back instead of keeping the size of
-    // its largest burst.
+    // its largest burst. wal_autocheckpoint 0: checkpoints run on their own thread (checkpoint.rs).
     conn.execute_batch(
         "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA wal_autocheckpoint = 1000;
+         PRAGMA wal_autocheckpoint = 0;
          PRAGMA journal_size_limit = 67108864;",
     )
     .map_err(sql_err)?;

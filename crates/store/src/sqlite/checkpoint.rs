@@ -1,0 +1,65 @@
+//! WAL checkpoints on their own thread and connection.
+//!
+//! SQLite's automatic checkpoint runs inside the committing connection, which here is the single
+//! writer: every thousand pages a commit would stall while pages are copied into the database file
+//! and fsync'd. A PASSIVE checkpoint from another connection does the same work beside the writer
+//! without blocking it; the writer then restarts the WAL at its next transaction.
+
+use std::path::Path;
+use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tasklane_core::{Error, Result};
+
+use super::error::sql_err;
+
+const INTERVAL: Duration = Duration::from_millis(200);
+
+/// The running checkpointer; dropping `stop` (via [`Checkpointer::stop`]) ends it.
+pub(crate) struct Checkpointer {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    pub(crate) fn start(path: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open(path)
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_millis(5000))
+            .map_err(sql_err)?;
+        let (stop, stopped) = channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("tasklane-sqlite-checkpoint".to_string())
+            .spawn(move || loop {
+                match stopped.recv_timeout(INTERVAL) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    _ => return,
+                }
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "wal checkpoint failed; retrying");
+                }
+            })
+            .map_err(|e| Error::Storage(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub(crate) fn stop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                tracing::error!("sqlite checkpoint thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
