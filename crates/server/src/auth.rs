@@ -74,11 +74,19 @@ fn need(method: &Method, path: &str) -> Need {
         Need::Agent
     } else if method == Method::GET || method == Method::HEAD {
         Need::Read
-    } else if path.ends_with("/approve") || path.ends_with("/reject") {
+    } else if method == Method::POST && is_approval_path(path) {
         Need::Approve
     } else {
         Need::Write
     }
+}
+
+/// `/api/tasks/{id}/approve` or `/api/tasks/{id}/reject` (a task may itself be named "approve").
+fn is_approval_path(path: &str) -> bool {
+    matches!(
+        path.split('/').collect::<Vec<_>>().as_slice(),
+        ["", "api", "tasks", _, "approve" | "reject"]
+    )
 }
 
 #[derive(Clone)]
@@ -307,5 +315,7 @@ mod tests {
             Need::Agent
         );
         assert_eq!(need(&Method::DELETE, "/api/tasks/t"), Need::Write);
+        assert_eq!(need(&Method::PATCH, "/api/tasks/approve"), Need::Write);
+        assert_eq!(need(&Method::POST, "/api/tasks/approve/start"), Need::Write);
     }
 }

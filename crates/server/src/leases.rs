@@ -35,10 +35,13 @@ pub fn spawn_sweeper(state: AppState) {
     tokio::spawn(async move {
         let mut shutdown = state.shutting_down.subscribe();
         loop {
-            if let Err(e) = recover_all(&state, "scheduler_sweep").await {
+            let recovered = recover_all(&state, "scheduler_sweep").await;
+            if let Err(e) = &recovered {
                 tracing::warn!(error = ?e.0, "lease recovery failed; retrying");
             }
             let sleep = match state.store.read(|r| r.next_lease_deadline()).await {
+                // After a failure the passed deadline is still there: back off instead of spinning.
+                _ if recovered.is_err() => MAX_SLEEP,
                 Ok(Some(deadline)) => {
                     let wait = deadline.micros() - state.clock.now().micros();
                     Duration::from_micros(wait.max(0) as u64).min(MAX_SLEEP)

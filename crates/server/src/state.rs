@@ -39,18 +39,22 @@ impl AppState {
         R: Send + 'static,
     {
         let clock = self.clock.clone();
-        let (result, work_available) = self
+        // If this future is dropped while the command is in flight (the client went away), the
+        // command may still commit; wake claimers anyway rather than leave them parked.
+        let mut wake = WakeOnDrop {
+            work: &self.work,
+            armed: true,
+        };
+        let outcome = self
             .store
             .write(move |store| {
                 let mut op = Op::new(store, clock.now(), &caller);
                 let result = f(&mut op)?;
                 Ok((result, op.work_available))
             })
-            .await?;
-        if work_available {
-            self.work.send_modify(|generation| *generation += 1);
-        }
-        Ok(result)
+            .await;
+        wake.armed = matches!(outcome, Ok((_, true)));
+        Ok(outcome?.0)
     }
 
     /// Runs a read on a read-only snapshot; never waits for the writer.
@@ -60,5 +64,19 @@ impl AppState {
         R: Send + 'static,
     {
         Ok(self.store.read(f).await?)
+    }
+}
+
+/// Bumps the work watch when dropped while armed.
+struct WakeOnDrop<'a> {
+    work: &'a watch::Sender<u64>,
+    armed: bool,
+}
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.work.send_modify(|generation| *generation += 1);
+        }
     }
 }

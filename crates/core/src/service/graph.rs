@@ -123,10 +123,13 @@ pub fn cancel_task(op: &mut Op<'_>, id: &str, input: &CancelInput) -> Result<Tas
             root.status
         )));
     }
-    let mut result = root.clone();
-    let mut queue = VecDeque::from([root]);
-    while let Some(mut task) = queue.pop_front() {
-        queue.extend(op.store.children_of(&task.id)?);
+    let mut result = root;
+    // Ids, not snapshots: cancelling one task reconciles its dependents, which may be later
+    // tasks of this same tree.
+    let mut queue = VecDeque::from([id.to_string()]);
+    while let Some(task_id) = queue.pop_front() {
+        let mut task = op.load_task(&task_id)?;
+        queue.extend(op.store.children_of(&task.id)?.into_iter().map(|c| c.id));
         let is_root = task.id == id;
         if task.status == TaskStatus::Canceled || (!is_root && task.status.is_terminal()) {
             if is_root {

@@ -10,12 +10,16 @@ use serde_json::json;
 use tasklane_core::input::{
     ClaimNextInput, CompleteInput, FailInput, HeartbeatInput, ReleaseInput,
 };
+use tasklane_core::model::Caller;
 use tasklane_core::service::agent;
+use tasklane_core::views::Claim;
+use tasklane_core::Error;
+use tokio::sync::oneshot;
 
 use super::json;
 use crate::auth::Identity;
 use crate::body::JsonBody;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// `POST /api/agent/tasks/claim-next`. With `wait: true` the request parks until a write that
@@ -35,10 +39,7 @@ pub async fn claim_next(
     loop {
         // Marked seen before trying, so a commit during the attempt still wakes the wait below.
         work.borrow_and_update();
-        let attempt = req.clone();
-        let claim = s
-            .write(caller.clone(), move |op| agent::claim_next(op, &attempt))
-            .await?;
+        let claim = claim_once(&s, &caller, &req).await?;
         if let Some(claim) = claim {
             return Ok(json(StatusCode::OK, json!({ "claim": claim })));
         }
@@ -55,6 +56,39 @@ pub async fn claim_next(
             _ = shutdown.wait_for(|s| *s) => return Ok(StatusCode::NO_CONTENT.into_response()),
         }
     }
+}
+
+/// One claim attempt that is never lost: it runs in its own task, and if the client has gone
+/// by the time it commits, the claim is released at once instead of holding the run until its
+/// lease expires (which would also count towards the run's poison limit).
+async fn claim_once(
+    s: &AppState,
+    caller: &Caller,
+    req: &agent::ClaimRequest,
+) -> ApiResult<Option<Claim>> {
+    let (answer, answered) = oneshot::channel();
+    let (state, caller, attempt) = (s.clone(), caller.clone(), req.clone());
+    tokio::spawn(async move {
+        let claimer = caller.clone();
+        let result = state
+            .write(claimer, move |op| agent::claim_next(op, &attempt))
+            .await;
+        if let Err(Ok(Some(undelivered))) = answer.send(result) {
+            let run_id = undelivered.run.run.id.clone();
+            let release = ReleaseInput {
+                reason: Some("claimant disconnected before receiving the claim".to_string()),
+            };
+            if let Err(e) = state
+                .write(caller, move |op| agent::release(op, &run_id, &release))
+                .await
+            {
+                tracing::warn!(error = ?e.0, "releasing an undelivered claim failed");
+            }
+        }
+    });
+    answered
+        .await
+        .map_err(|_| ApiError(Error::Unavailable("the claim attempt was lost".to_string())))?
 }
 
 macro_rules! lease_operation {
