@@ -386,6 +386,18 @@ async fn latency(db: PathBuf, bin: &str, requests: usize) {
             "inbox (lane=my_work, limit=100)",
             "/api/observe/tasks/inbox?lane=my_work&limit=100",
         ),
+        (
+            "inbox (workspace filter, limit=100)",
+            "/api/observe/tasks/inbox?scope=workspace&workspace=ws-0&limit=100",
+        ),
+        (
+            "inbox (unread, limit=100)",
+            "/api/observe/tasks/inbox?unread=true&limit=100",
+        ),
+        (
+            "inbox (query scan, limit=100)",
+            "/api/observe/tasks/inbox?query=task%2012&limit=100",
+        ),
         ("task list (limit=50)", "/api/tasks?limit=50"),
     ] {
         let (p50, p99, bytes) = measure(&http, &format!("{}{path}", server.url), requests).await;

@@ -1,18 +1,20 @@
 //! `GET /api/observe/tasks/inbox`: the caller's lanes (reference observe.md §2).
 //!
-//! Storage hands over the candidate tasks (those that can be in some lane) as compact rows; the
-//! lane rules, effective triage, counts and ordering are applied here, and only the items that
-//! survive the per-lane `limit` are loaded in full.
+//! Storage hands over class counts, the caller's corrected tasks and each lane's newest tasks as
+//! compact rows (see [`inbox`]); the lane rules, effective triage, counts and ordering are
+//! applied here, and only the items that survive the per-lane `limit` are loaded in full.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{InboxCandidate, ObserveFilter, ObserveStore, RunSummary, TriageRecord};
+use super::{
+    InboxCandidate, InboxClassCount, ObserveFilter, ObserveStore, RunSummary, TriageRecord,
+};
 use crate::error::{Error, Result};
 use crate::model::{
-    ApprovalPolicy, ApprovalState, OwnerKind, Ref, Run, RunStatus, Task, TaskStatus,
+    ApprovalPolicy, ApprovalState, OwnerKind, Priority, Ref, Run, RunStatus, Task, TaskStatus,
 };
 use crate::time::Ts;
 use crate::views::TaskReference;
@@ -219,29 +221,103 @@ fn item_order(a: &Entry, b: &Entry) -> Ordering {
         .then_with(|| a.candidate.task_id.cmp(&b.candidate.task_id))
 }
 
-pub fn inbox(store: &mut dyn ObserveStore, actor: &Ref, q: &InboxQuery) -> Result<Inbox> {
-    let candidates = store.inbox_candidates(
-        actor,
-        owner_kind_of(&actor.kind),
-        &q.filter,
-        q.query.as_deref(),
-    )?;
-    let mut lanes: HashMap<Lane, Vec<Entry>> = HashMap::new();
-    for c in candidates {
-        let triage = effective_triage(c.triage.as_ref(), &c.task_id, actor, c.latest_activity_at);
-        if triage.dismissed && !triage.archived {
-            continue;
-        }
-        let Some(lane) = lane_of(&c, &triage, actor) else {
-            continue;
-        };
-        if q.lane.is_some_and(|want| want != lane) || (q.unread && triage.read) {
-            continue;
-        }
-        lanes.entry(lane).or_default().push(Entry {
+/// The owner an actor owns tasks as (its kind mapped to an owner kind, same ref), if any.
+fn owner_of(actor: &Ref) -> Option<Ref> {
+    owner_kind_of(&actor.kind).map(|k| Ref::new(k.as_str(), actor.reference.clone()))
+}
+
+/// The lane a task would have with no triage row of the caller and no run the caller claimed:
+/// the lane every task of the counters and the lane indexes is in. Triage rows and claims are
+/// corrected for one task at a time.
+pub fn base_lane(c: &InboxCandidate, actor: &Ref) -> Option<Lane> {
+    let bare = InboxCandidate {
+        claimed_by_caller: false,
+        triage: None,
+        ..c.clone()
+    };
+    let triage = effective_triage(None, &c.task_id, actor, c.latest_activity_at);
+    lane_of(&bare, &triage, actor)
+}
+
+/// A representative task of one counted class (owned by `owner` when the class is).
+fn class_candidate(cc: &InboxClassCount, owner: Option<&Ref>) -> InboxCandidate {
+    InboxCandidate {
+        task_id: String::new(),
+        status: cc.status,
+        approval_policy: cc.approval_policy,
+        approval_state: cc.approval_state,
+        owner: owner.filter(|_| cc.owned).cloned(),
+        priority: Priority::Low,
+        latest_activity_at: Ts(0),
+        latest_run_status: cc.latest_run_failed.then_some(RunStatus::Failed),
+        claimed_by_caller: false,
+        triage: None,
+    }
+}
+
+/// The effective triage and lane of one candidate, or None when it is not shown (dismissed, in no
+/// lane, another lane than asked, or read under `unread`).
+fn evaluate(c: InboxCandidate, actor: &Ref, q: &InboxQuery) -> Option<(Lane, Entry)> {
+    let triage = effective_triage(c.triage.as_ref(), &c.task_id, actor, c.latest_activity_at);
+    if triage.dismissed && !triage.archived {
+        return None;
+    }
+    let lane = lane_of(&c, &triage, actor)?;
+    if q.lane.is_some_and(|want| want != lane) || (q.unread && triage.read) {
+        return None;
+    }
+    Some((
+        lane,
+        Entry {
             candidate: c,
             triage,
-        });
+        },
+    ))
+}
+
+/// The inbox, in one of two ways:
+/// - without `query` (indexed): lane counts come from the class counters (every counted task
+///   is unread and in its base lane), corrected one task at a time for the caller's triage rows
+///   and claimed runs; each lane's items are the top of its base-lane index (skipping the
+///   corrected tasks) merged with the corrected items of that lane. Cost: O(counter classes +
+///   caller's triage rows and claims + limit · log n per lane), independent of the inbox size
+///   when `limit` is set.
+/// - with `query` (a substring of title or identifier, which no index serves): every candidate
+///   task is read and evaluated, O(inbox size).
+pub fn inbox(store: &mut dyn ObserveStore, actor: &Ref, q: &InboxQuery) -> Result<Inbox> {
+    let owner = owner_of(actor);
+    let indexed = q.query.is_none();
+    let candidates = if indexed {
+        store.inbox_corrections(actor, &q.filter)?
+    } else {
+        store.inbox_candidates(
+            actor,
+            owner_kind_of(&actor.kind),
+            &q.filter,
+            q.query.as_deref(),
+        )?
+    };
+    // Counted tasks per base lane, minus the corrected ones (counted again below as they are).
+    let mut base: HashMap<Lane, i64> = HashMap::new();
+    let mut exclude = Vec::new();
+    if indexed {
+        for cc in store.inbox_class_counts(owner.as_ref(), &q.filter)? {
+            if let Some(lane) = base_lane(&class_candidate(&cc, owner.as_ref()), actor) {
+                *base.entry(lane).or_default() += cc.count;
+            }
+        }
+        for c in &candidates {
+            if let Some(lane) = base_lane(c, actor) {
+                *base.entry(lane).or_default() -= 1;
+            }
+        }
+        exclude = candidates.iter().map(|c| c.task_id.clone()).collect();
+    }
+    let mut lanes: HashMap<Lane, Vec<Entry>> = HashMap::new();
+    for c in candidates {
+        if let Some((lane, entry)) = evaluate(c, actor, q) {
+            lanes.entry(lane).or_default().push(entry);
+        }
     }
 
     let shown: Vec<Lane> = match q.lane {
@@ -257,8 +333,10 @@ pub fn inbox(store: &mut dyn ObserveStore, actor: &Ref, q: &InboxQuery) -> Resul
     let mut kept: Vec<(Lane, Vec<Entry>)> = Vec::new();
     for lane in shown {
         let mut entries = lanes.remove(&lane).unwrap_or_default();
-        let count = entries.len() as i64;
-        let unread = entries.iter().filter(|e| !e.triage.read).count() as i64;
+        // Uncorrected tasks have no triage row: unread, never dismissed.
+        let base_n = base.get(&lane).copied().unwrap_or(0).max(0);
+        let count = entries.len() as i64 + base_n;
+        let unread = entries.iter().filter(|e| !e.triage.read).count() as i64 + base_n;
         inbox.total += count;
         inbox.unread_total += unread;
         if lane == Lane::Archived {
@@ -270,6 +348,17 @@ pub fn inbox(store: &mut dyn ObserveStore, actor: &Ref, q: &InboxQuery) -> Resul
             unread_count: unread,
             items: Vec::new(),
         });
+        if base_n > 0 {
+            let page =
+                store.inbox_lane_page(actor, lane, owner.as_ref(), &q.filter, &exclude, q.limit)?;
+            // The store's indexes mirror `base_lane`; the rules here have the last word.
+            entries.extend(
+                page.into_iter()
+                    .filter_map(|c| evaluate(c, actor, q))
+                    .filter(|(l, _)| *l == lane)
+                    .map(|(_, e)| e),
+            );
+        }
         // Sorting only what the limit can keep: select first, then order the survivors.
         if let Some(limit) = q.limit.filter(|l| *l < entries.len()) {
             entries.select_nth_unstable_by(limit, item_order);

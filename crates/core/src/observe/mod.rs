@@ -22,7 +22,7 @@ use crate::store::{ReadStore, WriteStore};
 use crate::time::{serialize_or_zero, Ts};
 
 pub use dashboard::{dashboard, Dashboard, Thresholds};
-pub use inbox::{inbox, Inbox, InboxQuery, Lane};
+pub use inbox::{base_lane, inbox, Inbox, InboxQuery, Lane};
 pub use timeline::{sse_frame, subtree_backlog, timeline, timeline_items, TimelineItem};
 pub use tree::{tree, Tree};
 pub use triage::{apply_triage, TriageAction};
@@ -94,6 +94,20 @@ pub struct InboxCandidate {
     pub triage: Option<TriageRecord>,
 }
 
+/// Tasks of one inbox class (the fields the lane rules read when there is no triage row and no
+/// claim by the caller), counted by maintained counters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InboxClassCount {
+    pub status: TaskStatus,
+    pub approval_policy: ApprovalPolicy,
+    pub approval_state: ApprovalState,
+    /// The latest run's status is `failed`.
+    pub latest_run_failed: bool,
+    /// Owned by the given owner (kind and ref).
+    pub owned: bool,
+    pub count: i64,
+}
+
 /// One caller's stored triage state of one task.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TriageRecord {
@@ -142,6 +156,36 @@ pub trait ObserveStore: ReadStore {
         owner_kind: Option<OwnerKind>,
         filter: &ObserveFilter,
         query: Option<&str>,
+    ) -> Result<Vec<InboxCandidate>>;
+    /// Task counts by inbox class over the filter's task set (scope, workspace, owner), with
+    /// `owned` = owned by `owner` (never, when None). Cost: independent of the number of tasks
+    /// (maintained counters).
+    fn inbox_class_counts(
+        &mut self,
+        owner: Option<&Ref>,
+        filter: &ObserveFilter,
+    ) -> Result<Vec<InboxClassCount>>;
+    /// The tasks of the filter whose inbox state depends on `actor` beyond their class: those
+    /// with a triage row of the actor, and those with an open run the actor claimed.
+    /// Cost: O(the actor's triage rows + open claimed runs).
+    fn inbox_corrections(
+        &mut self,
+        actor: &Ref,
+        filter: &ObserveFilter,
+    ) -> Result<Vec<InboxCandidate>>;
+    /// The tasks of the filter whose *base* lane (their lane with no triage row and no claim by
+    /// the caller: `inbox::base_lane`; my_work needs `owner`) is `lane`, newest
+    /// `latest_activity_at` first, skipping `exclude`: at least `min_rows` of them (all when None
+    /// or fewer exist) plus every further task tied with the last one on `latest_activity_at`.
+    /// The archived lane has no base set. Cost: O(rows returned · log n) without filters.
+    fn inbox_lane_page(
+        &mut self,
+        actor: &Ref,
+        lane: Lane,
+        owner: Option<&Ref>,
+        filter: &ObserveFilter,
+        exclude: &[String],
+        min_rows: Option<usize>,
     ) -> Result<Vec<InboxCandidate>>;
     /// The latest run of each given task (tasks without runs are absent).
     fn latest_runs(&mut self, task_ids: &[String]) -> Result<Vec<Run>>;

@@ -9,10 +9,12 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use rusqlite::types::ToSql;
 use rusqlite::Connection;
-use tasklane_core::model::{Event, OwnerKind, Ref, Run, RunStatus, Task};
+use tasklane_core::model::{
+    ApprovalPolicy, ApprovalState, Event, OwnerKind, Ref, Run, RunStatus, Task, TaskStatus,
+};
 use tasklane_core::observe::{
-    InboxCandidate, LatencyTotals, ObserveFilter, ObserveStore, ObserveWriteStore, QueueGroup,
-    RunTotals, TaskCount, TriageRecord,
+    InboxCandidate, InboxClassCount, Lane, LatencyTotals, ObserveFilter, ObserveStore,
+    ObserveWriteStore, QueueGroup, RunTotals, TaskCount, TriageRecord,
 };
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
@@ -202,6 +204,28 @@ const COUNTER_FILTER: &str = "(?1 IS NULL OR scope = ?1) AND (?2 IS NULL OR work
      AND (?3 IS NULL OR owner_kind = ?3) AND (?4 IS NULL OR owner_ref = ?4) \
      AND (?5 IS NULL OR network_channel = ?5) AND (?6 IS NULL OR origin_kind = ?6)";
 
+/// The inbox's `latest_activity_at`; the lane indexes are ordered by this exact expression.
+const ACTIVITY: &str = "MAX(t.last_activity_at, t.updated_at, COALESCE(t.closed_at, 0))";
+
+/// The compact candidate row (see [`candidate_from_row`]); ?1/?2 are the actor's kind and ref.
+const CANDIDATE_SELECT: &str = "SELECT t.id, t.status, t.approval_policy, t.approval_state, \
+     t.owner_kind, t.owner_ref, t.priority, \
+     MAX(t.last_activity_at, t.updated_at, COALESCE(t.closed_at, 0)), t.latest_run_status, \
+     t.id IN (SELECT r.task_id FROM task_runs r WHERE r.claimed_by_kind = ?1 \
+             AND r.claimed_by_ref = ?2 AND r.status IN ('queued', 'claimed', 'starting', 'running')), \
+     g.read, g.archived, g.dismissed, g.last_seen_activity_at, g.updated_at \
+     FROM tasks t LEFT JOIN task_triage g \
+       ON g.actor_kind = ?1 AND g.actor_ref = ?2 AND g.task_id = t.id";
+
+/// The inbox filters only the task set by scope, workspace and owner.
+fn inbox_filter(filter: &ObserveFilter) -> FilterParams {
+    FilterParams {
+        network_channel: None,
+        origin_kind: None,
+        ..FilterParams::of(filter)
+    }
+}
+
 fn parse_run_status(s: &str) -> Result<RunStatus> {
     RunStatus::parse(s).map_err(|_| Error::Storage(format!("unknown run status {s:?} in database")))
 }
@@ -210,6 +234,21 @@ impl Db<'_> {
     fn query_runs(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<Run>> {
         let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
         collect(&mut stmt, params, run_from_row)
+    }
+
+    fn candidates(
+        &self,
+        sql: &str,
+        params: &[&dyn ToSql],
+        actor: &Ref,
+    ) -> Result<Vec<InboxCandidate>> {
+        let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
+        let mut rows = stmt.query(params).map_err(sql_err)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(sql_err)? {
+            out.push(candidate_from_row(row, actor)?);
+        }
+        Ok(out)
     }
 
     fn events(&self, sql: &str, params: &[&dyn ToSql]) -> Result<Vec<Event>> {
@@ -241,8 +280,8 @@ impl ObserveStore for Db<'_> {
             let status: String = row.get(0).map_err(sql_err)?;
             let approval: String = row.get(1).map_err(sql_err)?;
             out.push(TaskCount {
-                status: tasklane_core::model::TaskStatus::parse(&status)?,
-                approval_state: tasklane_core::model::ApprovalState::parse(&approval)?,
+                status: TaskStatus::parse(&status)?,
+                approval_state: ApprovalState::parse(&approval)?,
                 has_dependencies: row.get::<_, i64>(2).map_err(sql_err)? != 0,
                 count: row.get(3).map_err(sql_err)?,
             });
@@ -423,22 +462,10 @@ impl ObserveStore for Db<'_> {
     ) -> Result<Vec<InboxCandidate>> {
         let owner_kind = owner_kind.map(|o| o.as_str());
         let pattern = query.map(like_pattern);
-        let p = FilterParams {
-            network_channel: None,
-            origin_kind: None,
-            ..FilterParams::of(filter)
-        };
+        let p = inbox_filter(filter);
         // Each arm of the union is one indexed set; finished tasks in no lane are never read.
-        let mut sql = String::from(
-            "SELECT t.id, t.status, t.approval_policy, t.approval_state, t.owner_kind, t.owner_ref, \
-             t.priority, MAX(t.last_activity_at, t.updated_at, COALESCE(t.closed_at, 0)), \
-             t.latest_run_status, \
-             t.id IN (SELECT r.task_id FROM task_runs r WHERE r.claimed_by_kind = ?1 \
-                     AND r.claimed_by_ref = ?2 AND r.status IN ('queued', 'claimed', 'starting', 'running')), \
-             g.read, g.archived, g.dismissed, g.last_seen_activity_at, g.updated_at \
-             FROM tasks t LEFT JOIN task_triage g \
-               ON g.actor_kind = ?1 AND g.actor_ref = ?2 AND g.task_id = t.id \
-             WHERE t.id IN ( \
+        let mut sql = format!(
+            "{CANDIDATE_SELECT} WHERE t.id IN ( \
                SELECT id FROM tasks WHERE status = 'blocked' \
                UNION ALL SELECT id FROM tasks WHERE latest_run_status = 'failed' \
                UNION ALL SELECT id FROM tasks WHERE owner_kind = ?3 AND owner_ref = ?2 \
@@ -446,7 +473,7 @@ impl ObserveStore for Db<'_> {
                UNION ALL SELECT task_id FROM task_runs WHERE claimed_by_kind = ?1 AND claimed_by_ref = ?2 \
                  AND status IN ('queued', 'claimed', 'starting', 'running') \
                UNION ALL SELECT task_id FROM task_triage WHERE actor_kind = ?1 AND actor_ref = ?2 \
-                 AND archived = 1)",
+                 AND archived = 1)"
         );
         let mut params: Vec<&dyn ToSql> = vec![&actor.kind, &actor.reference, &owner_kind];
         p.task_clauses("t", false, &mut sql, &mut params);
@@ -458,13 +485,151 @@ impl ObserveStore for Db<'_> {
                 r" AND (t.title LIKE ?{n} ESCAPE '\' OR t.identifier LIKE ?{n} ESCAPE '\')"
             );
         }
+        self.candidates(&sql, &params, actor)
+    }
+
+    fn inbox_class_counts(
+        &mut self,
+        owner: Option<&Ref>,
+        filter: &ObserveFilter,
+    ) -> Result<Vec<InboxClassCount>> {
+        let p = inbox_filter(filter);
+        let (owner_kind, owner_ref) = match owner {
+            Some(o) => (Some(o.kind.as_str()), Some(o.reference.as_str())),
+            None => (None, None),
+        };
+        let sql = format!(
+            "SELECT status, approval_policy, approval_state, latest_failed, \
+             COALESCE(owner_kind = ?7 AND owner_ref = ?8, 0), SUM(n) FROM obs_task_counts \
+             WHERE {COUNTER_FILTER} GROUP BY 1, 2, 3, 4, 5 HAVING SUM(n) <> 0"
+        );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
-        let mut rows = stmt.query(params.as_slice()).map_err(sql_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params![
+                p.scope,
+                p.workspace_id,
+                p.owner_kind,
+                p.owner_ref,
+                p.network_channel,
+                p.origin_kind,
+                owner_kind,
+                owner_ref
+            ])
+            .map_err(sql_err)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(sql_err)? {
-            out.push(candidate_from_row(row, actor)?);
+            let text = |i: usize| -> Result<String> { row.get(i).map_err(sql_err) };
+            out.push(InboxClassCount {
+                status: TaskStatus::parse(&text(0)?)?,
+                approval_policy: ApprovalPolicy::parse(&text(1)?)?,
+                approval_state: ApprovalState::parse(&text(2)?)?,
+                latest_run_failed: row.get::<_, i64>(3).map_err(sql_err)? != 0,
+                owned: row.get::<_, i64>(4).map_err(sql_err)? != 0,
+                count: row.get(5).map_err(sql_err)?,
+            });
         }
         Ok(out)
+    }
+
+    fn inbox_corrections(
+        &mut self,
+        actor: &Ref,
+        filter: &ObserveFilter,
+    ) -> Result<Vec<InboxCandidate>> {
+        let p = inbox_filter(filter);
+        let mut sql = format!(
+            "{CANDIDATE_SELECT} WHERE t.id IN ( \
+               SELECT task_id FROM task_triage WHERE actor_kind = ?1 AND actor_ref = ?2 \
+               UNION SELECT task_id FROM task_runs WHERE claimed_by_kind = ?1 AND claimed_by_ref = ?2 \
+                 AND status IN ('queued', 'claimed', 'starting', 'running'))"
+        );
+        let mut params: Vec<&dyn ToSql> = vec![&actor.kind, &actor.reference];
+        // Driven by the actor's rows: a filter column's index would read the whole filter set.
+        p.task_clauses("t", true, &mut sql, &mut params);
+        self.candidates(&sql, &params, actor)
+    }
+
+    fn inbox_lane_page(
+        &mut self,
+        actor: &Ref,
+        lane: Lane,
+        owner: Option<&Ref>,
+        filter: &ObserveFilter,
+        exclude: &[String],
+        min_rows: Option<usize>,
+    ) -> Result<Vec<InboxCandidate>> {
+        // The index and predicate of each lane's base set; the predicate repeats the index's
+        // WHERE terms so that `INDEXED BY` is always satisfiable (an error otherwise, never a
+        // silent scan).
+        let (index, predicate) = match lane {
+            Lane::Approvals => (
+                "tasks_inbox_approvals",
+                "t.status = 'blocked' AND t.approval_policy = 'manual' AND t.approval_state = 'pending'",
+            ),
+            Lane::FailedRuns => (
+                "tasks_inbox_failed",
+                "t.latest_run_status = 'failed' AND NOT (t.status = 'blocked' \
+                 AND t.approval_policy = 'manual' AND t.approval_state = 'pending')",
+            ),
+            Lane::Blocked => (
+                "tasks_inbox_blocked",
+                "t.status = 'blocked' AND t.latest_run_status IS NOT 'failed' \
+                 AND NOT (t.approval_policy = 'manual' AND t.approval_state = 'pending')",
+            ),
+            Lane::MyWork => (
+                "tasks_inbox_open",
+                "t.owner_kind = ?3 AND t.owner_ref = ?4 \
+                 AND t.status NOT IN ('draft', 'completed', 'failed', 'canceled', 'blocked') \
+                 AND t.latest_run_status IS NOT 'failed'",
+            ),
+            // Only triage rows put a task there: the corrections carry every archived item.
+            Lane::Archived => return Ok(Vec::new()),
+        };
+        // ?3/?4 are only read by my_work; an actor that owns nothing has no base my_work.
+        let (owner_kind, owner_ref) = match owner {
+            Some(o) => (o.kind.as_str(), o.reference.as_str()),
+            None if lane == Lane::MyWork => return Ok(Vec::new()),
+            None => ("", ""),
+        };
+        let p = inbox_filter(filter);
+        let excluded: String =
+            serde_json::Value::from(exclude.iter().map(String::as_str).collect::<Vec<_>>())
+                .to_string();
+        let limit: i64 = min_rows.map_or(-1, |n| n as i64);
+        let mut params: Vec<&dyn ToSql> = vec![
+            &actor.kind,
+            &actor.reference,
+            &owner_kind,
+            &owner_ref,
+            &excluded,
+        ];
+        let mut clauses = String::new();
+        p.task_clauses("t", true, &mut clauses, &mut params);
+        let head = CANDIDATE_SELECT.replace(
+            "FROM tasks t ",
+            &format!("FROM tasks t INDEXED BY {index} "),
+        );
+        let base = format!(
+            "{head} WHERE {predicate} AND t.id NOT IN (SELECT value FROM json_each(?5)){clauses}"
+        );
+        params.push(&limit);
+        let sql = format!("{base} ORDER BY {ACTIVITY} DESC LIMIT ?{}", params.len());
+        let mut page = self.candidates(&sql, &params, actor)?;
+        // Every task tied with the last one on activity: the caller orders ties by priority and
+        // id, so the page must hold the whole tie group.
+        if let (Some(n), Some(last)) = (min_rows, page.last()) {
+            if page.len() == n && n > 0 {
+                let last_at = last.latest_activity_at.0;
+                let mut tie_params = params[..params.len() - 1].to_vec();
+                tie_params.push(&last_at);
+                let sql = format!("{base} AND {ACTIVITY} = ?{}", tie_params.len());
+                let ties = self.candidates(&sql, &tie_params, actor)?;
+                let seen: std::collections::HashSet<String> =
+                    page.iter().map(|c| c.task_id.clone()).collect();
+                page.extend(ties.into_iter().filter(|c| !seen.contains(&c.task_id)));
+            }
+        }
+        Ok(page)
     }
 
     fn latest_runs(&mut self, task_ids: &[String]) -> Result<Vec<Run>> {
@@ -608,7 +773,7 @@ fn add_latency(l: &mut LatencyTotals, n: i64, sum: i64, max: i64) {
 }
 
 fn candidate_from_row(row: &rusqlite::Row<'_>, actor: &Ref) -> Result<InboxCandidate> {
-    use tasklane_core::model::{ApprovalPolicy, ApprovalState, Priority, TaskStatus};
+    use tasklane_core::model::Priority;
     let text = |i: usize| -> Result<String> { row.get(i).map_err(sql_err) };
     let task_id = text(0)?;
     let owner_kind: Option<String> = row.get(4).map_err(sql_err)?;

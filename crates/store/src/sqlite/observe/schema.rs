@@ -3,7 +3,8 @@
 //!
 //! Counters are maintained by triggers, so every write path (today's and any later one) keeps them
 //! exact inside its own transaction without the core write rules knowing about them:
-//! - `obs_task_counts`: tasks per (task dimensions, status, approval state, has-dependencies);
+//! - `obs_task_counts`: tasks per (task dimensions, status, approval state, has-dependencies,
+//!   approval policy, latest-run-failed): the dashboard's totals and the inbox's base lane counts;
 //! - `obs_run_counts`: runs per (task dimensions, run channel, run origin, status), with the
 //!   claim/start latency sums. A task whose dimensions change moves its runs' contributions.
 //!
@@ -18,7 +19,19 @@ UPDATE tasks SET dependency_count = (SELECT COUNT(*) FROM task_dependencies d WH
 UPDATE tasks SET latest_run_status = (SELECT r.status FROM task_runs r WHERE r.task_id = tasks.id
     ORDER BY r.attempt DESC, r.queued_at DESC, r.id DESC LIMIT 1);
 
-CREATE INDEX tasks_latest_run_failed ON tasks (id) WHERE latest_run_status = 'failed';
+-- The inbox lanes' base sets (tasks without the caller's triage row or claim), newest activity
+-- first: a page of a lane is an index range. The predicates mirror `core::observe::inbox::lane_of`
+-- (see `inbox_lane_page`); the activity expression is the inbox's `latest_activity_at`.
+CREATE INDEX tasks_inbox_approvals ON tasks (MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)) DESC, id)
+    WHERE status = 'blocked' AND approval_policy = 'manual' AND approval_state = 'pending';
+CREATE INDEX tasks_inbox_failed ON tasks (MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)) DESC, id)
+    WHERE latest_run_status = 'failed';
+CREATE INDEX tasks_inbox_blocked ON tasks (MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)) DESC, id)
+    WHERE status = 'blocked' AND latest_run_status IS NOT 'failed'
+      AND NOT (approval_policy = 'manual' AND approval_state = 'pending');
+CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)) DESC, id)
+    WHERE status NOT IN ('draft', 'completed', 'failed', 'canceled', 'blocked')
+      AND latest_run_status IS NOT 'failed';
 CREATE INDEX tasks_owner_status ON tasks (owner_kind, owner_ref, status);
 CREATE INDEX task_runs_open_claimer ON task_runs (claimed_by_kind, claimed_by_ref)
     WHERE status IN ('queued', 'claimed', 'starting', 'running');
@@ -51,8 +64,11 @@ CREATE TABLE obs_task_counts (
     status          TEXT NOT NULL,
     approval_state  TEXT NOT NULL,
     has_deps        INTEGER NOT NULL,
+    approval_policy TEXT NOT NULL,
+    latest_failed   INTEGER NOT NULL,
     n               INTEGER NOT NULL,
-    PRIMARY KEY (scope, workspace_id, owner_kind, owner_ref, network_channel, origin_kind, status, approval_state, has_deps)
+    PRIMARY KEY (scope, workspace_id, owner_kind, owner_ref, network_channel, origin_kind, status, approval_state,
+                 has_deps, approval_policy, latest_failed)
 ) WITHOUT ROWID;
 
 CREATE TABLE obs_run_counts (
@@ -77,8 +93,9 @@ CREATE TABLE obs_run_counts (
 
 INSERT INTO obs_task_counts
 SELECT scope, COALESCE(workspace_id, ''), COALESCE(owner_kind, ''), COALESCE(owner_ref, ''),
-       COALESCE(network_channel, ''), origin_kind, status, approval_state, dependency_count > 0, COUNT(*)
-FROM tasks GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9;
+       COALESCE(network_channel, ''), origin_kind, status, approval_state, dependency_count > 0,
+       approval_policy, latest_run_status IS 'failed', COUNT(*)
+FROM tasks GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11;
 
 INSERT INTO obs_run_counts
 SELECT t.scope, COALESCE(t.workspace_id, ''), COALESCE(t.owner_kind, ''), COALESCE(t.owner_ref, ''),
@@ -93,14 +110,14 @@ FROM task_runs r JOIN tasks t ON t.id = r.task_id GROUP BY 1, 2, 3, 4, 5, 6, 7, 
 CREATE TRIGGER obs_tasks_insert AFTER INSERT ON tasks BEGIN
     INSERT INTO obs_task_counts VALUES (NEW.scope, COALESCE(NEW.workspace_id, ''), COALESCE(NEW.owner_kind, ''),
         COALESCE(NEW.owner_ref, ''), COALESCE(NEW.network_channel, ''), NEW.origin_kind, NEW.status,
-        NEW.approval_state, NEW.dependency_count > 0, 1)
+        NEW.approval_state, NEW.dependency_count > 0, NEW.approval_policy, NEW.latest_run_status IS 'failed', 1)
     ON CONFLICT DO UPDATE SET n = n + excluded.n;
 END;
 
 CREATE TRIGGER obs_tasks_delete AFTER DELETE ON tasks BEGIN
     INSERT INTO obs_task_counts VALUES (OLD.scope, COALESCE(OLD.workspace_id, ''), COALESCE(OLD.owner_kind, ''),
         COALESCE(OLD.owner_ref, ''), COALESCE(OLD.network_channel, ''), OLD.origin_kind, OLD.status,
-        OLD.approval_state, OLD.dependency_count > 0, -1)
+        OLD.approval_state, OLD.dependency_count > 0, OLD.approval_policy, OLD.latest_run_status IS 'failed', -1)
     ON CONFLICT DO UPDATE SET n = n + excluded.n;
 END;
 
@@ -110,14 +127,16 @@ WHEN OLD.scope IS NOT NEW.scope OR OLD.workspace_id IS NOT NEW.workspace_id
   OR OLD.network_channel IS NOT NEW.network_channel OR OLD.origin_kind IS NOT NEW.origin_kind
   OR OLD.status IS NOT NEW.status OR OLD.approval_state IS NOT NEW.approval_state
   OR (OLD.dependency_count > 0) IS NOT (NEW.dependency_count > 0)
+  OR OLD.approval_policy IS NOT NEW.approval_policy
+  OR (OLD.latest_run_status IS 'failed') IS NOT (NEW.latest_run_status IS 'failed')
 BEGIN
     INSERT INTO obs_task_counts VALUES (OLD.scope, COALESCE(OLD.workspace_id, ''), COALESCE(OLD.owner_kind, ''),
         COALESCE(OLD.owner_ref, ''), COALESCE(OLD.network_channel, ''), OLD.origin_kind, OLD.status,
-        OLD.approval_state, OLD.dependency_count > 0, -1)
+        OLD.approval_state, OLD.dependency_count > 0, OLD.approval_policy, OLD.latest_run_status IS 'failed', -1)
     ON CONFLICT DO UPDATE SET n = n + excluded.n;
     INSERT INTO obs_task_counts VALUES (NEW.scope, COALESCE(NEW.workspace_id, ''), COALESCE(NEW.owner_kind, ''),
         COALESCE(NEW.owner_ref, ''), COALESCE(NEW.network_channel, ''), NEW.origin_kind, NEW.status,
-        NEW.approval_state, NEW.dependency_count > 0, 1)
+        NEW.approval_state, NEW.dependency_count > 0, NEW.approval_policy, NEW.latest_run_status IS 'failed', 1)
     ON CONFLICT DO UPDATE SET n = n + excluded.n;
 END;
 
