@@ -132,7 +132,12 @@ fn strings_text(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".to_string())
 }
 
+/// Binds `?idx`; statements that use only the first parameters of a column list (a partial
+/// UPDATE) simply do not receive the later ones.
 fn bind<T: ToSql>(stmt: &mut Statement<'_>, idx: usize, value: T) -> Result<()> {
+    if idx > stmt.parameter_count() {
+        return Ok(());
+    }
     stmt.raw_bind_parameter(idx, value).map_err(sql_err)
 }
 
@@ -155,6 +160,108 @@ pub(crate) use task_columns;
 /// 1-based parameter positions of the columns that writes treat specially.
 pub(crate) mod task_param {
     pub const UPDATED_AT: usize = 24;
+}
+
+/// The columns `update_task` writes that differ between the stored and the new task, each with
+/// its parameter position. Storage-owned columns (`latest_event_seq`, `last_activity_at`) and
+/// the immutable id are never listed.
+pub(crate) fn changed_task_columns(old: &Task, new: &Task) -> Vec<(&'static str, usize)> {
+    let owner = |t: &Task| {
+        t.owner
+            .as_ref()
+            .map(|o| (o.kind.clone(), o.reference.clone()))
+    };
+    let candidates: [(&'static str, usize, bool); 27] = [
+        ("identifier", 2, old.identifier != new.identifier),
+        ("scope", 3, old.scope != new.scope),
+        ("workspace_id", 4, old.workspace_id != new.workspace_id),
+        (
+            "parent_task_id",
+            5,
+            old.parent_task_id != new.parent_task_id,
+        ),
+        (
+            "network_channel",
+            6,
+            old.network_channel != new.network_channel,
+        ),
+        ("title", 7, old.title != new.title),
+        ("description", 8, old.description != new.description),
+        ("priority", 9, old.priority != new.priority),
+        ("max_attempts", 10, old.max_attempts != new.max_attempts),
+        (
+            "auto_enqueue_on_ready",
+            11,
+            old.auto_enqueue_on_ready != new.auto_enqueue_on_ready,
+        ),
+        ("status", 12, old.status != new.status),
+        (
+            "approval_policy",
+            13,
+            old.approval_policy != new.approval_policy,
+        ),
+        (
+            "approval_state",
+            14,
+            old.approval_state != new.approval_state,
+        ),
+        (
+            "owner_kind",
+            15,
+            owner(old).map(|o| o.0) != owner(new).map(|o| o.0),
+        ),
+        (
+            "owner_ref",
+            16,
+            owner(old).map(|o| o.1) != owner(new).map(|o| o.1),
+        ),
+        (
+            "current_run_id",
+            17,
+            old.current_run_id != new.current_run_id,
+        ),
+        (
+            "created_by_kind",
+            19,
+            old.created_by.kind != new.created_by.kind,
+        ),
+        (
+            "created_by_ref",
+            20,
+            old.created_by.reference != new.created_by.reference,
+        ),
+        ("origin_kind", 21, old.origin.kind != new.origin.kind),
+        (
+            "origin_ref",
+            22,
+            old.origin.reference != new.origin.reference,
+        ),
+        ("created_at", 23, old.created_at != new.created_at),
+        (
+            "updated_at",
+            task_param::UPDATED_AT,
+            old.updated_at != new.updated_at,
+        ),
+        ("closed_at", 25, old.closed_at != new.closed_at),
+        ("metadata", 27, old.metadata != new.metadata),
+        (
+            "required_capabilities",
+            28,
+            old.required_capabilities != new.required_capabilities,
+        ),
+        (
+            "preferred_capabilities",
+            29,
+            old.preferred_capabilities != new.preferred_capabilities,
+        ),
+        // Present so the list is exhaustive over the column list; never written from here.
+        ("latest_event_seq", 18, false),
+    ];
+    candidates
+        .into_iter()
+        .filter(|(_, _, changed)| *changed)
+        .map(|(column, idx, _)| (column, idx))
+        .collect()
 }
 
 pub(crate) fn bind_task(stmt: &mut Statement<'_>, t: &Task) -> Result<()> {

@@ -1,21 +1,26 @@
 //! `WriteStore` on the writer's connection, always inside the current command's SAVEPOINT.
 
 use tasklane_core::model::{ApiToken, Dependency, IdempotencyRecord, NewEvent, Run, Task};
-use tasklane_core::store::WriteStore;
+use tasklane_core::store::{ReadStore, WriteStore};
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
-use super::rows::{bind_run, bind_task, payload_text, run_columns, task_columns};
+use std::fmt::Write as _;
+
+use super::rows::{
+    bind_run, bind_task, changed_task_columns, payload_text, run_columns, task_columns, task_param,
+};
 use super::Db;
 
 impl Db<'_> {
-    /// Activity never moves backwards, so every raise is a MAX against the stored value.
+    /// Activity never moves backwards. A row already at or past `at` is not written at all, so
+    /// the several raises of one operation cost one index update.
     fn raise_task_activity(&self, task_id: &str, at: Ts) -> Result<()> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "UPDATE tasks SET last_activity_at = MAX(last_activity_at, ?2) WHERE id = ?1",
+                "UPDATE tasks SET last_activity_at = ?2 WHERE id = ?1 AND last_activity_at < ?2",
             )
             .map_err(sql_err)?;
         stmt.execute(rusqlite::params![task_id, at.0])
@@ -49,26 +54,30 @@ impl WriteStore for Db<'_> {
     }
 
     fn update_task(&mut self, task: &Task) -> Result<()> {
-        // ?18 (latest_event_seq) and ?26 (last_activity_at) are bound but deliberately unused:
-        // storage owns those two columns.
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "UPDATE tasks SET identifier = ?2, scope = ?3, workspace_id = ?4, \
-                 parent_task_id = ?5, network_channel = ?6, title = ?7, description = ?8, \
-                 priority = ?9, max_attempts = ?10, auto_enqueue_on_ready = ?11, status = ?12, \
-                 approval_policy = ?13, approval_state = ?14, owner_kind = ?15, owner_ref = ?16, \
-                 current_run_id = ?17, created_by_kind = ?19, created_by_ref = ?20, \
-                 origin_kind = ?21, origin_ref = ?22, created_at = ?23, updated_at = ?24, \
-                 closed_at = ?25, last_activity_at = MAX(last_activity_at, ?24), metadata = ?27, \
-                 required_capabilities = ?28, preferred_capabilities = ?29 \
-                 WHERE id = ?1",
-            )
-            .map_err(sql_err)?;
-        bind_task(&mut stmt, task)?;
-        if stmt.raw_execute().map_err(sql_err)? == 0 {
-            return Err(Error::task_not_found(&task.id));
+        // Only the columns that changed are written: SQLite maintains every index (and partial
+        // index) that mentions a column of the SET list, whether or not its value changed, and
+        // tasks carry many indexes. The row is read first; that costs far less.
+        let current = self
+            .task(&task.id)?
+            .ok_or_else(|| Error::task_not_found(&task.id))?;
+        let changed = changed_task_columns(&current, task);
+        if changed.is_empty() {
+            return Ok(());
         }
+        let mut sql = String::from("UPDATE tasks SET ");
+        for (i, (column, idx)) in changed.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "{column} = ?{idx}");
+            if *idx == task_param::UPDATED_AT {
+                let _ = write!(sql, ", last_activity_at = MAX(last_activity_at, ?{idx})");
+            }
+        }
+        sql.push_str(" WHERE id = ?1");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+        bind_task(&mut stmt, task)?;
+        stmt.raw_execute().map_err(sql_err)?;
         Ok(())
     }
 
@@ -185,19 +194,15 @@ impl WriteStore for Db<'_> {
         // `sequence` is the rowid alias, so the rowid just inserted is the sequence.
         let sequence = self.conn.last_insert_rowid();
 
+        // Two statements: `latest_event_seq` is in no index, so setting it alone is cheap, and
+        // the activity raise is skipped when the operation already raised it.
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "UPDATE tasks SET latest_event_seq = ?2, \
-                 last_activity_at = MAX(last_activity_at, ?3) WHERE id = ?1",
-            )
+            .prepare_cached("UPDATE tasks SET latest_event_seq = ?2 WHERE id = ?1")
             .map_err(sql_err)?;
-        stmt.execute(rusqlite::params![
-            event.task_id,
-            sequence,
-            event.timestamp.0
-        ])
-        .map_err(sql_err)?;
+        stmt.execute(rusqlite::params![event.task_id, sequence])
+            .map_err(sql_err)?;
+        self.raise_task_activity(&event.task_id, event.timestamp)?;
 
         self.appended = Some(self.appended.map_or(sequence, |s| s.max(sequence)));
         Ok(sequence)
