@@ -206,7 +206,8 @@ impl From<&Run> for RunPayload {
     }
 }
 
-/// The compact run shown as a task summary's `active_run`.
+/// The compact run shown as a task summary's `active_run`, and in timeline items, tree nodes and
+/// inbox items (`max_attempts` is the task's).
 #[derive(Clone, Debug, Serialize)]
 pub struct ActiveRunChip {
     pub id: String,
@@ -238,7 +239,7 @@ pub struct ActiveRunChip {
 }
 
 impl ActiveRunChip {
-    fn new(r: &Run, max_attempts: i64) -> Self {
+    pub fn new(r: &Run, max_attempts: i64) -> Self {
         ActiveRunChip {
             id: r.id.clone(),
             task_id: r.task_id.clone(),
@@ -256,6 +257,17 @@ impl ActiveRunChip {
             started_at: r.started_at,
             ended_at: r.ended_at,
             error: r.error.clone(),
+        }
+    }
+
+    /// The inbox's run: no claim token hash, lease, heartbeat or coordination channel.
+    pub fn compact(r: &Run, max_attempts: i64) -> Self {
+        ActiveRunChip {
+            claim_token_hash: None,
+            lease_until: None,
+            heartbeat_at: None,
+            coordination_channel_id: None,
+            ..ActiveRunChip::new(r, max_attempts)
         }
     }
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use super::{
-    InboxCandidate, InboxClassCount, ObserveFilter, ObserveStore, RunSummary, TriageRecord,
+    ActiveRunChip, InboxCandidate, InboxClassCount, ObserveFilter, ObserveStore, TriageRecord,
 };
 use crate::error::{Error, Result};
 use crate::model::{
@@ -85,7 +85,7 @@ pub struct InboxItem {
     pub blocking_reason: Option<&'static str>,
     pub latest_activity_at: Ts,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run: Option<RunSummary>,
+    pub run: Option<ActiveRunChip>,
     pub triage: TriageRecord,
 }
 
@@ -396,7 +396,7 @@ pub fn inbox(store: &mut dyn ObserveStore, actor: &Ref, q: &InboxQuery) -> Resul
                     latest_activity_at: e.candidate.latest_activity_at,
                     run: runs
                         .get(&task.id)
-                        .map(|r| RunSummary::compact(r, task.max_attempts)),
+                        .map(|r| ActiveRunChip::compact(r, task.max_attempts)),
                     triage: e.triage,
                 })
             })

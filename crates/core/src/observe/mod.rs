@@ -208,71 +208,7 @@ pub trait ObserveWriteStore: ObserveStore + WriteStore {
     fn put_triage(&mut self, record: &TriageRecord) -> Result<()>;
 }
 
-/// The run summary used by timeline items, tree nodes and inbox items (no metadata, result or
-/// origin; `max_attempts` is the task's).
-#[derive(Clone, Debug, Serialize)]
-pub struct RunSummary {
-    pub id: String,
-    pub task_id: String,
-    pub status: RunStatus,
-    pub attempt: i64,
-    pub max_attempts: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub session_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub claimed_by: Option<Ref>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub claim_token_hash: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub lease_until: Option<Ts>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub heartbeat_at: Option<Ts>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub coordination_channel_id: Option<String>,
-    pub queued_at: Ts,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub claimed_at: Option<Ts>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_at: Option<Ts>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ended_at: Option<Ts>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-impl RunSummary {
-    pub fn new(r: &Run, max_attempts: i64) -> Self {
-        RunSummary {
-            id: r.id.clone(),
-            task_id: r.task_id.clone(),
-            status: r.status,
-            attempt: r.attempt,
-            max_attempts,
-            session_id: non_blank(&r.session_id),
-            claimed_by: r.claimed_by.clone(),
-            claim_token_hash: r.claim_token_hash.clone(),
-            lease_until: r.lease_until,
-            heartbeat_at: r.heartbeat_at,
-            coordination_channel_id: r.coordination_channel_id.clone(),
-            queued_at: r.queued_at,
-            claimed_at: r.claimed_at,
-            started_at: r.started_at,
-            ended_at: r.ended_at,
-            error: non_blank(&r.error),
-        }
-    }
-
-    /// The inbox's run: no claim token hash, lease, heartbeat or coordination channel.
-    pub fn compact(r: &Run, max_attempts: i64) -> Self {
-        RunSummary {
-            claim_token_hash: None,
-            lease_until: None,
-            heartbeat_at: None,
-            coordination_channel_id: None,
-            ..RunSummary::new(r, max_attempts)
-        }
-    }
-}
+pub use crate::views::ActiveRunChip;
 
 /// Trimmed, and absent when empty.
 pub(crate) fn non_blank(s: &Option<String>) -> Option<String> {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{ObserveStore, RunSummary};
+use super::{ActiveRunChip, ObserveStore};
 use crate::error::{Error, Result};
 use crate::model::{Event, Ref, Run, Task};
 use crate::time::Ts;
@@ -20,7 +20,7 @@ pub struct TimelineItem {
     pub task: TaskReference,
     /// The run as it is now, when the event names one that still exists.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run: Option<RunSummary>,
+    pub run: Option<ActiveRunChip>,
     pub event_type: String,
     pub actor: Ref,
     pub origin: Ref,
@@ -93,7 +93,7 @@ pub fn timeline_items(
                 .run_id
                 .as_ref()
                 .and_then(|id| runs.get(id))
-                .map(|r| RunSummary::new(r, task.max_attempts));
+                .map(|r| ActiveRunChip::new(r, task.max_attempts));
             Some(TimelineItem {
                 sequence: e.sequence,
                 event_id: e.id,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{ObserveStore, RunSummary};
+use super::{ActiveRunChip, ObserveStore};
 use crate::derive;
 use crate::error::{Error, Result};
 use crate::model::{Run, Task};
@@ -22,7 +22,7 @@ pub struct TreeNode {
     #[serde(skip_serializing_if = "is_zero")]
     pub child_count: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub active_run: Option<RunSummary>,
+    pub active_run: Option<ActiveRunChip>,
     pub last_activity_at: Ts,
 }
 
@@ -80,7 +80,7 @@ fn node(
         parent_task_id: t.parent_task_id.clone(),
         depth,
         child_count: child_counts.get(&t.id).copied().unwrap_or(0),
-        active_run: derive::active_run(runs).map(|r| RunSummary::new(r, t.max_attempts)),
+        active_run: derive::active_run(runs).map(|r| ActiveRunChip::new(r, t.max_attempts)),
         // Storage maintains last_activity_at over updated_at, run times and event times.
         last_activity_at: t.last_activity_at.max(t.updated_at).max(t.created_at),
     }
