@@ -601,3 +601,63 @@ async fn token_mode_may_listen_on_every_interface() {
     let tok = create_token(&db, "viewer", "remote-viewer");
     until_token_status(&api, &tok, 200).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_belongs_to_the_token_it_first_acted_through() {
+    let (srv, t) = server_with_tokens().await;
+    let db = srv.database().to_string();
+    let other = create_token(&db, "agent", "other-pool");
+    until_token_status(&srv, &other, 200).await;
+    let mine = bearer_as(&t.agent, "shared-sid");
+    let theirs = bearer_as(&other, "shared-sid");
+
+    let op = bearer(&t.operator);
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            "/api/tasks",
+            Some(json!({"scope": "global", "title": "fenced by token"})),
+            &op,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let tid = id(&v["task"]);
+    let (s, v) = srv
+        .call(Method::POST, &format!("/api/tasks/{tid}/start"), None, &op)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let rid = id(&v["run"]);
+    let c = expect_claim("shared-sid", claim_next_with(&srv, &mine, json!({})).await);
+    assert_eq!(run_of(&c), rid);
+
+    // Another token naming the same session id can neither act on the lease nor claim as it.
+    for op in ["heartbeat", "complete", "release"] {
+        let (s, v) = srv
+            .call(
+                Method::POST,
+                &format!("/api/agent/tasks/{rid}/{op}"),
+                Some(json!({})),
+                &theirs,
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{op}: {v}");
+        assert_eq!(v["code"], "session_of_other_token", "{op}: {v}");
+    }
+    let (s, v) = claim_next_with(&srv, &theirs, json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
+    let (_, v) = srv
+        .call(Method::GET, &format!("/api/task-runs/{rid}"), None, &op)
+        .await;
+    assert_eq!(v["run"]["run"]["status"], "claimed", "{v}");
+
+    // The owning token still holds its lease.
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            &format!("/api/agent/tasks/{rid}/complete"),
+            Some(json!({})),
+            &mine,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}

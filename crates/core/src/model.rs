@@ -179,6 +179,8 @@ pub struct Caller {
     pub origin: Ref,
     /// The agent name the caller announced, if any (`X-AGH-Agent`).
     pub agent_name: Option<String>,
+    /// The name of the API token the caller authenticated with (token mode only).
+    pub token_name: Option<String>,
 }
 
 impl Caller {

@@ -123,6 +123,8 @@ pub struct AgentSessionRecord {
     pub agent_name: Option<String>,
     pub first_seen_at: crate::time::Ts,
     pub last_seen_at: crate::time::Ts,
+    /// The API token the session first acted through (token mode); it stays bound to it.
+    pub token_name: Option<String>,
 }
 
 /// Writes, always inside the one transaction of the current operation.
@@ -160,11 +162,13 @@ pub trait WriteStore: ReadStore {
     /// Raises the last-use time of the token with this hash.
     fn touch_api_token(&mut self, token_hash: &str, at: Ts) -> Result<()>;
 
-    /// Records that an agent session called the API at `now`.
+    /// Records that an agent session called the API at `now`. A session keeps the first agent
+    /// name and the first token name it was seen with until a later call names another agent.
     fn touch_agent_session(
         &mut self,
         session_id: &str,
         agent_name: Option<&str>,
+        token_name: Option<&str>,
         now: crate::time::Ts,
     ) -> Result<()>;
 }

@@ -29,6 +29,8 @@ pub struct Identity {
     pub agent_name: Option<String>,
     /// `None` in open mode, where roles do not apply.
     pub role: Option<Role>,
+    /// The API token's name (token mode).
+    pub token_name: Option<String>,
 }
 
 impl Identity {
@@ -38,6 +40,7 @@ impl Identity {
             actor: self.actor.clone(),
             origin: Ref::new("http", format!("tasks.{action}")),
             agent_name: self.agent_name.clone(),
+            token_name: self.token_name.clone(),
         }
     }
 
@@ -182,11 +185,13 @@ fn identify(mode: &AuthMode, headers: &HeaderMap, now: Ts) -> Result<Identity, A
                 actor: Ref::new("agent_session", sid),
                 agent_name,
                 role: None,
+                token_name: None,
             },
             None => Identity {
                 actor: Ref::new("human", "local-user"),
                 agent_name: None,
                 role: None,
+                token_name: None,
             },
         });
     };
@@ -214,13 +219,15 @@ fn identify(mode: &AuthMode, headers: &HeaderMap, now: Ts) -> Result<Identity, A
     Ok(match role {
         Role::Agent => Identity {
             actor: Ref::new("agent_session", session.unwrap_or_else(|| name.clone())),
-            agent_name: agent_name.or(Some(name)),
+            agent_name: agent_name.or(Some(name.clone())),
             role: Some(role),
+            token_name: Some(name),
         },
         Role::Operator | Role::Viewer => Identity {
-            actor: Ref::new("human", name),
+            actor: Ref::new("human", name.clone()),
             agent_name: None,
             role: Some(role),
+            token_name: Some(name),
         },
     })
 }
@@ -283,6 +290,7 @@ mod tests {
             actor: Ref::new(kind, "x"),
             agent_name: None,
             role,
+            token_name: None,
         }
     }
 

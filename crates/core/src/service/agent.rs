@@ -383,6 +383,7 @@ pub fn sweeper_caller() -> Caller {
         actor: Ref::new("daemon", "lease-sweeper"),
         origin: Ref::new("daemon", "tasklane.lease_sweeper"),
         agent_name: None,
+        token_name: None,
     }
 }
 

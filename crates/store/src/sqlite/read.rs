@@ -365,7 +365,7 @@ impl ReadStore for Db<'_> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT session_id, agent_name, first_seen_at, last_seen_at \
+                "SELECT session_id, agent_name, first_seen_at, last_seen_at, token_name \
                  FROM agent_sessions WHERE session_id = ?1",
             )
             .map_err(sql_err)?;

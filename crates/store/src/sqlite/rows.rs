@@ -478,6 +478,7 @@ pub(crate) fn agent_session_from_row(row: &Row<'_>) -> Result<AgentSessionRecord
         agent_name: get(row, 1)?,
         first_seen_at: get_ts(row, 2)?,
         last_seen_at: get_ts(row, 3)?,
+        token_name: get(row, 4)?,
     })
 }
 

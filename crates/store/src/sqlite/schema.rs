@@ -141,6 +141,9 @@ CREATE INDEX task_runs_claim ON task_runs (priority_rank DESC, queued_at, id) WH
 CREATE INDEX task_runs_session_active ON task_runs (session_id)
     WHERE status IN ('claimed', 'starting', 'running');
 
+-- The token a session acts through (token mode): a session id belongs to one token.
+ALTER TABLE agent_sessions ADD COLUMN token_name TEXT;
+
 CREATE TABLE api_tokens (
     name         TEXT PRIMARY KEY NOT NULL,
     role         TEXT NOT NULL,

@@ -1003,11 +1003,11 @@ async fn runs_and_dependencies_are_ordered() {
 async fn agent_sessions_are_touched() {
     let (_dir, store) = temp_store(StoreOptions::default());
     store
-        .write(|w| w.touch_agent_session("s1", Some("claude"), Ts(10)))
+        .write(|w| w.touch_agent_session("s1", Some("claude"), None, Ts(10)))
         .await
         .unwrap();
     store
-        .write(|w| w.touch_agent_session("s1", None, Ts(20)))
+        .write(|w| w.touch_agent_session("s1", None, None, Ts(20)))
         .await
         .unwrap();
     let got = store

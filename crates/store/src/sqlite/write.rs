@@ -289,20 +289,24 @@ impl WriteStore for Db<'_> {
         &mut self,
         session_id: &str,
         agent_name: Option<&str>,
+        token_name: Option<&str>,
         now: Ts,
     ) -> Result<()> {
-        // A call without an agent name keeps the name an earlier call announced.
+        // A call without an agent name keeps the name an earlier call announced; the first
+        // token a session was seen with stays its token.
         let mut stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO agent_sessions (session_id, agent_name, first_seen_at, last_seen_at) \
-                 VALUES (?1, ?2, ?3, ?3) \
+                "INSERT INTO agent_sessions \
+                 (session_id, agent_name, first_seen_at, last_seen_at, token_name) \
+                 VALUES (?1, ?2, ?3, ?3, ?4) \
                  ON CONFLICT (session_id) DO UPDATE SET \
                  agent_name = COALESCE(excluded.agent_name, agent_name), \
-                 last_seen_at = MAX(last_seen_at, excluded.last_seen_at)",
+                 last_seen_at = MAX(last_seen_at, excluded.last_seen_at), \
+                 token_name = COALESCE(token_name, excluded.token_name)",
             )
             .map_err(sql_err)?;
-        stmt.execute(rusqlite::params![session_id, agent_name, now.0])
+        stmt.execute(rusqlite::params![session_id, agent_name, now.0, token_name])
             .map_err(sql_err)?;
         Ok(())
     }
