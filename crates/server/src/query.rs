@@ -97,11 +97,20 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `GET /api/tasks` filters.
-pub fn task_filter(p: &Params) -> Result<TaskFilter> {
+/// `scope` and `workspace`: a workspace id needs `scope=workspace` (or, where
+/// `workspace_alone_ok`, no scope at all), and `scope=workspace` needs a workspace id.
+pub fn scope_and_workspace(
+    p: &Params,
+    workspace_alone_ok: bool,
+) -> Result<(Option<Scope>, Option<String>)> {
     let scope = p.parse("scope", Scope::parse)?;
     let workspace_id = p.get("workspace");
     match (scope, &workspace_id) {
+        (None, Some(_)) if !workspace_alone_ok => {
+            return Err(Error::validation(
+                "scope is required (scope=workspace) when workspace is given",
+            ))
+        }
         (Some(Scope::Global), Some(_)) => {
             return Err(Error::validation(
                 "workspace must be empty when scope is global",
@@ -117,6 +126,12 @@ pub fn task_filter(p: &Params) -> Result<TaskFilter> {
     if let Some(ws) = &workspace_id {
         validate::workspace_id(ws)?;
     }
+    Ok((scope, workspace_id))
+}
+
+/// `GET /api/tasks` filters. A workspace without a scope filters by workspace only.
+pub fn task_filter(p: &Params) -> Result<TaskFilter> {
+    let (scope, workspace_id) = scope_and_workspace(p, true)?;
     let network_channel = p.get("network_channel");
     if let Some(ch) = &network_channel {
         validate::network_channel(ch)?;

@@ -10,7 +10,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde_json::json;
 use tasklane_core::error::{Error, Result};
-use tasklane_core::model::{OriginKind, OwnerKind, Scope};
+use tasklane_core::model::{OriginKind, OwnerKind};
 use tasklane_core::observe::{self, InboxQuery, Lane, ObserveFilter, Thresholds, TriageAction};
 use tasklane_core::time::Ts;
 use tasklane_core::validate;
@@ -19,7 +19,7 @@ use super::json;
 use super::stream;
 use crate::auth::Identity;
 use crate::error::ApiResult;
-use crate::query::Params;
+use crate::query::{scope_and_workspace, Params};
 use crate::sse_hub::Hub;
 use crate::state::AppState;
 
@@ -61,29 +61,7 @@ pub(crate) fn path_id(id: &str) -> Result<String> {
 
 /// `scope`, `workspace`, `owner_kind`, `owner_ref`: a workspace needs `scope=workspace`.
 fn task_filter(p: &Params) -> Result<ObserveFilter> {
-    let scope = p.parse("scope", Scope::parse)?;
-    let workspace_id = p.get("workspace");
-    match (scope, &workspace_id) {
-        (None, Some(_)) => {
-            return Err(Error::validation(
-                "scope is required (scope=workspace) when workspace is given",
-            ))
-        }
-        (Some(Scope::Global), Some(_)) => {
-            return Err(Error::validation(
-                "workspace must be empty when scope is global",
-            ))
-        }
-        (Some(Scope::Workspace), None) => {
-            return Err(Error::validation(
-                "workspace is required when scope is workspace",
-            ))
-        }
-        _ => {}
-    }
-    if let Some(ws) = &workspace_id {
-        validate::workspace_id(ws)?;
-    }
+    let (scope, workspace_id) = scope_and_workspace(p, false)?;
     Ok(ObserveFilter {
         scope,
         workspace_id,

@@ -72,7 +72,7 @@ fn sql_limit(limit: Option<i64>) -> i64 {
 }
 
 /// Makes `query` match literally under `LIKE ... ESCAPE '\'`.
-fn like_pattern(query: &str) -> String {
+pub(crate) fn like_pattern(query: &str) -> String {
     let mut p = String::with_capacity(query.len() + 2);
     p.push('%');
     for c in query.chars() {

@@ -20,6 +20,7 @@ use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
+use super::read::like_pattern;
 use super::rows::{
     collect, event_columns, event_from_row, first, run_columns, run_from_row, task_columns,
     task_from_row,
@@ -89,20 +90,6 @@ fn id_chunks(ids: &[String]) -> Vec<String> {
         .chunks(ID_CHUNK)
         .map(|c| serde_json::Value::from(c.to_vec()).to_string())
         .collect()
-}
-
-/// Makes `query` match literally under `LIKE ... ESCAPE '\'` (as the task list does).
-fn like_pattern(query: &str) -> String {
-    let mut p = String::with_capacity(query.len() + 2);
-    p.push('%');
-    for c in query.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
 }
 
 /// The filter as SQL parameters, in a fixed order, for the counter tables (small: the
