@@ -543,3 +543,14 @@ async fn hostile_inputs_never_cause_a_server_error() {
     // The server is still healthy and its data intact.
     assert_eq!(srv.get_run(&rid).await["task_id"], tid.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_paths_and_methods_answer_in_the_error_shape() {
+    let srv = Server::start();
+    let (s, v) = srv.call(Method::GET, "/api/no-such-thing", None, &[]).await;
+    assert_eq!(s.as_u16(), 404, "{v}");
+    assert_eq!(v["code"], "not_found", "{v}");
+    let (s, v) = srv.call(Method::PUT, "/api/tasks", None, &[]).await;
+    assert_eq!(s.as_u16(), 405, "{v}");
+    assert_eq!(v["code"], "method_not_allowed", "{v}");
+}

@@ -24,9 +24,6 @@ impl ApiError {
         match &self.0 {
             Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Error::NotFound { code, .. } if *code == "method_not_allowed" => {
-                StatusCode::METHOD_NOT_ALLOWED
-            }
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::Conflict { .. } => StatusCode::CONFLICT,
             Error::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

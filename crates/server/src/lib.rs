@@ -113,11 +113,17 @@ async fn not_found() -> ApiError {
     ApiError(Error::not_found("not_found", "no such endpoint"))
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError(Error::not_found(
-        "method_not_allowed",
-        "method not allowed on this endpoint",
-    ))
+/// A routing answer rather than a rule's error, so it is built here and not in `error`.
+async fn method_not_allowed() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        axum::Json(serde_json::json!({
+            "error": "method not allowed on this endpoint",
+            "code": "method_not_allowed",
+        })),
+    )
+        .into_response()
 }
 
 /// Recovers leases that expired while the server was down, then serves until `shutdown`
