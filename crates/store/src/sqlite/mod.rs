@@ -203,6 +203,16 @@ impl SqliteStore {
         F: FnOnce(&mut dyn ReadStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.read_db(move |db: &mut Db<'_>| f(db)).await
+    }
+
+    /// The read path of [`SqliteStore::read`] for closures over the connection's [`Db`], whatever
+    /// store trait they see it as.
+    pub(crate) async fn read_db<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
         let permit = self
             .inner
             .read_permits
@@ -309,7 +319,7 @@ impl Drop for Inner {
 /// Runs `f` in one read transaction. Returns the result and whether the connection is clean.
 fn read_snapshot<R>(
     conn: &Connection,
-    f: impl FnOnce(&mut dyn ReadStore) -> Result<R>,
+    f: impl FnOnce(&mut Db<'_>) -> Result<R>,
 ) -> (Result<R>, bool) {
     if let Err(e) = exec(conn, "BEGIN") {
         return (Err(e), conn.is_autocommit());

@@ -27,7 +27,7 @@ const TASK_ORDER_SQL: &str =
     " ORDER BY last_activity_at DESC, updated_at DESC, created_at DESC, id DESC";
 
 /// Unique ids, in first-seen order, as JSON arrays of at most [`ID_CHUNK`] ids.
-fn id_chunks(ids: &[String]) -> Vec<String> {
+pub(crate) fn id_chunks(ids: &[String]) -> Vec<String> {
     let mut seen = HashSet::with_capacity(ids.len());
     let unique: Vec<&str> = ids
         .iter()

@@ -5,10 +5,8 @@
 pub(super) mod schema;
 
 use std::fmt::Write as _;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use rusqlite::types::ToSql;
-use rusqlite::Connection;
 use tasklane_core::model::{
     ApprovalPolicy, ApprovalState, Event, OwnerKind, Ref, Run, RunStatus, Task, TaskStatus,
 };
@@ -20,15 +18,12 @@ use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
-use super::read::like_pattern;
+use super::read::{id_chunks, like_pattern};
 use super::rows::{
     collect, event_columns, event_from_row, first, run_columns, run_from_row, task_columns,
     task_from_row,
 };
-use super::{exec, Db, SqliteStore};
-
-/// Ids per `json_each` parameter, as in `read.rs`.
-const ID_CHUNK: usize = 500;
+use super::{Db, SqliteStore};
 
 impl SqliteStore {
     /// Runs an observe read on a pooled read-only connection inside one read transaction.
@@ -37,20 +32,7 @@ impl SqliteStore {
         F: FnOnce(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let permit = self
-            .inner
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Unavailable("the store is shut down".to_string()))?;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            inner.with_reader(|conn| observe_snapshot(conn, f))
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
+        self.read_db(move |db: &mut Db<'_>| f(db)).await
     }
 
     /// Runs an observe write (triage) in the writer, like [`SqliteStore::write`].
@@ -61,35 +43,6 @@ impl SqliteStore {
     {
         self.submit(move |db: &mut Db<'_>| f(db)).await
     }
-}
-
-/// `read_snapshot` for observe closures: one read transaction, rolled back at the end.
-fn observe_snapshot<R>(
-    conn: &Connection,
-    f: impl FnOnce(&mut dyn ObserveStore) -> Result<R>,
-) -> (Result<R>, bool) {
-    if let Err(e) = exec(conn, "BEGIN") {
-        return (Err(e), conn.is_autocommit());
-    }
-    let mut db = Db::new(conn);
-    let result = catch_unwind(AssertUnwindSafe(|| f(&mut db)))
-        .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())));
-    let ended = if conn.is_autocommit() {
-        Ok(())
-    } else {
-        exec(conn, "ROLLBACK")
-    };
-    (result, ended.is_ok() && conn.is_autocommit())
-}
-
-fn id_chunks(ids: &[String]) -> Vec<String> {
-    let mut unique: Vec<&str> = ids.iter().map(String::as_str).collect();
-    unique.sort_unstable();
-    unique.dedup();
-    unique
-        .chunks(ID_CHUNK)
-        .map(|c| serde_json::Value::from(c.to_vec()).to_string())
-        .collect()
 }
 
 /// The filter as SQL parameters, in a fixed order, for the counter tables (small: the
