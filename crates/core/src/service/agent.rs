@@ -10,7 +10,7 @@ use super::runs::{finish_completion, finish_failure};
 use super::{Op, Payload};
 use crate::error::{Error, Result};
 use crate::input::{ClaimNextInput, CompleteInput, FailInput, HeartbeatInput, ReleaseInput};
-use crate::model::{Caller, Priority, Ref, Run, RunStatus};
+use crate::model::{Caller, Priority, Ref, Run, RunStatus, Task};
 use crate::store::ClaimQuery;
 use crate::time::Ts;
 use crate::validate::{self, non_empty, RESULT_LIMIT};
@@ -340,11 +340,13 @@ pub fn fail(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<LeaseSum
 }
 
 /// Puts a run back in the queue, same attempt and same queue position, with every trace of the
-/// claim cleared so the old holder's hash can never match again.
-fn requeue(run: &mut Run) {
+/// claim cleared so the old holder's hash can never match again. Returns the payload fields that
+/// the release and expiry events share.
+fn requeue(op: &mut Op<'_>, run: &mut Run, task: &mut Task) -> Result<Payload> {
+    let previous_status = run.status;
+    let previous_session = run.session_id.take();
     run.status = RunStatus::Queued;
     run.claimed_by = None;
-    run.session_id = None;
     run.claim_token_hash = None;
     run.lease_until = None;
     run.heartbeat_at = None;
@@ -354,24 +356,22 @@ fn requeue(run: &mut Run) {
     run.error = None;
     run.result = None;
     run.claim_idempotency_key = None;
+    op.store.update_run(run)?;
+    op.reconcile(task)?;
+    op.work_available = true;
+    Ok(Payload::new()
+        .set("previous_status", previous_status.as_str())
+        .set("status", run.status.as_str())
+        .set("task_status", task.status.as_str())
+        .opt("session_id", previous_session))
 }
 
 /// `POST /api/agent/tasks/{run_id}/release`: back to queued.
 pub fn release(op: &mut Op<'_>, run_id: &str, input: &ReleaseInput) -> Result<LeaseSummary> {
     let mut run = resolve_lease(op, run_id)?;
     let mut task = op.load_task(&run.task_id)?;
-    let previous_status = run.status;
-    let previous_session = run.session_id.clone();
-    requeue(&mut run);
-    op.store.update_run(&run)?;
-    op.reconcile(&mut task)?;
-    op.work_available = true;
-    let payload = Payload::new()
-        .set("previous_status", previous_status.as_str())
-        .set("status", run.status.as_str())
-        .set("task_status", task.status.as_str())
+    let payload = requeue(op, &mut run, &mut task)?
         .opt("reason", non_empty(input.reason.as_deref()))
-        .opt("session_id", previous_session)
         .build();
     op.record(&mut task, Some(&run.id), "task.run_released", payload)?;
     Ok(LeaseSummary::from(&run))
@@ -397,10 +397,9 @@ pub fn recover_expired_leases(
     reason: &str,
 ) -> Result<usize> {
     let expired = op.store.expired_leases(op.now, limit)?;
-    for mut run in expired.iter().cloned() {
+    let recovered = expired.len();
+    for mut run in expired {
         let mut task = op.load_task(&run.task_id)?;
-        let previous_status = run.status;
-        let previous_session = run.session_id.clone();
         let previous_hash = run.claim_token_hash.clone();
         let previous_until = run.lease_until;
         run.lease_expirations += 1;
@@ -412,16 +411,8 @@ pub fn recover_expired_leases(
             finish_failure(op, &mut run, &mut task, None, extra)?;
             continue;
         }
-        requeue(&mut run);
-        op.store.update_run(&run)?;
-        op.reconcile(&mut task)?;
-        op.work_available = true;
-        let payload = Payload::new()
-            .set("previous_status", previous_status.as_str())
-            .set("status", run.status.as_str())
-            .set("task_status", task.status.as_str())
+        let payload = requeue(op, &mut run, &mut task)?
             .set("reason", reason)
-            .opt("session_id", previous_session)
             .json("lease_until", previous_until)
             .opt("previous_claim_token_hash", previous_hash)
             .opt(
@@ -432,5 +423,5 @@ pub fn recover_expired_leases(
             .build();
         op.record(&mut task, Some(&run.id), "task.run_lease_expired", payload)?;
     }
-    Ok(expired.len())
+    Ok(recovered)
 }

@@ -68,6 +68,18 @@ impl FilterParams {
         }
     }
 
+    /// `?1`..`?6` of the counter-table statements (`COUNTER_FILTER`).
+    fn counter_params(&self) -> [&dyn ToSql; 6] {
+        [
+            &self.scope,
+            &self.workspace_id,
+            &self.owner_kind,
+            &self.owner_ref,
+            &self.network_channel,
+            &self.origin_kind,
+        ]
+    }
+
     fn is_empty(&self) -> bool {
         self.scope.is_none()
             && self.workspace_id.is_none()
@@ -205,16 +217,7 @@ impl ObserveStore for Db<'_> {
              WHERE {COUNTER_FILTER} GROUP BY 1, 2, 3 HAVING SUM(n) <> 0"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
-        let mut rows = stmt
-            .query(rusqlite::params![
-                p.scope,
-                p.workspace_id,
-                p.owner_kind,
-                p.owner_ref,
-                p.network_channel,
-                p.origin_kind
-            ])
-            .map_err(sql_err)?;
+        let mut rows = stmt.query(&p.counter_params()[..]).map_err(sql_err)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(sql_err)? {
             let status: String = row.get(0).map_err(sql_err)?;
@@ -240,16 +243,7 @@ impl ObserveStore for Db<'_> {
              AND (?6 IS NULL OR run_origin_kind = ?6) GROUP BY status"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
-        let mut rows = stmt
-            .query(rusqlite::params![
-                p.scope,
-                p.workspace_id,
-                p.owner_kind,
-                p.owner_ref,
-                p.network_channel,
-                p.origin_kind
-            ])
-            .map_err(sql_err)?;
+        let mut rows = stmt.query(&p.counter_params()[..]).map_err(sql_err)?;
         let mut out = RunTotals::default();
         while let Some(row) = rows.next().map_err(sql_err)? {
             let get = |i: usize| -> Result<i64> {
@@ -277,17 +271,7 @@ impl ObserveStore for Db<'_> {
         let counts: Vec<(String, i64)> = {
             let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
             let rows = stmt
-                .query_map(
-                    rusqlite::params![
-                        p.scope,
-                        p.workspace_id,
-                        p.owner_kind,
-                        p.owner_ref,
-                        p.network_channel,
-                        p.origin_kind
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
+                .query_map(&p.counter_params()[..], |r| Ok((r.get(0)?, r.get(1)?)))
                 .map_err(sql_err)?;
             rows.collect::<rusqlite::Result<_>>().map_err(sql_err)?
         };
@@ -445,16 +429,13 @@ impl ObserveStore for Db<'_> {
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
         let mut rows = stmt
-            .query(rusqlite::params![
-                p.scope,
-                p.workspace_id,
-                p.owner_kind,
-                p.owner_ref,
-                p.network_channel,
-                p.origin_kind,
-                owner_kind,
-                owner_ref
-            ])
+            .query(
+                &[
+                    &p.counter_params()[..],
+                    &[&owner_kind as &dyn ToSql, &owner_ref],
+                ]
+                .concat()[..],
+            )
             .map_err(sql_err)?;
         let mut out = Vec::new();
         while let Some(row) = rows.next().map_err(sql_err)? {
