@@ -31,7 +31,14 @@ pub async fn recover_all(state: &AppState, reason: &'static str) -> ApiResult<us
 }
 
 /// Sleeps until the next lease deadline (at most [`MAX_SLEEP`]), then recovers what expired.
+///
+/// Not started on the test clock: there time moves only through `POST /api/_test/clock/advance`,
+/// which recovers everything the jump expired before it answers. A sweeper racing that call would
+/// make what the call reports depend on thread timing.
 pub fn spawn_sweeper(state: AppState) {
+    if state.manual_clock.is_some() {
+        return;
+    }
     tokio::spawn(async move {
         let mut shutdown = state.shutting_down.subscribe();
         loop {
