@@ -93,6 +93,7 @@ fn run(id: &str, task_id: &str, status: RunStatus, queued_at: i64) -> Run {
         preferred_capabilities: vec![],
         priority: Priority::Medium,
         claim_idempotency_key: None,
+        session_token: None,
     }
 }
 
@@ -912,7 +913,10 @@ async fn open_and_active_runs_follow_the_model() {
             let open = r.open_runs_of_tasks(&ids)?;
             let mut active = Vec::new();
             for status in RunStatus::ALL {
-                active.push(r.active_run_of_session(&format!("s-{status}"))?.is_some());
+                active.push(
+                    r.active_run_of_session(&format!("s-{status}"), None)?
+                        .is_some(),
+                );
             }
             Ok((open, active))
         })
@@ -1003,7 +1007,7 @@ async fn runs_and_dependencies_are_ordered() {
 async fn agent_sessions_are_touched() {
     let (_dir, store) = temp_store(StoreOptions::default());
     store
-        .write(|w| w.touch_agent_session("s1", Some("claude"), None, Ts(10)))
+        .write(|w| w.touch_agent_session("s1", None, Some("claude"), Ts(10)))
         .await
         .unwrap();
     store
@@ -1011,13 +1015,59 @@ async fn agent_sessions_are_touched() {
         .await
         .unwrap();
     let got = store
-        .read(|r| r.agent_session("s1"))
+        .read(|r| r.agent_session("s1", None))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(got.agent_name.as_deref(), Some("claude"));
     assert_eq!((got.first_seen_at, got.last_seen_at), (Ts(10), Ts(20)));
-    assert_eq!(store.read(|r| r.agent_session("s2")).await.unwrap(), None);
+    assert_eq!(got.token_name, None);
+    assert_eq!(
+        store.read(|r| r.agent_session("s2", None)).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_of_different_tokens_are_different_sessions() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    store
+        .write(|w| {
+            w.touch_agent_session("s1", Some("pool-a"), Some("a"), Ts(10))?;
+            w.touch_agent_session("s1", Some("pool-b"), Some("b"), Ts(20))?;
+            let t = task("t", 1);
+            w.insert_task(&t)?;
+            let mut r = run("r", &t.id, RunStatus::Claimed, 1);
+            r.session_id = Some("s1".into());
+            r.session_token = Some("pool-a".into());
+            w.insert_run(&r)
+        })
+        .await
+        .unwrap();
+    let (a, b, none, runs_a, runs_b) = store
+        .read(|r| {
+            Ok((
+                r.agent_session("s1", Some("pool-a"))?.unwrap(),
+                r.agent_session("s1", Some("pool-b"))?.unwrap(),
+                r.agent_session("s1", None)?,
+                r.active_run_of_session("s1", Some("pool-a"))?,
+                r.active_runs_of_session("s1", Some("pool-b"))?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.agent_name.as_deref(), a.first_seen_at),
+        (Some("a"), Ts(10))
+    );
+    assert_eq!(
+        (b.agent_name.as_deref(), b.first_seen_at),
+        (Some("b"), Ts(20))
+    );
+    assert_eq!(b.token_name.as_deref(), Some("pool-b"));
+    assert_eq!(none, None);
+    assert_eq!(runs_a.as_deref(), Some("r"));
+    assert!(runs_b.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
