@@ -232,11 +232,11 @@ fn check_child_allowed(op: &mut Op<'_>, parent: &Task, child: &NewTask) -> Resul
     }
     // Work beneath an approval nobody has granted would run without it: only a caller who may
     // decide approval policies may add it.
-    let may_bypass_approval = policy::allows_field(op.caller.role, Field::ApprovalPolicy);
+    let may_decide_approval = policy::allows_field(op.caller.role, Field::ApprovalPolicy);
     let mut depth = 1;
     let mut ancestor = Some(parent.clone());
     while let Some(task) = ancestor {
-        if !may_bypass_approval && awaits_approval(&task) {
+        if !may_decide_approval && awaits_approval(&task) {
             return Err(policy::forbidden_role(
                 op.caller.role,
                 &format!(

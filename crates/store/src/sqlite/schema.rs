@@ -179,7 +179,7 @@ ALTER TABLE agent_sessions_by_token RENAME TO agent_sessions;
 "#;
 
 /// Every migration in order; the schema version is the number applied.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
     MIGRATION_2,
     super::observe::schema::MIGRATION,

@@ -213,6 +213,49 @@ async fn opens_migrates_and_reopens() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn upgrading_to_sessions_per_token_keeps_live_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasklane.db");
+    let conn = raw(&path);
+    for step in &schema::MIGRATIONS[..3] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 3).unwrap();
+    conn.execute_batch(
+        "INSERT INTO agent_sessions (session_id, agent_name, first_seen_at, last_seen_at, token_name)
+             VALUES ('s1', 'claude', 10, 20, 'pool-a'), ('s2', NULL, 10, 20, NULL);
+         INSERT INTO tasks (id, scope, title, priority, max_attempts, auto_enqueue_on_ready, status,
+             approval_policy, approval_state, created_by_kind, created_by_ref, origin_kind,
+             origin_ref, created_at, updated_at, last_activity_at)
+             VALUES ('t', 'global', 't', 'medium', 3, 0, 'ready', 'none', 'not_required',
+                     'human', 'ops', 'http', 'tasks.create', 1, 1, 1);
+         INSERT INTO task_runs (id, task_id, status, attempt, session_id, origin_kind, origin_ref,
+             claim_token_hash, lease_until, queued_at)
+             VALUES ('r1', 't', 'claimed', 1, 's1', 'http', 'tasks.start', 'sha256:x', 99, 1),
+                    ('r2', 't', 'claimed', 1, 's2', 'http', 'tasks.start', 'sha256:y', 99, 1);",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    let (r1, r2, s1, s2) = store
+        .read(|r| {
+            Ok((
+                r.run("r1")?.unwrap(),
+                r.run("r2")?.unwrap(),
+                r.agent_session("s1", Some("pool-a"))?,
+                r.agent_session("s2", None)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(r1.session_token.as_deref(), Some("pool-a"));
+    assert_eq!(r2.session_token, None);
+    assert_eq!(s1.unwrap().agent_name.as_deref(), Some("claude"));
+    assert_eq!(s2.unwrap().first_seen_at, Ts(10));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tasklane.db");
