@@ -180,6 +180,7 @@ fn run_of(t: &Task, status: RunStatus) -> Run {
         preferred_capabilities: Vec::new(),
         priority: t.priority,
         claim_idempotency_key: None,
+        session_token: None,
     }
 }
 

@@ -602,21 +602,14 @@ async fn token_mode_may_listen_on_every_interface() {
     until_token_status(&api, &tok, 200).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_session_belongs_to_the_token_it_first_acted_through() {
-    let (srv, t) = server_with_tokens().await;
-    let db = srv.database().to_string();
-    let other = create_token(&db, "agent", "other-pool");
-    until_token_status(&srv, &other, 200).await;
-    let mine = bearer_as(&t.agent, "shared-sid");
-    let theirs = bearer_as(&other, "shared-sid");
-
-    let op = bearer(&t.operator);
+/// A queued run of a new task in workspace `ws` (operator token): (task, run).
+async fn queued_in(srv: &Server, operator: &str, ws: &str) -> (String, String) {
+    let op = bearer(operator);
     let (s, v) = srv
         .call(
             Method::POST,
             "/api/tasks",
-            Some(json!({"scope": "global", "title": "fenced by token"})),
+            Some(json!({"scope": "workspace", "workspace": ws, "title": ws})),
             &op,
         )
         .await;
@@ -626,38 +619,270 @@ async fn a_session_belongs_to_the_token_it_first_acted_through() {
         .call(Method::POST, &format!("/api/tasks/{tid}/start"), None, &op)
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let rid = id(&v["run"]);
-    let c = expect_claim("shared-sid", claim_next_with(&srv, &mine, json!({})).await);
-    assert_eq!(run_of(&c), rid);
+    (tid, id(&v["run"]))
+}
 
-    // Another token naming the same session id can neither act on the lease nor claim as it.
-    for op in ["heartbeat", "complete", "release"] {
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_are_namespaced_by_the_token_that_acts() {
+    let (srv, t) = server_with_tokens().await;
+    let db = srv.database().to_string();
+    let alpha = create_token(&db, "agent", "pool-alpha");
+    let beta = create_token(&db, "agent", "pool-beta");
+    until_token_status(&srv, &alpha, 200).await;
+    until_token_status(&srv, &beta, 200).await;
+    let (a, b) = (bearer_as(&alpha, "x"), bearer_as(&beta, "x"));
+    let (ta, ra) = queued_in(&srv, &t.operator, "wa").await;
+    let (tb, rb) = queued_in(&srv, &t.operator, "wb").await;
+    let mut errors = Vec::new();
+
+    // alpha uses session x first; beta's x is another session, with its own lease.
+    let c = expect_claim(
+        "x",
+        claim_next_with(&srv, &a, json!({"workspace_id": "wa"})).await,
+    );
+    assert_eq!(run_of(&c), ra);
+    for action in ["heartbeat", "complete", "release"] {
+        let r = srv
+            .call(
+                Method::POST,
+                &format!("/api/agent/tasks/{ra}/{action}"),
+                Some(json!({})),
+                &b,
+            )
+            .await;
+        assert_err(&r, 409, "no_active_lease");
+        errors.push(r.1);
+    }
+    let c = expect_claim(
+        "x",
+        claim_next_with(&srv, &b, json!({"workspace_id": "wb"})).await,
+    );
+    assert_eq!(run_of(&c), rb);
+    // Each holds one lease; neither may act on the other's.
+    for (who, other) in [(&a, &rb), (&b, &ra)] {
+        let r = srv
+            .call(
+                Method::POST,
+                &format!("/api/agent/tasks/{other}/complete"),
+                Some(json!({})),
+                who,
+            )
+            .await;
+        assert_err(&r, 403, "foreign_run");
+        errors.push(r.1);
+        let r = claim_next_with(&srv, who, json!({})).await;
+        assert_err(&r, 409, "lease_held");
+        errors.push(r.1);
+    }
+    for text in errors.iter().map(Value::to_string) {
+        assert!(
+            !text.contains("pool-alpha") && !text.contains("pool-beta"),
+            "an error names a token: {text}"
+        );
+    }
+
+    // On the wire, both sessions are the session id their client sent.
+    let op = bearer(&t.operator);
+    for (tid, rid) in [(&ta, &ra), (&tb, &rb)] {
+        let (_, v) = srv
+            .call(Method::GET, &format!("/api/task-runs/{rid}"), None, &op)
+            .await;
+        assert_eq!(v["run"]["run"]["session_id"], "x", "{v}");
+        assert_eq!(v["run"]["session"]["session_id"], "x", "{v}");
+        assert_eq!(v["run"]["session"]["state"], "active", "{v}");
+        let (_, v) = srv
+            .call(Method::GET, &format!("/api/tasks/{tid}"), None, &op)
+            .await;
+        let claimed = v["task"]["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["event_type"] == "task.run_claimed")
+            .cloned()
+            .unwrap();
+        assert_eq!(claimed["actor"], session_actor("x"), "{claimed}");
+    }
+    for (who, rid) in [(&a, &ra), (&b, &rb)] {
         let (s, v) = srv
             .call(
                 Method::POST,
-                &format!("/api/agent/tasks/{rid}/{op}"),
+                &format!("/api/agent/tasks/{rid}/complete"),
                 Some(json!({})),
-                &theirs,
+                who,
             )
             .await;
-        assert_eq!(s, StatusCode::FORBIDDEN, "{op}: {v}");
-        assert_eq!(v["code"], "session_of_other_token", "{op}: {v}");
+        assert_eq!(s, StatusCode::OK, "{v}");
     }
-    let (s, v) = claim_next_with(&srv, &theirs, json!({})).await;
-    assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    let (_, v) = srv
-        .call(Method::GET, &format!("/api/task-runs/{rid}"), None, &op)
-        .await;
-    assert_eq!(v["run"]["run"]["status"], "claimed", "{v}");
+}
 
-    // The owning token still holds its lease.
-    let (s, v) = srv
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_token_works_on_its_very_first_request() {
+    let (srv, _) = server_with_tokens().await;
+    let db = srv.database().to_string();
+    // The server refreshes its token cache every second: without a lookup on a miss, one of
+    // these first requests would land before the refresh.
+    for n in 0..5 {
+        for role in ["operator", "agent", "viewer"] {
+            let token = create_token(&db, role, &format!("fresh-{role}-{n}"));
+            let (s, v) = probe(&srv, &token).await;
+            assert_eq!(s, StatusCode::OK, "{role} token {n}: {v}");
+        }
+    }
+}
+
+/// Revokes a token through the CLI.
+fn revoke(db: &str, name: &str) {
+    let out = token_cli(db, &["revoke", name]);
+    assert!(
+        out.status.success(),
+        "revoke {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Opens the task's SSE stream and reads its first bytes, so it is live.
+async fn open_stream(srv: &Server, tid: &str, token: &str) -> reqwest::Response {
+    let mut resp = srv
+        .client
+        .get(srv.url(&format!("/api/tasks/{tid}/stream")))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .expect("open stream");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let first = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+        .await
+        .expect("first bytes of the stream")
+        .expect("read stream")
+        .expect("stream open");
+    assert!(String::from_utf8_lossy(&first).starts_with("retry:"));
+    resp
+}
+
+/// Reads until the stream ends; panics if it is still open after `secs`. Returns what it read.
+async fn until_stream_ends(resp: &mut reqwest::Response, secs: u64) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    let mut read = String::new();
+    loop {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Err(_) => panic!("the stream is still open after {secs} s; read {read:?}"),
+            Ok(Ok(Some(bytes))) => read.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(Ok(None)) | Ok(Err(_)) => return read,
+        }
+    }
+}
+
+/// Reads until a frame of `event` arrives (bounded).
+async fn until_event(resp: &mut reqwest::Response, event: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut read = String::new();
+    while !read.contains(&format!("event: {event}\n")) {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(Ok(Some(bytes))) => read.push_str(&String::from_utf8_lossy(&bytes)),
+            other => panic!("no {event} frame ({other:?}); read {read:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_token_ends_its_open_streams() {
+    let (srv, t) = server_with_tokens().await;
+    let db = srv.database().to_string();
+    let op = bearer(&t.operator);
+    let (_, v) = srv
         .call(
             Method::POST,
-            &format!("/api/agent/tasks/{rid}/complete"),
-            Some(json!({})),
-            &mine,
+            "/api/tasks",
+            Some(json!({"scope": "global", "title": "watched"})),
+            &op,
+        )
+        .await;
+    let tid = id(&v["task"]);
+    let mut revoked = open_stream(&srv, &tid, &t.viewer).await;
+    let mut kept = open_stream(&srv, &tid, &t.operator).await;
+
+    revoke(&db, "watcher");
+    until_stream_ends(&mut revoked, 10).await;
+
+    // Other tokens' streams go on.
+    let (s, v) = srv
+        .call(
+            Method::PATCH,
+            &format!("/api/tasks/{tid}"),
+            Some(json!({"title": "still watched"})),
+            &op,
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    until_event(&mut kept, "task.updated").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_a_token_answers_its_parked_claims_with_401() {
+    let (srv, t) = server_with_tokens().await;
+    let db = srv.database().to_string();
+    let keeper = create_token(&db, "agent", "keeper");
+    until_token_status(&srv, &keeper, 200).await;
+    let op = bearer(&t.operator);
+
+    // A probe run shows when bot's session last called the API.
+    let (_, probe_run) = queued_in(&srv, &t.operator, "probe").await;
+    let bot = bearer_as(&t.agent, "parked");
+    expect_claim(
+        "parked",
+        claim_next_with(&srv, &bot, json!({"workspace_id": "probe"})).await,
+    );
+    let (s, v) = srv
+        .call(
+            Method::POST,
+            &format!("/api/agent/tasks/{probe_run}/complete"),
+            Some(json!({})),
+            &bot,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let last_seen = || async {
+        let (_, v) = srv
+            .call(
+                Method::GET,
+                &format!("/api/task-runs/{probe_run}"),
+                None,
+                &op,
+            )
+            .await;
+        str_of(&v["run"]["session"], "updated_at")
+    };
+    let before = last_seen().await;
+
+    let park = |headers: Vec<(&'static str, String)>| {
+        let api = srv.api.clone();
+        let body = json!({"wait": true, "wait_seconds": 120, "workspace_id": "work"});
+        tokio::spawn(async move { claim_next_with(&api, &headers, body).await })
+    };
+    let parked = park(bot);
+    // Parked once its first attempt has touched the session (bounded wait).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !parked.is_finished() && micros(&last_seen().await) <= micros(&before) {
+        assert!(
+            Instant::now() < deadline,
+            "the claim never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let kept = park(bearer_as(&keeper, "keeper-1"));
+
+    revoke(&db, "bot");
+    let r = tokio::time::timeout(Duration::from_secs(10), parked)
+        .await
+        .expect("the parked claim of a revoked token must answer within 10 s")
+        .unwrap();
+    assert_err(&r, 401, "invalid_token");
+
+    // Other tokens' parked claims still get the work.
+    let (_, rid) = queued_in(&srv, &t.operator, "work").await;
+    let r = tokio::time::timeout(Duration::from_secs(10), kept)
+        .await
+        .expect("the other token's claim is answered")
+        .unwrap();
+    assert_eq!(run_of(&expect_claim("keeper-1", r)), rid);
 }

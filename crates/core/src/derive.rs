@@ -126,6 +126,7 @@ mod tests {
             preferred_capabilities: vec![],
             priority: crate::model::Priority::Medium,
             claim_idempotency_key: None,
+            session_token: None,
         }
     }
 

@@ -181,6 +181,8 @@ pub struct Caller {
     pub agent_name: Option<String>,
     /// The name of the API token the caller authenticated with (token mode only).
     pub token_name: Option<String>,
+    /// The token's role (token mode only); `None` in open mode, where roles do not apply.
+    pub role: Option<Role>,
 }
 
 impl Caller {
@@ -192,6 +194,12 @@ impl Caller {
     pub fn session_id(&self) -> Option<&str> {
         (self.actor.kind == OwnerKind::AgentSession.as_str())
             .then_some(self.actor.reference.as_str())
+    }
+
+    /// The token an agent session caller acts through: with the session id it names the session,
+    /// so two tokens using one session id are two sessions. `None` in open mode.
+    pub fn session_token(&self) -> Option<&str> {
+        self.session_id().and(self.token_name.as_deref())
     }
 }
 
@@ -258,6 +266,9 @@ pub struct Run {
     pub priority: Priority,
     /// The `idempotency_key` of the claim-next that holds the current lease (internal).
     pub claim_idempotency_key: Option<String>,
+    /// The API token whose agent session `session_id` holds or held the lease (token mode;
+    /// internal): sessions are namespaced by token, so this and `session_id` name the session.
+    pub session_token: Option<String>,
 }
 
 impl Run {

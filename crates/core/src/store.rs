@@ -78,8 +78,13 @@ pub trait ReadStore {
     fn list_runs(&mut self, task_id: &str, filter: &RunFilter) -> Result<Vec<Run>>;
     /// Non-terminal runs of the given tasks.
     fn open_runs_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Run>>;
-    /// The id of a claimed, starting or running run bound to this session, if any.
-    fn active_run_of_session(&mut self, session_id: &str) -> Result<Option<String>>;
+    /// The id of a claimed, starting or running run bound to this session, if any. A session is
+    /// named by its id and the API token it acts through (`None`: no token).
+    fn active_run_of_session(
+        &mut self,
+        session_id: &str,
+        token: Option<&str>,
+    ) -> Result<Option<String>>;
 
     /// Edges out of `task_id` (what it depends on).
     fn dependencies_of(&mut self, task_id: &str) -> Result<Vec<Dependency>>;
@@ -99,7 +104,11 @@ pub trait ReadStore {
     fn idempotency_record(&mut self, key: &str, origin: &Ref) -> Result<Option<IdempotencyRecord>>;
 
     /// What Tasklane knows of an agent session: (agent name, first seen, last seen).
-    fn agent_session(&mut self, session_id: &str) -> Result<Option<AgentSessionRecord>>;
+    fn agent_session(
+        &mut self,
+        session_id: &str,
+        token: Option<&str>,
+    ) -> Result<Option<AgentSessionRecord>>;
 
     /// Queued runs that claim-next may hand out, in claim order: priority DESC, `queued_at` ASC,
     /// run id ASC. Only runs whose required capabilities are all offered, of tasks whose status is
@@ -107,7 +116,8 @@ pub trait ReadStore {
     /// claiming agent's pool.
     fn claim_candidates(&mut self, query: &ClaimQuery) -> Result<Vec<Run>>;
     /// Claimed, starting and running runs bound to the session.
-    fn active_runs_of_session(&mut self, session_id: &str) -> Result<Vec<Run>>;
+    fn active_runs_of_session(&mut self, session_id: &str, token: Option<&str>)
+        -> Result<Vec<Run>>;
     /// Active runs whose lease ended at or before `now`, soonest first, at most `limit`.
     fn expired_leases(&mut self, now: Ts, limit: i64) -> Result<Vec<Run>>;
     /// The earliest `lease_until` of any active run.
@@ -115,6 +125,8 @@ pub trait ReadStore {
 
     /// Every API token, revoked ones excluded.
     fn api_tokens(&mut self) -> Result<Vec<ApiToken>>;
+    /// The API token with this hash, unless revoked.
+    fn api_token(&mut self, token_hash: &str) -> Result<Option<ApiToken>>;
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -123,7 +135,7 @@ pub struct AgentSessionRecord {
     pub agent_name: Option<String>,
     pub first_seen_at: crate::time::Ts,
     pub last_seen_at: crate::time::Ts,
-    /// The API token the session first acted through (token mode); it stays bound to it.
+    /// The API token the session acts through (token mode).
     pub token_name: Option<String>,
 }
 
@@ -162,13 +174,13 @@ pub trait WriteStore: ReadStore {
     /// Raises the last-use time of the token with this hash.
     fn touch_api_token(&mut self, token_hash: &str, at: Ts) -> Result<()>;
 
-    /// Records that an agent session called the API at `now`. A session keeps the first agent
-    /// name and the first token name it was seen with until a later call names another agent.
+    /// Records that an agent session (of `token`, if any) called the API at `now`. A session
+    /// keeps the agent name it announced until a later call names another.
     fn touch_agent_session(
         &mut self,
         session_id: &str,
+        token: Option<&str>,
         agent_name: Option<&str>,
-        token_name: Option<&str>,
         now: crate::time::Ts,
     ) -> Result<()>;
 }

@@ -493,8 +493,9 @@ pub fn run_detail(store: &mut dyn ReadStore, run_id: &str) -> Result<RunDetail> 
     let session = match &run.session_id {
         None => None,
         Some(sid) => {
-            let known = store.agent_session(sid)?;
-            let active = store.active_run_of_session(sid)?.is_some();
+            let token = run.session_token.as_deref();
+            let known = store.agent_session(sid, token)?;
+            let active = store.active_run_of_session(sid, token)?.is_some();
             let (agent_name, created_at, updated_at) = match known {
                 Some(s) => (s.agent_name, s.first_seen_at, s.last_seen_at),
                 None => (None, run.claimed_at.unwrap_or(run.queued_at), last_activity),

@@ -2,12 +2,17 @@
 //!
 //! Open mode (loopback only) has no credentials: `X-AGH-Session-ID` names an agent session and
 //! anyone else is the local operator. Token mode requires `Authorization: Bearer <token>`; tokens
-//! carry a role (operator, agent, viewer) and are looked up by hash in a cache that is refreshed
-//! from storage every second, so created and revoked tokens take effect within a second.
+//! carry a role (operator, agent, viewer) whose rights are the table in `tasklane_core::policy`.
+//! Tokens are looked up by hash in a cache refreshed from storage every second; a hash the cache
+//! does not know is looked up in storage at once (within a rate limit), so a new token works on
+//! its first request. A refresh that finds a token gone signals its revocation to the requests
+//! still running with it: open streams end and parked claims answer 401.
 
 use std::collections::HashMap;
+use std::future::pending;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -15,12 +20,19 @@ use axum::http::{header, HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tasklane_core::model::{Caller, Ref, Role};
+use tasklane_core::policy::{self, Operation};
 use tasklane_core::time::Ts;
 use tasklane_core::{tokens, Error};
+use tokio::sync::watch;
 
 use crate::error::ApiError;
 use crate::identity::{header_value, AGENT_HEADER, SESSION_HEADER};
 use crate::state::AppState;
+
+/// Storage lookups of unknown token hashes allowed per second; beyond it an unknown token is
+/// refused from the cache alone, so a flood of bad tokens cannot load the database. A token
+/// refused that way still starts working at the next refresh.
+const LOOKUPS_PER_SECOND: u32 = 20;
 
 /// The authenticated caller of one request.
 #[derive(Clone, Debug)]
@@ -31,6 +43,8 @@ pub struct Identity {
     pub role: Option<Role>,
     /// The API token's name (token mode).
     pub token_name: Option<String>,
+    /// Becomes true when the token is revoked (token mode).
+    revoked: Option<watch::Receiver<bool>>,
 }
 
 impl Identity {
@@ -41,11 +55,33 @@ impl Identity {
             origin: Ref::new("http", format!("tasks.{action}")),
             agent_name: self.agent_name.clone(),
             token_name: self.token_name.clone(),
+            role: self.role,
         }
     }
 
     fn is_agent(&self) -> bool {
         self.actor.kind == "agent_session"
+    }
+
+    /// Resolves once the caller's token is revoked; never in open mode. Long-lived requests
+    /// (streams, parked claims) select on it.
+    pub async fn revoked(&self) {
+        match &self.revoked {
+            None => pending().await,
+            Some(rx) => {
+                // A dropped sender means the cache is gone: nothing vouches for the token.
+                let _ = rx.clone().wait_for(|revoked| *revoked).await;
+            }
+        }
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.as_ref().is_some_and(|rx| *rx.borrow())
+    }
+
+    /// The answer to a request whose token was revoked while it waited.
+    pub fn revoked_error() -> ApiError {
+        unauthorized("invalid_token", "the token was revoked")
     }
 }
 
@@ -61,35 +97,51 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
     }
 }
 
-/// What a request needs to be allowed.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Need {
-    Read,
-    Write,
-    /// Approve or reject: a worker may never approve work.
-    Approve,
-    /// The agent API: an agent session identity.
-    Agent,
-}
-
-fn need(method: &Method, path: &str) -> Need {
-    if path.starts_with("/api/agent/") {
-        Need::Agent
-    } else if method == Method::GET || method == Method::HEAD {
-        Need::Read
-    } else if method == Method::POST && is_approval_path(path) {
-        Need::Approve
-    } else {
-        Need::Write
+/// The operation a request asks for, by method and path; `None` for paths the API does not
+/// have (the router answers those with 404 or 405).
+fn operation(method: &Method, path: &str) -> Option<Operation> {
+    use Operation::*;
+    if method == Method::GET || method == Method::HEAD {
+        return Some(Read);
     }
-}
-
-/// `/api/tasks/{id}/approve` or `/api/tasks/{id}/reject` (a task may itself be named "approve").
-fn is_approval_path(path: &str) -> bool {
-    matches!(
-        path.split('/').collect::<Vec<_>>().as_slice(),
-        ["", "api", "tasks", _, "approve" | "reject"]
-    )
+    let segments: Vec<&str> = path.split('/').collect();
+    let op = match (method.as_str(), &segments[..]) {
+        ("POST", ["", "api", "tasks"]) => CreateTask,
+        ("PATCH", ["", "api", "tasks", _]) => UpdateTask,
+        ("DELETE", ["", "api", "tasks", _]) => DeleteTask,
+        ("DELETE", ["", "api", "tasks", _, "dependencies", _]) => RemoveDependency,
+        ("POST", ["", "api", "tasks", _, "triage", "read" | "dismiss" | "archive"]) => Triage,
+        ("POST", ["", "api", "tasks", _, action]) => match *action {
+            "publish" => PublishTask,
+            "approve" => ApproveTask,
+            "reject" => RejectTask,
+            "start" => StartTask,
+            "cancel" => CancelTask,
+            "children" => CreateChild,
+            "dependencies" => AddDependency,
+            "runs" => EnqueueRun,
+            _ => return None,
+        },
+        ("POST", ["", "api", "task-runs", _, action]) => match *action {
+            "claim" => ClaimRun,
+            "start" => StartRun,
+            "attach-session" => AttachSession,
+            "complete" => CompleteRun,
+            "fail" => FailRun,
+            "cancel" => CancelRun,
+            _ => return None,
+        },
+        ("POST", ["", "api", "agent", "tasks", "claim-next"]) => ClaimNext,
+        ("POST", ["", "api", "agent", "tasks", _, action]) => match *action {
+            "heartbeat" => Heartbeat,
+            "complete" => AgentComplete,
+            "fail" => AgentFail,
+            "release" => Release,
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(op)
 }
 
 #[derive(Clone)]
@@ -98,15 +150,29 @@ pub enum AuthMode {
     Token(TokenCache),
 }
 
+/// A token the server knows, and the signal of its revocation.
+struct Known {
+    name: String,
+    role: Role,
+    revoked: watch::Sender<bool>,
+    /// The refresh generation when this entry was added: a refresh that began earlier has not
+    /// seen the token and must not take it for revoked.
+    added_in: u64,
+}
+
 /// Known tokens by hash, plus last-use times waiting to be written.
 #[derive(Clone, Default)]
 pub struct TokenCache {
-    by_hash: Arc<RwLock<HashMap<String, (String, Role)>>>,
+    by_hash: Arc<RwLock<HashMap<String, Arc<Known>>>>,
     used: Arc<Mutex<HashMap<String, Ts>>>,
+    /// Bumped when a refresh starts reading storage.
+    generation: Arc<AtomicU64>,
+    /// Storage lookups of unknown hashes in the current one-second window.
+    lookups: Arc<Mutex<(Option<Instant>, u32)>>,
 }
 
 impl TokenCache {
-    fn lookup(&self, hash: &str) -> Option<(String, Role)> {
+    fn cached(&self, hash: &str) -> Option<Arc<Known>> {
         self.by_hash
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -114,17 +180,76 @@ impl TokenCache {
             .cloned()
     }
 
-    /// Replaces the cache with what storage holds now.
-    pub async fn refresh(&self, state: &AppState) -> Result<(), Error> {
-        let tokens = state.store.read(|r| r.api_tokens()).await?;
-        let map = tokens
-            .into_iter()
-            .map(|t| (t.token_hash, (t.name, t.role)))
-            .collect();
-        *self.by_hash.write().unwrap_or_else(|p| p.into_inner()) = map;
-        Ok(())
+    /// The token with this hash: from the cache, else from storage if the rate limit allows.
+    async fn resolve(&self, state: &AppState, hash: &str) -> Result<Option<Arc<Known>>, ApiError> {
+        if let Some(known) = self.cached(hash) {
+            return Ok(Some(known));
+        }
+        if !self.may_look_up() {
+            return Ok(None);
+        }
+        let key = hash.to_string();
+        let Some(token) = state.store.read(move |r| r.api_token(&key)).await? else {
+            return Ok(None);
+        };
+        let added_in = self.generation.load(Ordering::SeqCst);
+        let mut map = self.by_hash.write().unwrap_or_else(|p| p.into_inner());
+        let known = map.entry(token.token_hash).or_insert_with(|| {
+            Arc::new(Known {
+                name: token.name,
+                role: token.role,
+                revoked: watch::channel(false).0,
+                added_in,
+            })
+        });
+        Ok(Some(known.clone()))
     }
 
+    fn may_look_up(&self) -> bool {
+        let mut window = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if window
+            .0
+            .is_none_or(|start| now.duration_since(start) >= Duration::from_secs(1))
+        {
+            *window = (Some(now), 0);
+        }
+        if window.1 >= LOOKUPS_PER_SECOND {
+            return false;
+        }
+        window.1 += 1;
+        true
+    }
+
+    /// Brings the cache in line with what storage holds now, and signals the revocation of every
+    /// token that is gone.
+    pub async fn refresh(&self, state: &AppState) -> Result<(), Error> {
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let tokens = state.store.read(|r| r.api_tokens()).await?;
+        let mut map = self.by_hash.write().unwrap_or_else(|p| p.into_inner());
+        let mut fresh = HashMap::with_capacity(tokens.len());
+        for t in tokens {
+            let known = map.remove(&t.token_hash).unwrap_or_else(|| {
+                Arc::new(Known {
+                    name: t.name,
+                    role: t.role,
+                    revoked: watch::channel(false).0,
+                    added_in: generation,
+                })
+            });
+            fresh.insert(t.token_hash, known);
+        }
+        for (hash, known) in map.drain() {
+            if known.added_in >= generation {
+                // Looked up after this refresh read storage: not known to be gone.
+                fresh.insert(hash, known);
+            } else {
+                known.revoked.send_replace(true);
+            }
+        }
+        *map = fresh;
+        Ok(())
+    }
     /// Writes the last-use times gathered since the previous flush, in one transaction.
     pub async fn flush_last_use(&self, state: &AppState) -> Result<(), Error> {
         let used: Vec<(String, Ts)> = self
@@ -176,22 +301,24 @@ fn unauthorized(code: &'static str, message: &str) -> ApiError {
     })
 }
 
-fn identify(mode: &AuthMode, headers: &HeaderMap, now: Ts) -> Result<Identity, ApiError> {
+async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let session = header_value(headers, SESSION_HEADER);
     let agent_name = header_value(headers, AGENT_HEADER);
-    let AuthMode::Token(cache) = mode else {
+    let AuthMode::Token(cache) = &state.auth else {
         return Ok(match session {
             Some(sid) => Identity {
                 actor: Ref::new("agent_session", sid),
                 agent_name,
                 role: None,
                 token_name: None,
+                revoked: None,
             },
             None => Identity {
                 actor: Ref::new("human", "local-user"),
                 agent_name: None,
                 role: None,
                 token_name: None,
+                revoked: None,
             },
         });
     };
@@ -208,70 +335,61 @@ fn identify(mode: &AuthMode, headers: &HeaderMap, now: Ts) -> Result<Identity, A
             )
         })?;
     let hash = tokens::hash(raw);
-    let (name, role) = cache
-        .lookup(&hash)
+    let known = cache
+        .resolve(state, &hash)
+        .await?
         .ok_or_else(|| unauthorized("invalid_token", "the token is unknown or revoked"))?;
     cache
         .used
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(hash, now);
+        .insert(hash, state.clock.now());
+    let (name, role) = (known.name.clone(), known.role);
+    let revoked = Some(known.revoked.subscribe());
     Ok(match role {
         Role::Agent => Identity {
             actor: Ref::new("agent_session", session.unwrap_or_else(|| name.clone())),
             agent_name: agent_name.or(Some(name.clone())),
             role: Some(role),
             token_name: Some(name),
+            revoked,
         },
         Role::Operator | Role::Viewer => Identity {
             actor: Ref::new("human", name.clone()),
             agent_name: None,
             role: Some(role),
             token_name: Some(name),
+            revoked,
         },
     })
 }
 
-fn authorize(who: &Identity, need: Need) -> Result<(), ApiError> {
-    if need == Need::Agent && !who.is_agent() {
-        return Err(match who.role {
-            None => unauthorized(
-                "identity_required",
-                "the agent API needs an agent session: send X-AGH-Session-ID",
-            ),
-            Some(role) => ApiError(Error::forbidden(
-                "forbidden_role",
-                format!("the agent API needs an agent token; this token's role is {role}"),
-            )),
-        });
+/// Checks the request's operation against the role table; the agent API also needs an agent
+/// session in open mode.
+fn authorize(who: &Identity, op: Option<Operation>) -> Result<(), ApiError> {
+    let Some(op) = op else { return Ok(()) };
+    if op.is_agent_api() && who.role.is_none() && !who.is_agent() {
+        return Err(unauthorized(
+            "identity_required",
+            "the agent API needs an agent session: send X-AGH-Session-ID",
+        ));
     }
-    let allowed = match (who.role, need) {
-        (None, _) => true,
-        (Some(Role::Operator), Need::Agent) => false,
-        (Some(Role::Operator), _) => true,
-        (Some(Role::Agent), Need::Approve) => false,
-        (Some(Role::Agent), _) => true,
-        (Some(Role::Viewer), Need::Read) => true,
-        (Some(Role::Viewer), _) => false,
-    };
-    if allowed {
+    if policy::allows(who.role, op) {
         Ok(())
     } else {
-        Err(ApiError(Error::forbidden(
-            "forbidden_role",
-            format!(
-                "a {} token may not do this",
-                who.role.map(Role::as_str).unwrap_or("")
-            ),
+        Err(ApiError(policy::forbidden_role(
+            who.role,
+            &format!("perform {op:?}"),
         )))
     }
 }
 
 /// Middleware: authenticates, authorizes, and hands the [`Identity`] to the handler.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let need = need(req.method(), req.uri().path());
-    let result = identify(&state.auth, req.headers(), state.clock.now())
-        .and_then(|who| authorize(&who, need).map(|()| who));
+    let op = operation(req.method(), req.uri().path());
+    let result = identify(&state, req.headers())
+        .await
+        .and_then(|who| authorize(&who, op).map(|()| who));
     match result {
         Ok(who) => {
             req.extensions_mut().insert(who);
@@ -291,39 +409,45 @@ mod tests {
             agent_name: None,
             role,
             token_name: None,
+            revoked: None,
         }
     }
 
     #[test]
-    fn roles_allow_what_the_spec_says() {
-        let op = who(Some(Role::Operator), "human");
-        let agent = who(Some(Role::Agent), "agent_session");
-        let viewer = who(Some(Role::Viewer), "human");
-        assert!(authorize(&op, Need::Approve).is_ok());
-        assert!(authorize(&op, Need::Agent).is_err());
-        assert!(authorize(&agent, Need::Write).is_ok());
-        assert!(authorize(&agent, Need::Approve).is_err());
-        assert!(authorize(&agent, Need::Agent).is_ok());
-        assert!(authorize(&viewer, Need::Read).is_ok());
-        assert!(authorize(&viewer, Need::Write).is_err());
+    fn the_agent_api_needs_an_agent_session_in_open_mode() {
         let open_human = who(None, "human");
-        assert_eq!(
-            authorize(&open_human, Need::Agent).unwrap_err().0.code(),
-            "identity_required"
-        );
-        assert!(authorize(&who(None, "agent_session"), Need::Approve).is_ok());
+        let err = authorize(&open_human, Some(Operation::ClaimNext)).unwrap_err();
+        assert_eq!(err.0.code(), "identity_required");
+        assert!(authorize(&who(None, "agent_session"), Some(Operation::ApproveTask)).is_ok());
+        let op = who(Some(Role::Operator), "human");
+        let err = authorize(&op, Some(Operation::ClaimNext)).unwrap_err();
+        assert_eq!(err.0.code(), "forbidden_role");
     }
 
     #[test]
-    fn needs_follow_method_and_path() {
-        assert_eq!(need(&Method::GET, "/api/tasks"), Need::Read);
-        assert_eq!(need(&Method::POST, "/api/tasks/t/approve"), Need::Approve);
-        assert_eq!(
-            need(&Method::POST, "/api/agent/tasks/claim-next"),
-            Need::Agent
-        );
-        assert_eq!(need(&Method::DELETE, "/api/tasks/t"), Need::Write);
-        assert_eq!(need(&Method::PATCH, "/api/tasks/approve"), Need::Write);
-        assert_eq!(need(&Method::POST, "/api/tasks/approve/start"), Need::Write);
+    fn operations_follow_method_and_path() {
+        use Operation::*;
+        for (method, path, want) in [
+            (Method::GET, "/api/tasks", Some(Read)),
+            (Method::GET, "/api/tasks/t/stream", Some(Read)),
+            (Method::POST, "/api/tasks", Some(CreateTask)),
+            (Method::POST, "/api/tasks/t/approve", Some(ApproveTask)),
+            (Method::PATCH, "/api/tasks/approve", Some(UpdateTask)),
+            (Method::POST, "/api/tasks/approve/start", Some(StartTask)),
+            (Method::DELETE, "/api/tasks/t", Some(DeleteTask)),
+            (
+                Method::DELETE,
+                "/api/tasks/t/dependencies/u",
+                Some(RemoveDependency),
+            ),
+            (Method::POST, "/api/tasks/t/triage/archive", Some(Triage)),
+            (Method::POST, "/api/task-runs/r/cancel", Some(CancelRun)),
+            (Method::POST, "/api/agent/tasks/claim-next", Some(ClaimNext)),
+            (Method::POST, "/api/agent/tasks/r/release", Some(Release)),
+            (Method::POST, "/api/no-such-endpoint", None),
+            (Method::POST, "/api/tasks/t/unknown", None),
+        ] {
+            assert_eq!(operation(&method, path), want, "{method} {path}");
+        }
     }
 }

@@ -109,8 +109,9 @@ fn lease_live(run: &Run, now: Ts) -> bool {
 /// One claim attempt: `Ok(None)` when nothing is claimable for this caller now.
 pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> {
     let session = session_of(op.caller)?;
+    let token = op.caller.session_token();
     op.touch_session()?;
-    let active = op.store.active_runs_of_session(&session)?;
+    let active = op.store.active_runs_of_session(&session, token)?;
     if let Some(key) = &req.idempotency_key {
         if let Some(run) = active.iter().find(|r| {
             r.claim_idempotency_key.as_deref() == Some(key.as_str()) && lease_live(r, op.now)
@@ -143,6 +144,7 @@ pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> 
     run.status = RunStatus::Claimed;
     run.claimed_by = Some(op.caller.actor.clone());
     run.session_id = Some(session);
+    run.session_token = op.caller.session_token().map(str::to_string);
     run.claim_token_hash = Some(hash.clone());
     run.lease_until = Some(op.now.plus_seconds(req.lease_seconds));
     run.heartbeat_at = Some(op.now);
@@ -230,14 +232,34 @@ fn new_claim_token_hash() -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(token)))
 }
 
+/// An agent acting through a token never touches a run that another token's session leases.
+/// Operators (who hold no leases) and open mode are not bound by it.
+pub(crate) fn refuse_foreign_lease(op: &Op<'_>, run: &Run) -> Result<()> {
+    let Some(token) = op.caller.session_token() else {
+        return Ok(());
+    };
+    let leased = run.status.is_active() && run.claim_token_hash.is_some();
+    if leased && run.session_token.as_deref() != Some(token) {
+        return Err(Error::forbidden(
+            "foreign_run",
+            format!(
+                "task run {} is leased by an agent session of another token",
+                run.id
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Resolves the caller's live lease on `run_id` (reference/leases.md §4).
 fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
     let session = session_of(op.caller)?;
+    let token = op.caller.session_token();
     op.touch_session()?;
     let now = op.now;
     let live: Vec<Run> = op
         .store
-        .active_runs_of_session(&session)?
+        .active_runs_of_session(&session, token)?
         .into_iter()
         .filter(|r| r.claim_token_hash.is_some() && lease_live(r, now))
         .collect();
@@ -250,6 +272,7 @@ fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
     match op.store.run(run_id)? {
         Some(run)
             if run.session_id.as_deref() == Some(session.as_str())
+                && run.session_token.as_deref() == token
                 && run.claim_token_hash.is_some() =>
         {
             if lease_live(&run, now) {
@@ -345,6 +368,7 @@ pub fn fail(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<LeaseSum
 fn requeue(op: &mut Op<'_>, run: &mut Run, task: &mut Task) -> Result<Payload> {
     let previous_status = run.status;
     let previous_session = run.session_id.take();
+    run.session_token = None;
     run.status = RunStatus::Queued;
     run.claimed_by = None;
     run.claim_token_hash = None;
@@ -384,6 +408,7 @@ pub fn sweeper_caller() -> Caller {
         origin: Ref::new("daemon", "tasklane.lease_sweeper"),
         agent_name: None,
         token_name: None,
+        role: None,
     }
 }
 

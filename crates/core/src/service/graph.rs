@@ -2,6 +2,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use super::agent::refuse_foreign_lease;
 use super::runs::{cancel_open_run, validate_cancel};
 use super::{Op, Payload};
 use crate::error::{Error, Result};
@@ -107,7 +108,7 @@ pub fn remove_dependency(op: &mut Op<'_>, id: &str, blocker_id: &str) -> Result<
 }
 
 /// `POST /api/tasks/{id}/cancel`: cancels the task and every unfinished descendant, with their open
-/// runs, as one transaction.
+/// runs, as one transaction. An agent token may not cancel a run another token's session leases.
 pub fn cancel_task(op: &mut Op<'_>, id: &str, input: &CancelInput) -> Result<TaskPayload> {
     let req = validate_cancel(input)?;
     op.touch_session()?;
@@ -142,6 +143,7 @@ pub fn cancel_task(op: &mut Op<'_>, id: &str, input: &CancelInput) -> Result<Tas
         let mut canceled_run_ids = Vec::new();
         for mut run in op.store.runs_of_task(&task.id)? {
             if run.status.is_open() {
+                refuse_foreign_lease(op, &run)?;
                 cancel_open_run(op, &mut run, &mut task, &req, before, propagated_from)?;
                 canceled_run_ids.push(run.id);
             }

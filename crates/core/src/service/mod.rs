@@ -55,25 +55,17 @@ impl<'a> Op<'a> {
         }
     }
 
-    /// Records that an agent session acted now, so run detail can describe the session. In token
-    /// mode a session belongs to the token it first acted through: another token naming the same
-    /// session id is refused, so one token's agents can never act on another's leases.
+    /// Records that an agent session acted now, so run detail can describe the session.
     pub(crate) fn touch_session(&mut self) -> Result<()> {
-        let Some(sid) = self.caller.session_id().map(str::to_string) else {
+        let Some(sid) = self.caller.session_id() else {
             return Ok(());
         };
-        let token = self.caller.token_name.as_deref();
-        if let Some(token) = token {
-            let bound = self.store.agent_session(&sid)?.and_then(|s| s.token_name);
-            if let Some(bound) = bound.filter(|b| b != token) {
-                return Err(Error::forbidden(
-                    "session_of_other_token",
-                    format!("session {sid} belongs to token {bound}, not to {token}"),
-                ));
-            }
-        }
-        self.store
-            .touch_agent_session(&sid, self.caller.agent_name.as_deref(), token, self.now)
+        self.store.touch_agent_session(
+            sid,
+            self.caller.session_token(),
+            self.caller.agent_name.as_deref(),
+            self.now,
+        )
     }
 
     pub(crate) fn load_task(&mut self, id: &str) -> Result<Task> {

@@ -100,6 +100,7 @@ pub(crate) fn enqueue(op: &mut Op<'_>, task: &mut Task, req: ExecuteRequest) -> 
         preferred_capabilities: task.preferred_capabilities.clone(),
         priority: task.priority,
         claim_idempotency_key: None,
+        session_token: None,
     };
     op.store.insert_run(&run)?;
     if let Some(key) = &req.idempotency_key {
@@ -281,7 +282,8 @@ pub fn attach_session(
             run.status
         )));
     }
-    if let Some(other) = op.store.active_run_of_session(&session_id)? {
+    // An attached session acts through no token: it is not any agent token's session.
+    if let Some(other) = op.store.active_run_of_session(&session_id, None)? {
         return Err(Error::conflict(
             "session_in_use",
             format!("session {session_id} is already bound to active run {other}"),

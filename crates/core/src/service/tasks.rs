@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::input::{CreateTaskInput, ExecuteInput, PatchTaskInput};
 use crate::model::{ApprovalPolicy, ApprovalState, Priority, Scope, Task, TaskStatus};
+use crate::policy::{self, Field};
 use crate::validate::{self, non_empty, DEFAULT_MAX_ATTEMPTS, MAX_CHILDREN, MAX_DEPTH};
 use crate::views::{RunPayload, TaskPayload};
 
@@ -116,6 +117,9 @@ pub fn create_task(
     parent_id: Option<&str>,
     input: &CreateTaskInput,
 ) -> Result<TaskPayload> {
+    if input.approval_policy.is_some() {
+        policy::check_field(op.caller.role, Field::ApprovalPolicy, "approval_policy")?;
+    }
     let new = validate_create(input)?;
     op.touch_session()?;
     let mut parent = match parent_id {
@@ -197,7 +201,13 @@ pub fn create_task(
     Ok(TaskPayload::from(&task))
 }
 
-/// Scope compatibility and the tree limits (64 children, depth 8).
+/// A manual approval that has not been granted: pending or rejected.
+fn awaits_approval(task: &Task) -> bool {
+    task.approval_policy == ApprovalPolicy::Manual && task.approval_state != ApprovalState::Approved
+}
+
+/// Scope compatibility, the tree limits (64 children, depth 8), and no work beneath an
+/// approval the caller may not decide.
 fn check_child_allowed(op: &mut Op<'_>, parent: &Task, child: &NewTask) -> Result<()> {
     if parent.scope == Scope::Workspace
         && (child.scope != Scope::Workspace || child.workspace_id != parent.workspace_id)
@@ -220,14 +230,31 @@ fn check_child_allowed(op: &mut Op<'_>, parent: &Task, child: &NewTask) -> Resul
             format!("task {} already has {MAX_CHILDREN} children", parent.id),
         ));
     }
+    // Work beneath an approval nobody has granted would run without it: only a caller who may
+    // decide approval policies may add it.
+    let may_decide_approval = policy::allows_field(op.caller.role, Field::ApprovalPolicy);
     let mut depth = 1;
-    let mut cursor = parent.parent_task_id.clone();
-    while let Some(id) = cursor {
-        depth += 1;
+    let mut ancestor = Some(parent.clone());
+    while let Some(task) = ancestor {
+        if !may_decide_approval && awaits_approval(&task) {
+            return Err(policy::forbidden_role(
+                op.caller.role,
+                &format!(
+                    "add work beneath task {}, whose approval is {}",
+                    task.id, task.approval_state
+                ),
+            ));
+        }
         if depth >= MAX_DEPTH {
             break;
         }
-        cursor = op.store.task(&id)?.and_then(|t| t.parent_task_id);
+        ancestor = match &task.parent_task_id {
+            None => None,
+            Some(id) => {
+                depth += 1;
+                op.store.task(id)?
+            }
+        };
     }
     if depth + 1 > MAX_DEPTH {
         return Err(Error::conflict(
@@ -258,6 +285,9 @@ const PATCH_FIELDS: [&str; 11] = [
 
 /// `PATCH /api/tasks/{id}`. The patch is validated before the task is loaded.
 pub fn patch_task(op: &mut Op<'_>, id: &str, input: &PatchTaskInput) -> Result<TaskPayload> {
+    if input.approval_policy.is_some() {
+        policy::check_field(op.caller.role, Field::ApprovalPolicy, "approval_policy")?;
+    }
     let has_field = input.title.is_some()
         || input.description.is_some()
         || input.priority.is_some()

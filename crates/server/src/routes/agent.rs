@@ -25,7 +25,7 @@ use crate::state::AppState;
 /// `POST /api/agent/tasks/claim-next`. With `wait: true` the request parks until a write that
 /// may have made work claimable commits (no polling), then tries again; it answers 204 when
 /// `wait_seconds` pass with nothing claimed. If the client goes away, the parked request is
-/// dropped and claims nothing.
+/// dropped and claims nothing; if its token is revoked, it answers 401 and claims nothing.
 pub async fn claim_next(
     State(s): State<AppState>,
     who: Identity,
@@ -39,6 +39,9 @@ pub async fn claim_next(
     loop {
         // Marked seen before trying, so a commit during the attempt still wakes the wait below.
         work.borrow_and_update();
+        if who.is_revoked() {
+            return Err(Identity::revoked_error());
+        }
         let claim = claim_once(&s, &caller, &req).await?;
         if let Some(claim) = claim {
             return Ok(json(StatusCode::OK, json!({ "claim": claim })));
@@ -54,6 +57,7 @@ pub async fn claim_next(
             }
             _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
             _ = shutdown.wait_for(|s| *s) => return Ok(StatusCode::NO_CONTENT.into_response()),
+            () = who.revoked() => return Err(Identity::revoked_error()),
         }
     }
 }

@@ -19,6 +19,7 @@ use tasklane_core::Error;
 use tokio::sync::mpsc;
 
 use super::observe::{path_id, sequence, Observe};
+use crate::auth::Identity;
 use crate::error::ApiResult;
 use crate::query::Params;
 use crate::sse_hub::{Hub, PAGE};
@@ -31,6 +32,7 @@ const WIRE_BUFFER: usize = 8;
 
 pub async fn stream(
     State(s): State<AppState>,
+    who: Identity,
     Extension(obs): Extension<Arc<Observe>>,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -64,7 +66,7 @@ pub async fn stream(
     }
 
     let (tx, mut rx) = mpsc::channel::<Bytes>(WIRE_BUFFER);
-    tokio::spawn(run(obs.hub.clone(), root, after, tx));
+    tokio::spawn(run(obs.hub.clone(), root, after, tx, who));
     let body = Body::from_stream(futures::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|b| b.map(Ok::<_, Infallible>))
     }));
@@ -93,7 +95,8 @@ async fn send(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> Result<(), End> {
     tx.send(bytes).await.map_err(|_| End::Closed)
 }
 
-async fn run(hub: Arc<Hub>, root: String, mut last: i64, tx: mpsc::Sender<Bytes>) {
+/// Streams until the client goes, the server stops or the caller's token is revoked.
+async fn run(hub: Arc<Hub>, root: String, mut last: i64, tx: mpsc::Sender<Bytes>, who: Identity) {
     let mut keepalive = hub.keepalive();
     let mut shutdown = hub.shutting_down();
     if *shutdown.borrow_and_update()
@@ -104,6 +107,9 @@ async fn run(hub: Arc<Hub>, root: String, mut last: i64, tx: mpsc::Sender<Bytes>
         return;
     }
     loop {
+        if who.is_revoked() {
+            return;
+        }
         // Registered before reading storage, so nothing committed in between is lost.
         let mut sub = hub.subscribe(&root);
         if catch_up(&hub, &root, &mut last, &tx).await.is_err() {
@@ -131,6 +137,7 @@ async fn run(hub: Arc<Hub>, root: String, mut last: i64, tx: mpsc::Sender<Bytes>
                 }
                 _ = shutdown.changed() => break End::Closed,
                 _ = tx.closed() => break End::Closed,
+                () = who.revoked() => break End::Closed,
             }
         };
         match end {

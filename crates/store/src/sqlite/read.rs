@@ -258,16 +258,22 @@ impl ReadStore for Db<'_> {
         Ok(out)
     }
 
-    fn active_run_of_session(&mut self, session_id: &str) -> Result<Option<String>> {
+    fn active_run_of_session(
+        &mut self,
+        session_id: &str,
+        token: Option<&str>,
+    ) -> Result<Option<String>> {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "SELECT id FROM task_runs WHERE session_id = ?1 \
+                "SELECT id FROM task_runs WHERE session_id = ?1 AND session_token IS ?2 \
                  AND status IN ('claimed', 'starting', 'running') \
                  ORDER BY queued_at DESC, id DESC LIMIT 1",
             )
             .map_err(sql_err)?;
-        first(&mut stmt, [session_id], |row| row.get(0).map_err(sql_err))
+        first(&mut stmt, rusqlite::params![session_id, token], |row| {
+            row.get(0).map_err(sql_err)
+        })
     }
 
     fn dependencies_of(&mut self, task_id: &str) -> Result<Vec<Dependency>> {
@@ -361,15 +367,23 @@ impl ReadStore for Db<'_> {
         )
     }
 
-    fn agent_session(&mut self, session_id: &str) -> Result<Option<AgentSessionRecord>> {
+    fn agent_session(
+        &mut self,
+        session_id: &str,
+        token: Option<&str>,
+    ) -> Result<Option<AgentSessionRecord>> {
         let mut stmt = self
             .conn
             .prepare_cached(
                 "SELECT session_id, agent_name, first_seen_at, last_seen_at, token_name \
-                 FROM agent_sessions WHERE session_id = ?1",
+                 FROM agent_sessions WHERE token_name = ?2 AND session_id = ?1",
             )
             .map_err(sql_err)?;
-        first(&mut stmt, [session_id], agent_session_from_row)
+        first(
+            &mut stmt,
+            rusqlite::params![session_id, token.unwrap_or("")],
+            agent_session_from_row,
+        )
     }
 
     fn claim_candidates(&mut self, q: &ClaimQuery) -> Result<Vec<Run>> {
@@ -419,17 +433,25 @@ impl ReadStore for Db<'_> {
         )
     }
 
-    fn active_runs_of_session(&mut self, session_id: &str) -> Result<Vec<Run>> {
+    fn active_runs_of_session(
+        &mut self,
+        session_id: &str,
+        token: Option<&str>,
+    ) -> Result<Vec<Run>> {
         let mut stmt = self
             .conn
             .prepare_cached(concat!(
                 "SELECT ",
                 run_columns!(),
-                " FROM task_runs WHERE session_id = ?1 \
+                " FROM task_runs WHERE session_id = ?1 AND session_token IS ?2 \
                  AND status IN ('claimed', 'starting', 'running') ORDER BY queued_at, id"
             ))
             .map_err(sql_err)?;
-        collect(&mut stmt, [session_id], run_from_row)
+        collect(
+            &mut stmt,
+            rusqlite::params![session_id, token],
+            run_from_row,
+        )
     }
 
     fn expired_leases(&mut self, now: Ts, limit: i64) -> Result<Vec<Run>> {
@@ -468,5 +490,17 @@ impl ReadStore for Db<'_> {
             ))
             .map_err(sql_err)?;
         collect(&mut stmt, [], token_from_row)
+    }
+
+    fn api_token(&mut self, token_hash: &str) -> Result<Option<ApiToken>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM api_tokens WHERE token_hash = ?1"
+            ))
+            .map_err(sql_err)?;
+        first(&mut stmt, [token_hash], token_from_row)
     }
 }

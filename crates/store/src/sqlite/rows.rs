@@ -337,7 +337,7 @@ macro_rules! run_columns {
          origin_ref, idempotency_key, network_channel, coordination_channel_id, claim_token_hash, \
          lease_until, heartbeat_at, lease_expirations, queued_at, claimed_at, started_at, \
          ended_at, error, metadata, result, required_capabilities, preferred_capabilities, \
-         priority_rank, claim_idempotency_key"
+         priority_rank, claim_idempotency_key, session_token"
     };
 }
 pub(crate) use run_columns;
@@ -350,7 +350,7 @@ macro_rules! prefixed_run_columns {
          r.coordination_channel_id, r.claim_token_hash, r.lease_until, r.heartbeat_at, \
          r.lease_expirations, r.queued_at, r.claimed_at, r.started_at, r.ended_at, r.error, \
          r.metadata, r.result, r.required_capabilities, r.preferred_capabilities, \
-         r.priority_rank, r.claim_idempotency_key"
+         r.priority_rank, r.claim_idempotency_key, r.session_token"
     };
 }
 pub(crate) use prefixed_run_columns;
@@ -383,6 +383,7 @@ pub(crate) fn bind_run(stmt: &mut Statement<'_>, r: &Run) -> Result<()> {
     bind(stmt, 25, strings_text(&r.preferred_capabilities))?;
     bind(stmt, 26, r.priority.rank())?;
     bind(stmt, 27, &r.claim_idempotency_key)?;
+    bind(stmt, 28, &r.session_token)?;
     Ok(())
 }
 
@@ -413,6 +414,7 @@ pub(crate) fn run_from_row(row: &Row<'_>) -> Result<Run> {
         preferred_capabilities: get_strings(row, 24, "run preferred_capabilities")?,
         priority: priority_from_rank(get(row, 25)?)?,
         claim_idempotency_key: get(row, 26)?,
+        session_token: get(row, 27)?,
     })
 }
 
@@ -478,7 +480,7 @@ pub(crate) fn agent_session_from_row(row: &Row<'_>) -> Result<AgentSessionRecord
         agent_name: get(row, 1)?,
         first_seen_at: get_ts(row, 2)?,
         last_seen_at: get_ts(row, 3)?,
-        token_name: get(row, 4)?,
+        token_name: get::<String>(row, 4).map(|t| (!t.is_empty()).then_some(t))?,
     })
 }
 

@@ -154,8 +154,37 @@ CREATE TABLE api_tokens (
 ) WITHOUT ROWID;
 "#;
 
+/// Agent sessions namespaced by the API token that acts: two tokens using one session id are two
+/// sessions. `''` stands for no token (open mode, operator attach) where a key needs a value.
+const MIGRATION_4: &str = r#"
+ALTER TABLE task_runs ADD COLUMN session_token TEXT;
+-- Live leases keep working across the upgrade: a leased run's session was bound to one token.
+UPDATE task_runs SET session_token = (
+    SELECT s.token_name FROM agent_sessions s WHERE s.session_id = task_runs.session_id)
+WHERE session_id IS NOT NULL AND claim_token_hash IS NOT NULL;
+
+CREATE TABLE agent_sessions_by_token (
+    token_name    TEXT NOT NULL,
+    session_id    TEXT NOT NULL,
+    agent_name    TEXT,
+    first_seen_at INTEGER NOT NULL,
+    last_seen_at  INTEGER NOT NULL,
+    PRIMARY KEY (token_name, session_id)
+) WITHOUT ROWID;
+INSERT INTO agent_sessions_by_token
+    SELECT COALESCE(token_name, ''), session_id, agent_name, first_seen_at, last_seen_at
+    FROM agent_sessions;
+DROP TABLE agent_sessions;
+ALTER TABLE agent_sessions_by_token RENAME TO agent_sessions;
+"#;
+
 /// Every migration in order; the schema version is the number applied.
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, super::observe::schema::MIGRATION];
+pub(super) const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    super::observe::schema::MIGRATION,
+    MIGRATION_4,
+];
 
 /// The schema version this binary creates and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -93,6 +93,7 @@ fn run(id: &str, task_id: &str, status: RunStatus, queued_at: i64) -> Run {
         preferred_capabilities: vec![],
         priority: Priority::Medium,
         claim_idempotency_key: None,
+        session_token: None,
     }
 }
 
@@ -209,6 +210,49 @@ async fn opens_migrates_and_reopens() {
 
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
     assert_eq!(get_task(&store, "task-1").await, Some(full_task("task-1")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrading_to_sessions_per_token_keeps_live_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasklane.db");
+    let conn = raw(&path);
+    for step in &schema::MIGRATIONS[..3] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 3).unwrap();
+    conn.execute_batch(
+        "INSERT INTO agent_sessions (session_id, agent_name, first_seen_at, last_seen_at, token_name)
+             VALUES ('s1', 'claude', 10, 20, 'pool-a'), ('s2', NULL, 10, 20, NULL);
+         INSERT INTO tasks (id, scope, title, priority, max_attempts, auto_enqueue_on_ready, status,
+             approval_policy, approval_state, created_by_kind, created_by_ref, origin_kind,
+             origin_ref, created_at, updated_at, last_activity_at)
+             VALUES ('t', 'global', 't', 'medium', 3, 0, 'ready', 'none', 'not_required',
+                     'human', 'ops', 'http', 'tasks.create', 1, 1, 1);
+         INSERT INTO task_runs (id, task_id, status, attempt, session_id, origin_kind, origin_ref,
+             claim_token_hash, lease_until, queued_at)
+             VALUES ('r1', 't', 'claimed', 1, 's1', 'http', 'tasks.start', 'sha256:x', 99, 1),
+                    ('r2', 't', 'claimed', 1, 's2', 'http', 'tasks.start', 'sha256:y', 99, 1);",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    let (r1, r2, s1, s2) = store
+        .read(|r| {
+            Ok((
+                r.run("r1")?.unwrap(),
+                r.run("r2")?.unwrap(),
+                r.agent_session("s1", Some("pool-a"))?,
+                r.agent_session("s2", None)?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(r1.session_token.as_deref(), Some("pool-a"));
+    assert_eq!(r2.session_token, None);
+    assert_eq!(s1.unwrap().agent_name.as_deref(), Some("claude"));
+    assert_eq!(s2.unwrap().first_seen_at, Ts(10));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -912,7 +956,10 @@ async fn open_and_active_runs_follow_the_model() {
             let open = r.open_runs_of_tasks(&ids)?;
             let mut active = Vec::new();
             for status in RunStatus::ALL {
-                active.push(r.active_run_of_session(&format!("s-{status}"))?.is_some());
+                active.push(
+                    r.active_run_of_session(&format!("s-{status}"), None)?
+                        .is_some(),
+                );
             }
             Ok((open, active))
         })
@@ -1003,7 +1050,7 @@ async fn runs_and_dependencies_are_ordered() {
 async fn agent_sessions_are_touched() {
     let (_dir, store) = temp_store(StoreOptions::default());
     store
-        .write(|w| w.touch_agent_session("s1", Some("claude"), None, Ts(10)))
+        .write(|w| w.touch_agent_session("s1", None, Some("claude"), Ts(10)))
         .await
         .unwrap();
     store
@@ -1011,13 +1058,59 @@ async fn agent_sessions_are_touched() {
         .await
         .unwrap();
     let got = store
-        .read(|r| r.agent_session("s1"))
+        .read(|r| r.agent_session("s1", None))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(got.agent_name.as_deref(), Some("claude"));
     assert_eq!((got.first_seen_at, got.last_seen_at), (Ts(10), Ts(20)));
-    assert_eq!(store.read(|r| r.agent_session("s2")).await.unwrap(), None);
+    assert_eq!(got.token_name, None);
+    assert_eq!(
+        store.read(|r| r.agent_session("s2", None)).await.unwrap(),
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_of_different_tokens_are_different_sessions() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    store
+        .write(|w| {
+            w.touch_agent_session("s1", Some("pool-a"), Some("a"), Ts(10))?;
+            w.touch_agent_session("s1", Some("pool-b"), Some("b"), Ts(20))?;
+            let t = task("t", 1);
+            w.insert_task(&t)?;
+            let mut r = run("r", &t.id, RunStatus::Claimed, 1);
+            r.session_id = Some("s1".into());
+            r.session_token = Some("pool-a".into());
+            w.insert_run(&r)
+        })
+        .await
+        .unwrap();
+    let (a, b, none, runs_a, runs_b) = store
+        .read(|r| {
+            Ok((
+                r.agent_session("s1", Some("pool-a"))?.unwrap(),
+                r.agent_session("s1", Some("pool-b"))?.unwrap(),
+                r.agent_session("s1", None)?,
+                r.active_run_of_session("s1", Some("pool-a"))?,
+                r.active_runs_of_session("s1", Some("pool-b"))?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.agent_name.as_deref(), a.first_seen_at),
+        (Some("a"), Ts(10))
+    );
+    assert_eq!(
+        (b.agent_name.as_deref(), b.first_seen_at),
+        (Some("b"), Ts(20))
+    );
+    assert_eq!(b.token_name.as_deref(), Some("pool-b"));
+    assert_eq!(none, None);
+    assert_eq!(runs_a.as_deref(), Some("r"));
+    assert!(runs_b.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

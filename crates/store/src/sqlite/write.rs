@@ -98,7 +98,7 @@ impl WriteStore for Db<'_> {
                 "INSERT INTO task_runs (",
                 run_columns!(),
                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,",
-                " ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
+                " ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
             ))
             .map_err(sql_err)?;
         bind_run(&mut stmt, run)?;
@@ -117,7 +117,7 @@ impl WriteStore for Db<'_> {
                  heartbeat_at = ?15, lease_expirations = ?16, queued_at = ?17, claimed_at = ?18, \
                  started_at = ?19, ended_at = ?20, error = ?21, metadata = ?22, result = ?23, \
                  required_capabilities = ?24, preferred_capabilities = ?25, \
-                 priority_rank = ?26, claim_idempotency_key = ?27 \
+                 priority_rank = ?26, claim_idempotency_key = ?27, session_token = ?28 \
                  WHERE id = ?1",
             )
             .map_err(sql_err)?;
@@ -288,26 +288,29 @@ impl WriteStore for Db<'_> {
     fn touch_agent_session(
         &mut self,
         session_id: &str,
+        token: Option<&str>,
         agent_name: Option<&str>,
-        token_name: Option<&str>,
         now: Ts,
     ) -> Result<()> {
-        // A call without an agent name keeps the name an earlier call announced; the first
-        // token a session was seen with stays its token.
+        // A call without an agent name keeps the name an earlier call announced.
         let mut stmt = self
             .conn
             .prepare_cached(
                 "INSERT INTO agent_sessions \
-                 (session_id, agent_name, first_seen_at, last_seen_at, token_name) \
-                 VALUES (?1, ?2, ?3, ?3, ?4) \
-                 ON CONFLICT (session_id) DO UPDATE SET \
+                 (token_name, session_id, agent_name, first_seen_at, last_seen_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?4) \
+                 ON CONFLICT (token_name, session_id) DO UPDATE SET \
                  agent_name = COALESCE(excluded.agent_name, agent_name), \
-                 last_seen_at = MAX(last_seen_at, excluded.last_seen_at), \
-                 token_name = COALESCE(token_name, excluded.token_name)",
+                 last_seen_at = MAX(last_seen_at, excluded.last_seen_at)",
             )
             .map_err(sql_err)?;
-        stmt.execute(rusqlite::params![session_id, agent_name, now.0, token_name])
-            .map_err(sql_err)?;
+        stmt.execute(rusqlite::params![
+            token.unwrap_or(""),
+            session_id,
+            agent_name,
+            now.0
+        ])
+        .map_err(sql_err)?;
         Ok(())
     }
 }

@@ -1,0 +1,177 @@
+//! Who may do what in token mode: the one table of every role's rights, by operation and by
+//! field. The HTTP layer checks the operation of each request against it before the handler
+//! runs; the task rules check the fields they are given. Open mode has no roles: every caller may
+//! do everything (the agent API still needs an agent session).
+
+use crate::error::{Error, Result};
+use crate::model::Role;
+
+/// Every operation of the API, as the policy sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// Every GET: tasks, runs, timeline, tree, dashboard, inbox, and the SSE stream.
+    Read,
+    CreateTask,
+    CreateChild,
+    UpdateTask,
+    DeleteTask,
+    PublishTask,
+    ApproveTask,
+    RejectTask,
+    StartTask,
+    CancelTask,
+    AddDependency,
+    RemoveDependency,
+    EnqueueRun,
+    /// Marking a task read, dismissed or archived in the caller's own inbox.
+    Triage,
+    /// The operator run paths `/api/task-runs/{id}/...`.
+    ClaimRun,
+    StartRun,
+    AttachSession,
+    CompleteRun,
+    FailRun,
+    CancelRun,
+    /// The agent API `/api/agent/tasks/...`.
+    ClaimNext,
+    Heartbeat,
+    AgentComplete,
+    AgentFail,
+    Release,
+}
+
+/// Request fields that only some roles may set, on every operation that accepts them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// `approval_policy` on create, create child and PATCH.
+    ApprovalPolicy,
+}
+
+const Y: bool = true;
+const N: bool = false;
+
+/// The rights table: `[operator, agent, viewer]` for each operation. A `match`, so every new
+/// operation must be given a row before the code compiles.
+///
+/// - Operators run the whole task API but not the agent API (they hold no leases).
+/// - Agents read, write tasks, and work through the agent API only: approving is a human's
+///   decision, and the operator run paths would let one token's agents claim, finish or cancel
+///   runs leased by another token's sessions.
+/// - Viewers read.
+#[rustfmt::skip]
+const fn rights(op: Operation) -> [bool; 3] {
+    use Operation::*;
+    match op {
+        //                   operator agent viewer
+        Read             => [Y,       Y,    Y],
+        CreateTask       => [Y,       Y,    N],
+        CreateChild      => [Y,       Y,    N],
+        UpdateTask       => [Y,       Y,    N],
+        DeleteTask       => [Y,       Y,    N],
+        PublishTask      => [Y,       Y,    N],
+        ApproveTask      => [Y,       N,    N],
+        RejectTask       => [Y,       N,    N],
+        StartTask        => [Y,       Y,    N],
+        CancelTask       => [Y,       Y,    N],
+        AddDependency    => [Y,       Y,    N],
+        RemoveDependency => [Y,       Y,    N],
+        EnqueueRun       => [Y,       Y,    N],
+        Triage           => [Y,       Y,    N],
+        ClaimRun         => [Y,       N,    N],
+        StartRun         => [Y,       N,    N],
+        AttachSession    => [Y,       N,    N],
+        CompleteRun      => [Y,       N,    N],
+        FailRun          => [Y,       N,    N],
+        CancelRun        => [Y,       N,    N],
+        ClaimNext        => [N,       Y,    N],
+        Heartbeat        => [N,       Y,    N],
+        AgentComplete    => [N,       Y,    N],
+        AgentFail        => [N,       Y,    N],
+        Release          => [N,       Y,    N],
+    }
+}
+
+/// Who may set each restricted field: `[operator, agent, viewer]`. An agent may never set or
+/// change an approval policy, so nothing it does can lift an approval a human has not granted.
+const fn field_rights(field: Field) -> [bool; 3] {
+    match field {
+        Field::ApprovalPolicy => [Y, N, N],
+    }
+}
+
+const fn column(role: Role) -> usize {
+    match role {
+        Role::Operator => 0,
+        Role::Agent => 1,
+        Role::Viewer => 2,
+    }
+}
+
+impl Operation {
+    /// The operations of the agent API, which need an agent session identity.
+    pub fn is_agent_api(self) -> bool {
+        matches!(
+            self,
+            Operation::ClaimNext
+                | Operation::Heartbeat
+                | Operation::AgentComplete
+                | Operation::AgentFail
+                | Operation::Release
+        )
+    }
+}
+
+/// Whether `role` may perform `op` (`None`: open mode, no roles).
+pub fn allows(role: Option<Role>, op: Operation) -> bool {
+    role.is_none_or(|r| rights(op)[column(r)])
+}
+
+/// Whether `role` may set `field` (`None`: open mode, no roles).
+pub fn allows_field(role: Option<Role>, field: Field) -> bool {
+    role.is_none_or(|r| field_rights(field)[column(r)])
+}
+
+/// `forbidden_role` unless `role` may set `field`.
+pub fn check_field(role: Option<Role>, field: Field, name: &str) -> Result<()> {
+    if allows_field(role, field) {
+        return Ok(());
+    }
+    Err(forbidden_role(role, &format!("set {name}")))
+}
+
+/// The error for a request the caller's role does not allow.
+pub fn forbidden_role(role: Option<Role>, what: &str) -> Error {
+    Error::forbidden(
+        "forbidden_role",
+        format!(
+            "the {} role may not {what}",
+            role.map(Role::as_str).unwrap_or("")
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_mode_allows_everything() {
+        assert!(allows(None, Operation::ApproveTask));
+        assert!(allows(None, Operation::CancelRun));
+        assert!(allows_field(None, Field::ApprovalPolicy));
+    }
+
+    #[test]
+    fn a_worker_never_approves_nor_touches_the_operator_run_paths() {
+        for op in [
+            Operation::ApproveTask,
+            Operation::RejectTask,
+            Operation::ClaimRun,
+            Operation::CancelRun,
+        ] {
+            assert!(!allows(Some(Role::Agent), op), "{op:?}");
+            assert!(allows(Some(Role::Operator), op), "{op:?}");
+        }
+        assert!(!allows_field(Some(Role::Agent), Field::ApprovalPolicy));
+    }
+}
