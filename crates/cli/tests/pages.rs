@@ -10,28 +10,6 @@ use common::*;
 use futures::future::join_all;
 use observe_support::{advance, clock_server, group, inbox, item_ids};
 
-/// Follows `next_cursor` from `path` (which carries its own query, if any) until the last page;
-/// returns every page's items under `key`.
-async fn walk(srv: &Server, path: &str, key: &str) -> Vec<Vec<Value>> {
-    let mut pages = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let sep = if path.contains('?') { '&' } else { '?' };
-        let url = match &cursor {
-            Some(c) => format!("{path}{sep}cursor={c}"),
-            None => path.to_string(),
-        };
-        let (s, v) = srv.get(&url).await;
-        assert_eq!(s, StatusCode::OK, "{url}: {v}");
-        pages.push(v[key].as_array().cloned().unwrap_or_default());
-        match v.get("next_cursor") {
-            None => return pages,
-            Some(c) => cursor = Some(c.as_str().expect("next_cursor is a string").to_string()),
-        }
-        assert!(pages.len() < 10_000, "{path}: the walk does not end");
-    }
-}
-
 fn ids(items: &[Value]) -> Vec<String> {
     items.iter().map(id).collect()
 }
@@ -78,7 +56,9 @@ async fn walking_pages_returns_every_task_once_in_list_order() {
     for query in ["", "include_drafts=true", &by_parent, "status=ready"] {
         let sep = if query.is_empty() { "" } else { "&" };
         let whole = srv.list(&format!("{query}{sep}limit=1000")).await;
-        let pages = walk(&srv, &format!("/api/tasks?{query}{sep}limit=7"), "tasks").await;
+        let pages = srv
+            .pages(&format!("/api/tasks?{query}{sep}limit=7"), "tasks")
+            .await;
         assert!(pages.iter().all(|p| p.len() <= 7), "{query}");
         assert!(
             pages[..pages.len() - 1].iter().all(|p| p.len() == 7),
@@ -130,12 +110,18 @@ async fn a_walk_under_concurrent_writes_repeats_nothing_and_misses_no_quiet_task
         advance(&srv, 1.0).await;
         created.push(srv.task(&format!("created during the walk {step}")).await);
         let returned = id(seen.last().unwrap());
-        srv.patch(&format!("/api/tasks/{returned}"), json!({"title": "retitled"}))
-            .await;
+        srv.patch(
+            &format!("/api/tasks/{returned}"),
+            json!({"title": "retitled"}),
+        )
+        .await;
         touched.insert(returned);
         if step == 0 {
-            srv.patch(&format!("/api/tasks/{}", before[2]), json!({"priority": "high"}))
-                .await;
+            srv.patch(
+                &format!("/api/tasks/{}", before[2]),
+                json!({"priority": "high"}),
+            )
+            .await;
             srv.enqueue(&before[5]).await;
             let (s, _) = srv.delete(&format!("/api/tasks/{}", before[3])).await;
             assert_eq!(s, StatusCode::NO_CONTENT);
@@ -147,7 +133,11 @@ async fn a_walk_under_concurrent_writes_repeats_nothing_and_misses_no_quiet_task
     let unique: HashSet<&String> = walked.iter().collect();
     assert_eq!(unique.len(), walked.len(), "no task twice: {walked:?}");
     assert_strictly_descending(&seen);
-    let quiet: Vec<&String> = before.iter().rev().filter(|t| !touched.contains(*t)).collect();
+    let quiet: Vec<&String> = before
+        .iter()
+        .rev()
+        .filter(|t| !touched.contains(*t))
+        .collect();
     let walked_quiet: Vec<&String> = walked.iter().filter(|t| quiet.contains(t)).collect();
     assert_eq!(walked_quiet, quiet, "every quiet task once, in list order");
     for moved in [&before[2], &before[5], &before[3]] {
@@ -156,7 +146,7 @@ async fn a_walk_under_concurrent_writes_repeats_nothing_and_misses_no_quiet_task
     assert!(created.iter().all(|t| !walked.contains(t)));
 
     // A new walk sees the changes: recent activity first, every task once.
-    let fresh: Vec<Value> = walk(&srv, "/api/tasks?limit=5", "tasks").await.concat();
+    let fresh: Vec<Value> = srv.pages("/api/tasks?limit=5", "tasks").await.concat();
     assert_strictly_descending(&fresh);
     let fresh_ids: HashSet<String> = ids(&fresh).into_iter().collect();
     let expected: HashSet<String> = before
@@ -174,11 +164,12 @@ async fn big_forest(srv: &Server) -> String {
     let me = json!({"kind": "human", "ref": "local-user"});
     let body = |title: String| json!({"scope": "global", "title": title, "owner": me});
     let root = id(&srv.create_task(body("root".into())).await);
-    let mids: Vec<String> = join_all((0..16).map(|m| srv.create_child(&root, body(format!("mid {m}")))))
-        .await
-        .iter()
-        .map(id)
-        .collect();
+    let mids: Vec<String> =
+        join_all((0..16).map(|m| srv.create_child(&root, body(format!("mid {m}")))))
+            .await
+            .iter()
+            .map(id)
+            .collect();
     join_all(mids.iter().map(|mid| async {
         for leaf in 0..63 {
             srv.create_child(mid, body(format!("leaf {leaf}"))).await;
@@ -201,13 +192,17 @@ async fn lists_default_to_100_and_clamp_to_1000() {
     }
     for path in ["/api/tasks?limit=1001", "/api/tasks?limit=99999999"] {
         let (_, v) = srv.get(path).await;
-        assert_eq!(v["tasks"].as_array().unwrap().len(), 1000, "{path} is clamped");
+        assert_eq!(
+            v["tasks"].as_array().unwrap().len(),
+            1000,
+            "{path} is clamped"
+        );
         let c = v["next_cursor"].as_str().unwrap();
         let (_, rest) = srv.get(&format!("/api/tasks?limit=1000&cursor={c}")).await;
         assert_eq!(rest["tasks"].as_array().unwrap().len(), 25);
         assert!(rest.get("next_cursor").is_none(), "last page: {rest}");
     }
-    let all: Vec<Value> = walk(&srv, "/api/tasks", "tasks").await.concat();
+    let all: Vec<Value> = srv.pages("/api/tasks", "tasks").await.concat();
     assert_eq!(all.len(), 1025);
     assert_strictly_descending(&all);
 
@@ -265,7 +260,10 @@ async fn timelines_page_by_sequence_and_the_detail_embeds_the_newest_100_events(
     let tid = srv.task("busy").await;
     for i in 0..104 {
         let (s, v) = srv
-            .patch(&format!("/api/tasks/{tid}"), json!({"title": format!("v{i}")}))
+            .patch(
+                &format!("/api/tasks/{tid}"),
+                json!({"title": format!("v{i}")}),
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
@@ -273,16 +271,29 @@ async fn timelines_page_by_sequence_and_the_detail_embeds_the_newest_100_events(
     let whole = srv.timeline(&tid, "limit=1000").await;
     assert_eq!(whole.len(), 105);
     let seqs = |items: &[Value]| -> Vec<i64> {
-        items.iter().map(|e| e["sequence"].as_i64().unwrap()).collect()
+        items
+            .iter()
+            .map(|e| e["sequence"].as_i64().unwrap())
+            .collect()
     };
 
     let (_, first) = srv.get(&format!("/api/tasks/{tid}/timeline")).await;
-    assert_eq!(first["timeline"].as_array().unwrap().len(), 100, "default page");
+    assert_eq!(
+        first["timeline"].as_array().unwrap().len(),
+        100,
+        "default page"
+    );
     assert!(first["next_cursor"].is_string());
 
-    let pages = walk(&srv, &format!("/api/tasks/{tid}/timeline?limit=10"), "timeline").await;
+    let pages = srv
+        .pages(&format!("/api/tasks/{tid}/timeline?limit=10"), "timeline")
+        .await;
     assert_eq!(pages.len(), 11);
-    assert_eq!(seqs(&pages.concat()), seqs(&whole), "every event once, in sequence order");
+    assert_eq!(
+        seqs(&pages.concat()),
+        seqs(&whole),
+        "every event once, in sequence order"
+    );
     // A cursor and after_sequence resume at the same place.
     let after = whole[49]["sequence"].as_i64().unwrap();
     let by_seq = srv
@@ -318,8 +329,13 @@ async fn run_lists_page_in_queue_order() {
     }
     let whole = srv.runs(&tid, "").await;
     assert_eq!(whole.len(), 7);
-    let pages = walk(&srv, &format!("/api/tasks/{tid}/runs?limit=3"), "runs").await;
-    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![3, 3, 1]);
+    let pages = srv
+        .pages(&format!("/api/tasks/{tid}/runs?limit=3"), "runs")
+        .await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 3, 1]
+    );
     assert_eq!(ids(&pages.concat()), ids(&whole));
     let key = |r: &Value| (str_of(r, "queued_at"), id(r));
     assert!(
@@ -331,11 +347,11 @@ async fn run_lists_page_in_queue_order() {
     queued.sort();
     assert_eq!(all, queued);
 
-    let filtered = walk(
-        &srv,
-        &format!("/api/tasks/{tid}/runs?status=failed&limit=2"),
-        "runs",
-    )
-    .await;
+    let filtered = srv
+        .pages(
+            &format!("/api/tasks/{tid}/runs?status=failed&limit=2"),
+            "runs",
+        )
+        .await;
     assert_eq!(ids(&filtered.concat()), ids(&whole));
 }

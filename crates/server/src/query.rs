@@ -122,7 +122,8 @@ pub fn scope_and_workspace(
     Ok((scope, workspace_id))
 }
 
-/// `GET /api/tasks` filters and the page's `cursor` (its size is `Params::page_size`). A workspace without a scope filters by workspace only.
+/// `GET /api/tasks` filters and the page's `cursor` (its size is `Params::page_size`). A workspace
+/// without a scope filters by workspace only.
 pub fn task_filter(p: &Params) -> Result<TaskFilter> {
     let (scope, workspace_id) = scope_and_workspace(p, true)?;
     let network_channel = p.get("network_channel");

@@ -87,8 +87,8 @@ pub(crate) fn like_pattern(query: &str) -> String {
 
 /// Hands `run` the `list_tasks` statement for this filter and its parameters.
 pub(crate) fn with_task_list_query<R>(
-filter: &TaskFilter,
-run: impl FnOnce(&str, &[&dyn ToSql]) -> Result<R>,
+    filter: &TaskFilter,
+    run: impl FnOnce(&str, &[&dyn ToSql]) -> Result<R>,
 ) -> Result<R> {
     let scope = filter.scope.map(|s| s.as_str());
     let status = filter.status.map(|s| s.as_str());

@@ -1100,7 +1100,12 @@ async fn task_pages_resume_after_their_key_through_an_index_range() {
             after: Some(TaskKey::of(t)),
             ..Default::default()
         };
-        assert_eq!(list(&store, filter).await, ids[i + 1..].to_vec(), "after {}", t.id);
+        assert_eq!(
+            list(&store, filter).await,
+            ids[i + 1..].to_vec(),
+            "after {}",
+            t.id
+        );
     }
 
     let key = TaskKey::of(&all[2]);
@@ -1136,6 +1141,9 @@ async fn task_pages_resume_after_their_key_through_an_index_range() {
         plans[1]
     );
     for plan in &plans {
-        assert!(!plan.contains("TEMP B-TREE"), "no sort of the whole list: {plan}");
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "no sort of the whole list: {plan}"
+        );
     }
 }
