@@ -81,7 +81,7 @@ async fn acknowledged_creates_survive_kill_9() {
             max_seq = max_seq.max(seq.unwrap());
         }
     }
-    let listed = srv.list_ids("limit=0").await;
+    let listed = srv.list_all_ids("limit=1000").await;
     assert!(
         listed.len() >= acked.len(),
         "listed {} < acked {}",

@@ -6,6 +6,7 @@ pub mod derive;
 pub mod error;
 pub mod model;
 pub mod observe;
+pub mod page;
 pub mod policy;
 pub mod store;
 pub mod time;

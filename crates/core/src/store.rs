@@ -9,6 +9,7 @@ use crate::model::{
     ApiToken, ApprovalState, Dependency, Event, IdempotencyRecord, NewEvent, OwnerKind, Priority,
     Ref, Run, RunStatus, Scope, Task, TaskStatus,
 };
+use crate::page::{RunKey, TaskKey};
 use crate::time::Ts;
 
 /// Filters of `GET /api/tasks`. All present filters must hold.
@@ -27,6 +28,9 @@ pub struct TaskFilter {
     pub network_channel: Option<String>,
     /// Case-insensitive substring of title or identifier (taken literally: no wildcards).
     pub query: Option<String>,
+    /// Only tasks strictly after this key in list order (the keyset of a page cursor).
+    pub after: Option<TaskKey>,
+    /// At most this many tasks (None = all).
     pub limit: Option<i64>,
 }
 
@@ -35,6 +39,9 @@ pub struct TaskFilter {
 pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub session_id: Option<String>,
+    /// Only runs strictly after this key in run order (the keyset of a page cursor).
+    pub after: Option<RunKey>,
+    /// At most this many runs (None = all).
     pub limit: Option<i64>,
 }
 
@@ -65,6 +72,9 @@ pub struct ClaimQuery {
 /// - runs: `queued_at` DESC, `id` DESC;
 /// - dependencies: `created_at` ASC, `depends_on_task_id` ASC;
 /// - events: by `sequence`, ascending unless `newest_first`.
+///
+/// Keyset reads (`TaskFilter::after`, `RunFilter::after`, `after_sequence`) resume with an index
+/// range, not by skipping rows, so every page of a long list costs what the first one does.
 pub trait ReadStore {
     fn task(&mut self, id: &str) -> Result<Option<Task>>;
     fn tasks_by_ids(&mut self, ids: &[String]) -> Result<Vec<Task>>;

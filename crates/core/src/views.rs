@@ -12,6 +12,7 @@ use crate::model::{
     ApprovalPolicy, ApprovalState, Dependency, Event, Priority, Ref, Run, RunStatus, Scope, Task,
     TaskStatus,
 };
+use crate::page::{self, Page, RunKey, TaskKey};
 use crate::store::{ReadStore, RunFilter, TaskFilter};
 use crate::time::{serialize_or_zero, Ts};
 
@@ -340,6 +341,9 @@ pub struct TaskDetail {
     pub runs: Vec<RunPayload>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<EventPayload>,
+    /// Older events exist than the [`DETAIL_EVENTS`] embedded (absent when false).
+    #[serde(skip_serializing_if = "is_false")]
+    pub events_truncated: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -433,15 +437,32 @@ fn dependency_references(
         .collect())
 }
 
-pub fn list_tasks(store: &mut dyn ReadStore, filter: &TaskFilter) -> Result<Vec<TaskSummary>> {
-    let tasks = store.list_tasks(filter)?;
-    summaries(store, &tasks)
+/// One page of `GET /api/tasks`: at most `size` tasks after `filter.after`, in list order.
+pub fn list_tasks(
+    store: &mut dyn ReadStore,
+    filter: &TaskFilter,
+    size: usize,
+) -> Result<Page<TaskSummary>> {
+    let filter = TaskFilter {
+        limit: Some(page::fetch(size)),
+        ..filter.clone()
+    };
+    let page = Page::cut(store.list_tasks(&filter)?, size, |t| {
+        TaskKey::of(t).cursor()
+    });
+    let items = summaries(store, &page.items)?;
+    Ok(page.with_items(items))
 }
+
+/// Events the task detail embeds, newest first; the full history is the paged timeline.
+pub const DETAIL_EVENTS: usize = page::DEFAULT_LIMIT;
 
 pub fn task_detail(store: &mut dyn ReadStore, id: &str) -> Result<TaskDetail> {
     let task = store.task(id)?.ok_or_else(|| Error::task_not_found(id))?;
     let mut summary = summaries(store, std::slice::from_ref(&task))?;
     let summary = summary.pop().expect("one summary per task");
+    // Children (64 per parent), dependencies (32 per task) and runs (one per attempt, at most
+    // 10) are bounded by the graph and attempt limits; only events grow without bound.
     let children = store.children_of(id)?;
     let children = summaries(store, &children)?;
     let dependencies = store.dependencies_of(id)?;
@@ -451,11 +472,9 @@ pub fn task_detail(store: &mut dyn ReadStore, id: &str) -> Result<TaskDetail> {
         .iter()
         .map(RunPayload::from)
         .collect();
-    let events = store
-        .events_of_task(id, 0, None, true)?
-        .into_iter()
-        .map(EventPayload::from)
-        .collect();
+    let mut events = store.events_of_task(id, 0, Some(page::fetch(DETAIL_EVENTS)), true)?;
+    let events_truncated = events.len() > DETAIL_EVENTS;
+    events.truncate(DETAIL_EVENTS);
     Ok(TaskDetail {
         summary,
         task: TaskPayload::from(&task),
@@ -463,23 +482,30 @@ pub fn task_detail(store: &mut dyn ReadStore, id: &str) -> Result<TaskDetail> {
         dependencies,
         dependency_references,
         runs,
-        events,
+        events: events.into_iter().map(EventPayload::from).collect(),
+        events_truncated,
     })
 }
 
+/// One page of `GET /api/tasks/{id}/runs`: at most `size` runs after `filter.after`.
 pub fn list_runs(
     store: &mut dyn ReadStore,
     task_id: &str,
     filter: &RunFilter,
-) -> Result<Vec<RunPayload>> {
+    size: usize,
+) -> Result<Page<RunPayload>> {
     if store.task(task_id)?.is_none() {
         return Err(Error::task_not_found(task_id));
     }
-    Ok(store
-        .list_runs(task_id, filter)?
-        .iter()
-        .map(RunPayload::from)
-        .collect())
+    let filter = RunFilter {
+        limit: Some(page::fetch(size)),
+        ..filter.clone()
+    };
+    let page = Page::cut(store.list_runs(task_id, &filter)?, size, |r| {
+        RunKey::of(r).cursor()
+    });
+    let items = page.items.iter().map(RunPayload::from).collect();
+    Ok(page.with_items(items))
 }
 
 pub fn run_detail(store: &mut dyn ReadStore, run_id: &str) -> Result<RunDetail> {

@@ -3,6 +3,7 @@
 use axum::extract::RawQuery;
 use tasklane_core::error::{Error, Result};
 use tasklane_core::model::{ApprovalState, OwnerKind, Priority, RunStatus, Scope, TaskStatus};
+use tasklane_core::page::{self, RunKey, TaskKey};
 use tasklane_core::store::{RunFilter, TaskFilter};
 use tasklane_core::validate;
 
@@ -39,17 +40,9 @@ impl Params {
         })
     }
 
-    /// A non-negative integer; 0 means "no limit".
-    pub fn limit(&self) -> Result<Option<i64>> {
-        let n = self.int("limit")?;
-        if let Some(n) = n {
-            if n < 0 {
-                return Err(Error::validation(format!(
-                    "limit must not be negative; got {n}"
-                )));
-            }
-        }
-        Ok(n.filter(|n| *n > 0))
+    /// The page size of `limit` (see `tasklane_core::page`).
+    pub fn page_size(&self) -> Result<usize> {
+        page::size(self.int("limit")?)
     }
 
     pub fn int(&self, key: &str) -> Result<Option<i64>> {
@@ -129,7 +122,8 @@ pub fn scope_and_workspace(
     Ok((scope, workspace_id))
 }
 
-/// `GET /api/tasks` filters. A workspace without a scope filters by workspace only.
+/// `GET /api/tasks` filters and the page's `cursor` (its size is `Params::page_size`). A workspace
+/// without a scope filters by workspace only.
 pub fn task_filter(p: &Params) -> Result<TaskFilter> {
     let (scope, workspace_id) = scope_and_workspace(p, true)?;
     let network_channel = p.get("network_channel");
@@ -148,16 +142,18 @@ pub fn task_filter(p: &Params) -> Result<TaskFilter> {
         parent_task_id: p.get("parent_task_id"),
         network_channel,
         query: p.get("query"),
-        limit: p.limit()?,
+        after: p.parse("cursor", TaskKey::parse)?,
+        limit: None,
     })
 }
 
-/// `GET /api/tasks/{id}/runs` filters.
+/// `GET /api/tasks/{id}/runs` filters and the page's `cursor`.
 pub fn run_filter(p: &Params) -> Result<RunFilter> {
     Ok(RunFilter {
         status: p.parse("status", RunStatus::parse)?,
         session_id: p.get("session_id"),
-        limit: p.limit()?,
+        after: p.parse("cursor", RunKey::parse)?,
+        limit: None,
     })
 }
 
@@ -178,14 +174,16 @@ mod tests {
 
     #[test]
     fn bad_values_are_validation_errors() {
-        assert!(task_filter(&params("limit=-1")).is_err());
-        assert!(task_filter(&params("limit=abc")).is_err());
+        assert!(params("limit=-1").page_size().is_err());
+        assert!(params("limit=abc").page_size().is_err());
+        assert!(task_filter(&params("cursor=abc")).is_err());
+        assert!(run_filter(&params("cursor=zz")).is_err());
         assert!(task_filter(&params("status=bogus")).is_err());
         assert!(task_filter(&params("scope=workspace")).is_err());
         assert!(task_filter(&params("scope=global&workspace=w")).is_err());
         let f = task_filter(&params("status=READY&limit=0&include_drafts=true")).unwrap();
         assert_eq!(f.status, Some(TaskStatus::Ready));
-        assert_eq!(f.limit, None);
+        assert_eq!(params("limit=0").page_size().unwrap(), page::DEFAULT_LIMIT);
         assert!(f.include_drafts);
     }
 }

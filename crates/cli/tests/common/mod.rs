@@ -524,6 +524,34 @@ impl Api {
         self.list(query).await.iter().map(id).collect()
     }
 
+    /// Every page of a list: follows `next_cursor` from `path` (which may carry its own query)
+    /// until the last page; returns each page's items under `key`.
+    pub async fn pages(&self, path: &str, key: &str) -> Vec<Vec<Value>> {
+        let mut pages = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let url = match &cursor {
+                Some(c) => format!("{path}{sep}cursor={c}"),
+                None => path.to_string(),
+            };
+            let (s, v) = self.get(&url).await;
+            assert_eq!(s, StatusCode::OK, "{url}: {v}");
+            pages.push(v[key].as_array().cloned().unwrap_or_default());
+            match v.get("next_cursor") {
+                None => return pages,
+                Some(c) => cursor = Some(c.as_str().expect("next_cursor is a string").to_string()),
+            }
+            assert!(pages.len() < 100_000, "{path}: the walk does not end");
+        }
+    }
+
+    /// The ids of every task of `GET /api/tasks?<query>`, across all pages.
+    pub async fn list_all_ids(&self, query: &str) -> Vec<String> {
+        let pages = self.pages(&format!("/api/tasks?{query}"), "tasks").await;
+        pages.concat().iter().map(id).collect()
+    }
+
     /// `POST /api/tasks/{id}/runs`; returns the run.
     pub async fn enqueue(&self, task_id: &str) -> Value {
         let (s, v) = self

@@ -199,8 +199,10 @@ pub trait ObserveStore: ReadStore {
     fn events_after(&mut self, after: i64, limit: i64) -> Result<Vec<Event>>;
     /// The task itself then its ancestors up to the root (empty when it does not exist).
     fn ancestry(&mut self, task_id: &str) -> Result<Vec<String>>;
-    /// The subtree rooted at `root` breadth-first: (task, depth), the root first at depth 0.
-    fn subtree(&mut self, root: &str) -> Result<Vec<(crate::model::Task, i64)>>;
+    /// The subtree rooted at `root` as (task, depth), the root first at depth 0, then by depth,
+    /// newest `last_activity_at` first, task id ascending: at most `limit` nodes.
+    /// Memory: O(limit) tasks, whatever the size of the subtree.
+    fn subtree(&mut self, root: &str, limit: i64) -> Result<Vec<(crate::model::Task, i64)>>;
 }
 
 /// Triage writes (per caller; they record no event).

@@ -9,6 +9,7 @@ use serde_json::Value;
 use super::{ActiveRunChip, ObserveStore};
 use crate::error::{Error, Result};
 use crate::model::{Event, Ref, Run, Task};
+use crate::page::{self, Page};
 use crate::time::Ts;
 use crate::views::TaskReference;
 
@@ -38,18 +39,23 @@ pub struct StreamData<'a> {
     pub timeline: &'a TimelineItem,
 }
 
-/// The task's own events with sequence > `after`, oldest first, at most `limit`.
+/// One page of the task's own events with sequence > `after`, oldest first, at most `size`.
 pub fn timeline(
     store: &mut dyn ObserveStore,
     task_id: &str,
     after: i64,
-    limit: Option<i64>,
-) -> Result<Vec<TimelineItem>> {
+    size: usize,
+) -> Result<Page<TimelineItem>> {
     if store.task(task_id)?.is_none() {
         return Err(Error::task_not_found(task_id));
     }
-    let events = store.events_of_task(task_id, after, limit, false)?;
-    timeline_items(store, events)
+    let events = store.events_of_task(task_id, after, Some(page::fetch(size)), false)?;
+    let Page { items, next_cursor } =
+        Page::cut(events, size, |e| page::sequence_cursor(e.sequence));
+    Ok(Page {
+        items: timeline_items(store, items)?,
+        next_cursor,
+    })
 }
 
 /// Events of the subtree of `root` with sequence > `after`, oldest first, at most `limit`.

@@ -10,6 +10,7 @@ use super::{ActiveRunChip, ObserveStore};
 use crate::derive;
 use crate::error::{Error, Result};
 use crate::model::{Run, Task};
+use crate::page;
 use crate::time::Ts;
 use crate::views::TaskReference;
 
@@ -35,7 +36,18 @@ pub struct Tree {
     pub root: TreeNode,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub descendants: Vec<TreeNode>,
+    /// More than [`TREE_DESCENDANTS`] descendants exist; the ones shown come first in tree order,
+    /// and `GET /api/tasks?parent_task_id=` pages through any node's children (absent when false).
+    #[serde(skip_serializing_if = "is_false")]
+    pub descendants_truncated: bool,
 }
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Descendants a tree answer holds at most.
+pub const TREE_DESCENDANTS: usize = page::MAX_LIMIT;
 
 /// Depth first, then newest activity, then task id ascending: siblings are not grouped.
 fn node_order(a: &TreeNode, b: &TreeNode) -> Ordering {
@@ -46,10 +58,13 @@ fn node_order(a: &TreeNode, b: &TreeNode) -> Ordering {
 }
 
 pub fn tree(store: &mut dyn ObserveStore, root_id: &str) -> Result<Tree> {
-    let nodes = store.subtree(root_id)?;
+    // The root, a full set of descendants, and one more to tell whether any were left out.
+    let mut nodes = store.subtree(root_id, TREE_DESCENDANTS as i64 + 2)?;
     if nodes.is_empty() {
         return Err(Error::task_not_found(root_id));
     }
+    let descendants_truncated = nodes.len() > TREE_DESCENDANTS + 1;
+    nodes.truncate(TREE_DESCENDANTS + 1);
     let ids: Vec<String> = nodes.iter().map(|(t, _)| t.id.clone()).collect();
     let child_counts = store.child_counts(&ids)?;
     let mut open_runs: HashMap<String, Vec<Run>> = HashMap::new();
@@ -65,6 +80,7 @@ pub fn tree(store: &mut dyn ObserveStore, root_id: &str) -> Result<Tree> {
     Ok(Tree {
         root,
         descendants: built,
+        descendants_truncated,
     })
 }
 

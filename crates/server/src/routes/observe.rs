@@ -12,6 +12,7 @@ use serde_json::json;
 use tasklane_core::error::{Error, Result};
 use tasklane_core::model::{OriginKind, OwnerKind};
 use tasklane_core::observe::{self, InboxQuery, Lane, ObserveFilter, Thresholds, TriageAction};
+use tasklane_core::page;
 use tasklane_core::time::Ts;
 use tasklane_core::validate;
 
@@ -101,7 +102,7 @@ pub(crate) fn inbox_query(p: &Params) -> Result<InboxQuery> {
         unread: p
             .parse("unread", |v| parse_bool("unread", v))?
             .unwrap_or(false),
-        limit: p.limit()?.map(|n| n as usize),
+        limit: Some(p.page_size()?),
     })
 }
 
@@ -150,13 +151,19 @@ async fn timeline(
 ) -> ApiResult<Response> {
     let id = path_id(&id)?;
     let p = Params::from_raw(&raw);
-    let after = sequence("after_sequence", p.get("after_sequence").as_deref())?;
-    let limit = p.limit()?;
-    let items = s
+    let after = match (p.get("cursor"), p.get("after_sequence")) {
+        (Some(_), Some(_)) => {
+            return Err(Error::validation("give either cursor or after_sequence, not both").into())
+        }
+        (Some(c), None) => page::parse_sequence_cursor(&c)?,
+        (None, seq) => sequence("after_sequence", seq.as_deref())?,
+    };
+    let size = p.page_size()?;
+    let page = s
         .store
-        .read_observe(move |r| observe::timeline(r, &id, after, limit))
+        .read_observe(move |r| observe::timeline(r, &id, after, size))
         .await?;
-    Ok(json(StatusCode::OK, json!({ "timeline": items })))
+    Ok(json(StatusCode::OK, page.to_json("timeline")))
 }
 
 async fn tree(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
@@ -234,7 +241,11 @@ mod tests {
         let q = inbox_query(&params("lane=APPROVALS&unread=t&limit=0")).unwrap();
         assert_eq!(q.lane, Some(Lane::Approvals));
         assert!(q.unread);
-        assert_eq!(q.limit, None);
+        assert_eq!(
+            q.limit,
+            Some(page::DEFAULT_LIMIT),
+            "0 means the default page"
+        );
     }
 
     #[test]

@@ -18,9 +18,10 @@ use crate::query::{run_filter, task_filter, Params};
 use crate::state::AppState;
 
 pub async fn list(State(s): State<AppState>, raw: RawQuery) -> ApiResult<Response> {
-    let filter = task_filter(&Params::from_raw(&raw))?;
-    let tasks = s.read(move |r| views::list_tasks(r, &filter)).await?;
-    Ok(json(StatusCode::OK, json!({ "tasks": tasks })))
+    let p = Params::from_raw(&raw);
+    let (filter, size) = (task_filter(&p)?, p.page_size()?);
+    let page = s.read(move |r| views::list_tasks(r, &filter, size)).await?;
+    Ok(json(StatusCode::OK, page.to_json("tasks")))
 }
 
 pub async fn create(
@@ -182,9 +183,12 @@ pub async fn list_runs(
     Path(id): Path<String>,
     raw: RawQuery,
 ) -> ApiResult<Response> {
-    let filter = run_filter(&Params::from_raw(&raw))?;
-    let runs = s.read(move |r| views::list_runs(r, &id, &filter)).await?;
-    Ok(json(StatusCode::OK, json!({ "runs": runs })))
+    let p = Params::from_raw(&raw);
+    let (filter, size) = (run_filter(&p)?, p.page_size()?);
+    let page = s
+        .read(move |r| views::list_runs(r, &id, &filter, size))
+        .await?;
+    Ok(json(StatusCode::OK, page.to_json("runs")))
 }
 
 pub async fn enqueue_run(

@@ -85,6 +85,77 @@ pub(crate) fn like_pattern(query: &str) -> String {
     p
 }
 
+/// Hands `run` the `list_tasks` statement for this filter and its parameters.
+pub(crate) fn with_task_list_query<R>(
+    filter: &TaskFilter,
+    run: impl FnOnce(&str, &[&dyn ToSql]) -> Result<R>,
+) -> Result<R> {
+    let scope = filter.scope.map(|s| s.as_str());
+    let status = filter.status.map(|s| s.as_str());
+    let priority = filter.priority.map(|p| p.as_str());
+    let approval_state = filter.approval_state.map(|a| a.as_str());
+    let owner_kind = filter.owner_kind.map(|o| o.as_str());
+    let pattern = filter.query.as_deref().map(like_pattern);
+    let limit = sql_limit(filter.limit);
+    // Only present filters become clauses, so the planner can pick the index a filter
+    // allows; the fixed clause order keeps one cached statement per filter shape.
+    let equalities = [
+        ("scope", as_sql(&scope)),
+        ("workspace_id", as_sql(&filter.workspace_id)),
+        ("status", as_sql(&status)),
+        ("priority", as_sql(&priority)),
+        ("approval_state", as_sql(&approval_state)),
+        ("owner_kind", as_sql(&owner_kind)),
+        ("owner_ref", as_sql(&filter.owner_ref)),
+        ("parent_task_id", as_sql(&filter.parent_task_id)),
+        ("network_channel", as_sql(&filter.network_channel)),
+    ];
+
+    let mut sql = String::from(concat!("SELECT ", task_columns!(), " FROM tasks WHERE 1"));
+    let mut params: Vec<&dyn ToSql> = Vec::new();
+    for (column, value) in equalities {
+        if let Some(value) = value {
+            params.push(value);
+            let _ = write!(sql, " AND {column} = ?{}", params.len());
+        }
+    }
+    if status.is_none() && !filter.include_drafts {
+        sql.push_str(" AND status <> 'draft'");
+    }
+    if let Some(pattern) = &pattern {
+        params.push(pattern);
+        let n = params.len();
+        let _ = write!(
+            sql,
+            r" AND (title LIKE ?{n} ESCAPE '\' OR identifier LIKE ?{n} ESCAPE '\')"
+        );
+    }
+    // The row value compares in list order, so the planner resumes with a range on
+    // `tasks_list_order` (or `tasks_parent` under a parent filter) instead of skipping rows.
+    let after = filter.after.as_ref().map(|k| {
+        (
+            k.last_activity_at.0,
+            k.updated_at.0,
+            k.created_at.0,
+            k.id.as_str(),
+        )
+    });
+    if let Some((a, u, c, id)) = &after {
+        params.extend([a as &dyn ToSql, u, c, id]);
+        let n = params.len();
+        let _ = write!(
+            sql,
+            " AND (last_activity_at, updated_at, created_at, id) < (?{}, ?{}, ?{}, ?{n})",
+            n - 3,
+            n - 2,
+            n - 1
+        );
+    }
+    params.push(&limit);
+    let _ = write!(sql, "{TASK_ORDER_SQL} LIMIT ?{}", params.len());
+    run(&sql, &params)
+}
+
 impl ReadStore for Db<'_> {
     fn task(&mut self, id: &str) -> Result<Option<Task>> {
         let mut stmt = self
@@ -120,51 +191,10 @@ impl ReadStore for Db<'_> {
     }
 
     fn list_tasks(&mut self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        let scope = filter.scope.map(|s| s.as_str());
-        let status = filter.status.map(|s| s.as_str());
-        let priority = filter.priority.map(|p| p.as_str());
-        let approval_state = filter.approval_state.map(|a| a.as_str());
-        let owner_kind = filter.owner_kind.map(|o| o.as_str());
-        let pattern = filter.query.as_deref().map(like_pattern);
-        let limit = sql_limit(filter.limit);
-        // Only present filters become clauses, so the planner can pick the index a filter
-        // allows; the fixed clause order keeps one cached statement per filter shape.
-        let equalities = [
-            ("scope", as_sql(&scope)),
-            ("workspace_id", as_sql(&filter.workspace_id)),
-            ("status", as_sql(&status)),
-            ("priority", as_sql(&priority)),
-            ("approval_state", as_sql(&approval_state)),
-            ("owner_kind", as_sql(&owner_kind)),
-            ("owner_ref", as_sql(&filter.owner_ref)),
-            ("parent_task_id", as_sql(&filter.parent_task_id)),
-            ("network_channel", as_sql(&filter.network_channel)),
-        ];
-
-        let mut sql = String::from(concat!("SELECT ", task_columns!(), " FROM tasks WHERE 1"));
-        let mut params: Vec<&dyn ToSql> = Vec::new();
-        for (column, value) in equalities {
-            if let Some(value) = value {
-                params.push(value);
-                let _ = write!(sql, " AND {column} = ?{}", params.len());
-            }
-        }
-        if status.is_none() && !filter.include_drafts {
-            sql.push_str(" AND status <> 'draft'");
-        }
-        if let Some(pattern) = &pattern {
-            params.push(pattern);
-            let n = params.len();
-            let _ = write!(
-                sql,
-                r" AND (title LIKE ?{n} ESCAPE '\' OR identifier LIKE ?{n} ESCAPE '\')"
-            );
-        }
-        params.push(&limit);
-        let _ = write!(sql, "{TASK_ORDER_SQL} LIMIT ?{}", params.len());
-
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
-        collect(&mut stmt, rusqlite::params_from_iter(params), task_from_row)
+        with_task_list_query(filter, |sql, params| {
+            let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
+            collect(&mut stmt, rusqlite::params_from_iter(params), task_from_row)
+        })
     }
 
     fn children_of(&mut self, parent_id: &str) -> Result<Vec<Task>> {
@@ -218,6 +248,10 @@ impl ReadStore for Db<'_> {
     fn list_runs(&mut self, task_id: &str, filter: &RunFilter) -> Result<Vec<Run>> {
         let status = filter.status.map(|s| s.as_str());
         let limit = sql_limit(filter.limit);
+        let (after_queued, after_id) = match &filter.after {
+            Some(k) => (Some(k.queued_at.0), Some(k.id.as_str())),
+            None => (None, None),
+        };
         let mut stmt = self
             .conn
             .prepare_cached(concat!(
@@ -226,12 +260,20 @@ impl ReadStore for Db<'_> {
                 " FROM task_runs WHERE task_id = ?1",
                 " AND (?2 IS NULL OR status = ?2)",
                 " AND (?3 IS NULL OR session_id = ?3)",
+                " AND (?5 IS NULL OR (queued_at, id) < (?5, ?6))",
                 " ORDER BY queued_at DESC, id DESC LIMIT ?4"
             ))
             .map_err(sql_err)?;
         collect(
             &mut stmt,
-            rusqlite::params![task_id, status, filter.session_id, limit],
+            rusqlite::params![
+                task_id,
+                status,
+                filter.session_id,
+                limit,
+                after_queued,
+                after_id
+            ],
             run_from_row,
         )
     }

@@ -6,6 +6,7 @@ use tasklane_core::model::{
     ApprovalPolicy, ApprovalState, Dependency, IdempotencyRecord, NewEvent, OwnerKind, Priority,
     Ref, Run, RunStatus, Scope, Task, TaskStatus,
 };
+use tasklane_core::page::TaskKey;
 use tasklane_core::store::{RunFilter, TaskFilter};
 use tasklane_core::time::Ts;
 use tasklane_core::Error;
@@ -984,6 +985,7 @@ async fn open_and_active_runs_follow_the_model() {
                     &RunFilter {
                         status: Some(RunStatus::Queued),
                         session_id: Some("s-queued".into()),
+                        after: None,
                         limit: Some(5),
                     },
                 )?,
@@ -1139,4 +1141,102 @@ async fn reads_survive_panics_and_run_in_parallel_with_a_busy_writer() {
     blocker.await.unwrap().unwrap();
     pending.await.unwrap().unwrap();
     assert!(get_task(&store, "u").await.is_some());
+}
+
+/// The query plan of `list_tasks` for this filter, one line per step.
+fn task_list_plan(db: &mut Db<'_>, filter: &TaskFilter) -> String {
+    super::read::with_task_list_query(filter, |sql, params| {
+        let mut stmt = db
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .map_err(super::error::sql_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params_from_iter(params))
+            .map_err(super::error::sql_err)?;
+        let mut plan = Vec::new();
+        while let Some(row) = rows.next().map_err(super::error::sql_err)? {
+            plan.push(row.get::<_, String>(3).map_err(super::error::sql_err)?);
+        }
+        Ok(plan.join("\n"))
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_pages_resume_after_their_key_through_an_index_range() {
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let mut tasks = vec![task("p", 50)];
+    for (id, activity, updated, created) in [
+        ("a", 40, 30, 20),
+        ("b", 40, 30, 20),
+        ("c", 40, 30, 10),
+        ("d", 40, 35, 10),
+        ("e", 45, 10, 10),
+        ("f", 5, 5, 5),
+    ] {
+        let mut t = task(id, activity);
+        t.updated_at = Ts(updated);
+        t.created_at = Ts(created);
+        t.parent_task_id = Some("p".into());
+        tasks.push(t);
+    }
+    insert(&store, tasks).await;
+    let all: Vec<Task> = store
+        .read(|r| r.list_tasks(&TaskFilter::default()))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = all.iter().map(|t| t.id.as_str()).collect();
+    assert_eq!(ids, vec!["p", "e", "d", "b", "a", "c", "f"]);
+    // From every position, the rest of the list follows exactly, ties included.
+    for (i, t) in all.iter().enumerate() {
+        let filter = TaskFilter {
+            after: Some(TaskKey::of(t)),
+            ..Default::default()
+        };
+        assert_eq!(
+            list(&store, filter).await,
+            ids[i + 1..].to_vec(),
+            "after {}",
+            t.id
+        );
+    }
+
+    let key = TaskKey::of(&all[2]);
+    let plans = store
+        .read_db(move |db| {
+            let after = |f: TaskFilter| TaskFilter {
+                after: Some(key.clone()),
+                limit: Some(3),
+                ..f
+            };
+            Ok([
+                task_list_plan(db, &after(TaskFilter::default())),
+                task_list_plan(
+                    db,
+                    &after(TaskFilter {
+                        parent_task_id: Some("p".into()),
+                        ..Default::default()
+                    }),
+                ),
+            ])
+        })
+        .await
+        .unwrap();
+    let range = "(last_activity_at,updated_at,created_at,id)<(?,?,?,?)";
+    assert!(
+        plans[0].contains("INDEX tasks_list_order (") && plans[0].contains(range),
+        "{}",
+        plans[0]
+    );
+    assert!(
+        plans[1].contains("INDEX tasks_parent (parent_task_id=? AND") && plans[1].contains(range),
+        "{}",
+        plans[1]
+    );
+    for plan in &plans {
+        assert!(
+            !plan.contains("TEMP B-TREE"),
+            "no sort of the whole list: {plan}"
+        );
+    }
 }

@@ -640,17 +640,24 @@ impl ObserveStore for Db<'_> {
         collect(&mut stmt, [task_id], |r| r.get(0).map_err(sql_err))
     }
 
-    fn subtree(&mut self, root: &str) -> Result<Vec<(Task, i64)>> {
+    fn subtree(&mut self, root: &str, limit: i64) -> Result<Vec<(Task, i64)>> {
+        // The walk carries only ids, depths and activity; full rows are read for the kept nodes.
         let sql = concat!(
-            "WITH RECURSIVE sub(id, depth) AS (SELECT id, 0 FROM tasks WHERE id = ?1",
-            " UNION ALL SELECT t.id, sub.depth + 1 FROM tasks t JOIN sub ON t.parent_task_id = sub.id)",
+            "WITH RECURSIVE sub(sid, depth, activity) AS (",
+            "SELECT id, 0, 0 FROM tasks WHERE id = ?1",
+            " UNION ALL SELECT t.id, sub.depth + 1, MAX(t.last_activity_at, t.updated_at, t.created_at)",
+            " FROM tasks t JOIN sub ON t.parent_task_id = sub.sid),",
+            " kept(kid, kdepth, kactivity) AS (SELECT sid, depth, activity FROM sub",
+            " ORDER BY depth, activity DESC, sid LIMIT ?2)",
             " SELECT ",
             task_columns!(),
-            ", (SELECT depth FROM sub WHERE sub.id = tasks.id) AS depth",
-            " FROM tasks WHERE id IN (SELECT id FROM sub) ORDER BY depth"
+            ", kdepth FROM kept JOIN tasks ON tasks.id = kept.kid",
+            " ORDER BY kdepth, kactivity DESC, kid"
         );
         let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
-        let mut rows = stmt.query([root]).map_err(sql_err)?;
+        let mut rows = stmt
+            .query(rusqlite::params![root, limit])
+            .map_err(sql_err)?;
         let mut out = Vec::new();
         let depth_col = rows.as_ref().map_or(0, |s| s.column_count()) - 1;
         while let Some(row) = rows.next().map_err(sql_err)? {
