@@ -168,28 +168,35 @@ async fn approving_a_manual_draft_grants_the_approval_and_enqueues_on_publish() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn approve_is_rolled_back_when_its_enqueue_hits_an_open_run() {
-    // SPEC §3: approve-then-enqueue is all or nothing.
+async fn approving_releases_a_run_queued_while_the_task_awaited_approval() {
+    // Enqueue is allowed while the task is blocked by its approval. Approving then releases that
+    // run instead of enqueuing a second one (one open run per task would refuse it, and the
+    // approval could never be given: README, Compatibility).
     let srv = Server::start();
-    // A manual task that already has a queued run: the enqueue part fails on the open run.
     let gated = id(&srv
         .task_with("gated", json!({"approval_policy": "manual"}))
         .await);
-    srv.enqueue(&gated).await; // enqueue is allowed while blocked
+    let queued = srv.enqueue(&gated).await;
     assert_eq!(srv.status_of(&gated).await, "blocked");
+    // Not claimable while the approval is pending.
     assert_err(
-        &srv.post_empty(&format!("/api/tasks/{gated}/approve")).await,
+        &srv.post_empty(&format!("/api/task-runs/{}/claim", id(&queued)))
+            .await,
         409,
-        "open_run_exists",
+        "invalid_transition",
     );
-    let t = srv.get_task(&gated).await;
+
+    let (s, v) = srv.post_empty(&format!("/api/tasks/{gated}/approve")).await;
+    assert_status(&(s, v.clone()), 201);
+    assert_eq!(v["task"]["approval_state"], "approved");
+    assert_eq!(v["task"]["status"], "ready");
     assert_eq!(
-        t["approval_state"], "pending",
-        "approval must be rolled back: {t}"
+        v["run"]["id"], queued["id"],
+        "the queued run is released: {v}"
     );
-    assert_eq!(t["status"], "blocked");
-    assert_eq!(count_events(&srv.events(&gated).await, "task.approved"), 0);
-    assert_eq!(srv.runs(&gated, "").await.len(), 1);
+    assert_eq!(count_events(&srv.events(&gated).await, "task.approved"), 1);
+    assert_eq!(srv.runs(&gated, "").await.len(), 1, "no second run");
+    srv.claim(&id(&queued)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -531,6 +531,17 @@ pub fn approve_task(op: &mut Op<'_>, id: &str, input: &ExecuteInput) -> Result<E
             run: None,
         });
     }
+    // A run queued while the task awaited approval is the run the approval releases: enqueuing a
+    // second one would fail (one open run per task) and leave the approval impossible to give.
+    let open = op
+        .store
+        .open_runs_of_tasks(std::slice::from_ref(&task.id))?;
+    if let Some(run) = open.into_iter().next() {
+        return Ok(Execution {
+            task: TaskPayload::from(&task),
+            run: Some(RunPayload::from(&run)),
+        });
+    }
     let run = super::runs::enqueue(op, &mut task, req)?;
     Ok(Execution {
         task: TaskPayload::from(&task),
