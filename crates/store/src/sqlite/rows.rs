@@ -355,6 +355,94 @@ macro_rules! prefixed_run_columns {
 }
 pub(crate) use prefixed_run_columns;
 
+/// The run columns whose value differs between `old` and `new`, with their parameter index in
+/// [`bind_run`] (the `id` is parameter 1).
+pub(crate) fn changed_run_columns(old: &Run, new: &Run) -> Vec<(&'static str, usize)> {
+    let claimant = |r: &Run| {
+        r.claimed_by
+            .as_ref()
+            .map(|c| (c.kind.clone(), c.reference.clone()))
+    };
+    let candidates: [(&'static str, usize, bool); 27] = [
+        ("task_id", 2, old.task_id != new.task_id),
+        ("status", 3, old.status != new.status),
+        ("attempt", 4, old.attempt != new.attempt),
+        (
+            "claimed_by_kind",
+            5,
+            claimant(old).map(|c| c.0) != claimant(new).map(|c| c.0),
+        ),
+        (
+            "claimed_by_ref",
+            6,
+            claimant(old).map(|c| c.1) != claimant(new).map(|c| c.1),
+        ),
+        ("session_id", 7, old.session_id != new.session_id),
+        ("origin_kind", 8, old.origin.kind != new.origin.kind),
+        (
+            "origin_ref",
+            9,
+            old.origin.reference != new.origin.reference,
+        ),
+        (
+            "idempotency_key",
+            10,
+            old.idempotency_key != new.idempotency_key,
+        ),
+        (
+            "network_channel",
+            11,
+            old.network_channel != new.network_channel,
+        ),
+        (
+            "coordination_channel_id",
+            12,
+            old.coordination_channel_id != new.coordination_channel_id,
+        ),
+        (
+            "claim_token_hash",
+            13,
+            old.claim_token_hash != new.claim_token_hash,
+        ),
+        ("lease_until", 14, old.lease_until != new.lease_until),
+        ("heartbeat_at", 15, old.heartbeat_at != new.heartbeat_at),
+        (
+            "lease_expirations",
+            16,
+            old.lease_expirations != new.lease_expirations,
+        ),
+        ("queued_at", 17, old.queued_at != new.queued_at),
+        ("claimed_at", 18, old.claimed_at != new.claimed_at),
+        ("started_at", 19, old.started_at != new.started_at),
+        ("ended_at", 20, old.ended_at != new.ended_at),
+        ("error", 21, old.error != new.error),
+        ("metadata", 22, old.metadata != new.metadata),
+        ("result", 23, old.result != new.result),
+        (
+            "required_capabilities",
+            24,
+            old.required_capabilities != new.required_capabilities,
+        ),
+        (
+            "preferred_capabilities",
+            25,
+            old.preferred_capabilities != new.preferred_capabilities,
+        ),
+        ("priority_rank", 26, old.priority != new.priority),
+        (
+            "claim_idempotency_key",
+            27,
+            old.claim_idempotency_key != new.claim_idempotency_key,
+        ),
+        ("session_token", 28, old.session_token != new.session_token),
+    ];
+    candidates
+        .into_iter()
+        .filter(|(_, _, changed)| *changed)
+        .map(|(column, idx, _)| (column, idx))
+        .collect()
+}
+
 pub(crate) fn bind_run(stmt: &mut Statement<'_>, r: &Run) -> Result<()> {
     bind(stmt, 1, &r.id)?;
     bind(stmt, 2, &r.task_id)?;

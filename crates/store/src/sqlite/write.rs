@@ -9,7 +9,8 @@ use super::error::sql_err;
 use std::fmt::Write as _;
 
 use super::rows::{
-    bind_run, bind_task, changed_task_columns, payload_text, run_columns, task_columns, task_param,
+    bind_run, bind_task, changed_run_columns, changed_task_columns, payload_text, run_columns,
+    task_columns, task_param,
 };
 use super::Db;
 
@@ -107,23 +108,25 @@ impl WriteStore for Db<'_> {
     }
 
     fn update_run(&mut self, run: &Run) -> Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "UPDATE task_runs SET task_id = ?2, status = ?3, attempt = ?4, \
-                 claimed_by_kind = ?5, claimed_by_ref = ?6, session_id = ?7, origin_kind = ?8, \
-                 origin_ref = ?9, idempotency_key = ?10, network_channel = ?11, \
-                 coordination_channel_id = ?12, claim_token_hash = ?13, lease_until = ?14, \
-                 heartbeat_at = ?15, lease_expirations = ?16, queued_at = ?17, claimed_at = ?18, \
-                 started_at = ?19, ended_at = ?20, error = ?21, metadata = ?22, result = ?23, \
-                 required_capabilities = ?24, preferred_capabilities = ?25, \
-                 priority_rank = ?26, claim_idempotency_key = ?27, session_token = ?28 \
-                 WHERE id = ?1",
-            )
-            .map_err(sql_err)?;
-        bind_run(&mut stmt, run)?;
-        if stmt.raw_execute().map_err(sql_err)? == 0 {
-            return Err(Error::run_not_found(&run.id));
+        // As for tasks, only the changed columns are written: a SET list naming every column
+        // makes SQLite rewrite every index of task_runs and re-check its foreign key on each
+        // claim, heartbeat and completion.
+        let current = self
+            .run(&run.id)?
+            .ok_or_else(|| Error::run_not_found(&run.id))?;
+        let changed = changed_run_columns(&current, run);
+        if !changed.is_empty() {
+            let mut sql = String::from("UPDATE task_runs SET ");
+            for (i, (column, idx)) in changed.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                let _ = write!(sql, "{column} = ?{idx}");
+            }
+            sql.push_str(" WHERE id = ?1");
+            let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+            bind_run(&mut stmt, run)?;
+            stmt.raw_execute().map_err(sql_err)?;
         }
         self.raise_task_activity(&run.task_id, run.activity_at())
     }
