@@ -55,9 +55,9 @@ fn raise() -> Option<u64> {
             );
         }
     }
-    let now = lim.rlim_cur as u64;
-    if now > before as u64 {
-        tracing::info!(from = before as u64, to = now, "raised the open-file limit");
+    let now = lim.rlim_cur;
+    if now > before {
+        tracing::info!(from = before, to = now, "raised the open-file limit");
     } else {
         tracing::info!(open_file_limit = now, "open-file limit");
     }

@@ -394,13 +394,23 @@ async fn idle_clients_cannot_exhaust_the_descriptors() {
     assert!(log.contains("lowered to fit the open-file limit"), "{log}");
 }
 
+/// method, path, extra headers, body, expected status and code.
+type Case = (
+    &'static str,
+    String,
+    Vec<String>,
+    &'static str,
+    u16,
+    &'static str,
+);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_layer_answers_errors_in_the_error_shape() {
     let srv = Server::start();
     let tid = srv.task("t").await;
     let host = "Host: localhost".to_string();
     let session = "X-AGH-Session-ID: s-1".to_string();
-    let cases: Vec<(&str, String, Vec<String>, &str, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         // Path segments that are not UTF-8 once decoded.
         (
             "GET",
