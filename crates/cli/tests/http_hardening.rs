@@ -78,7 +78,12 @@ async fn exchange(srv: &Server, request: &[u8]) -> Raw {
     read_response(&mut conn).await
 }
 
-/// A request with the given extra header lines and JSON body.
+/// Sends a request with the given extra header lines and body on a new connection.
+async fn send(srv: &Server, method: &str, path: &str, headers: &[String], body: &str) -> Raw {
+    exchange(srv, &request(method, path, headers, body)).await
+}
+
+/// A request with the given extra header lines and body.
 fn request(method: &str, path: &str, headers: &[String], body: &str) -> Vec<u8> {
     let mut r = format!("{method} {path} HTTP/1.1\r\n");
     for h in headers {
@@ -191,17 +196,15 @@ async fn open_mode_refuses_cross_site_writes_and_foreign_hosts() {
         ),
     ];
     for (headers, code) in &refused {
-        let raw = exchange(&srv, &request("POST", "/api/tasks", headers, TASK)).await;
+        let raw = send(&srv, "POST", "/api/tasks", headers, TASK).await;
         assert_raw(&raw, 403, code);
     }
-    let raw = exchange(
+    let raw = send(
         &srv,
-        &request(
-            "DELETE",
-            "/api/tasks/x",
-            &[own.clone(), "Origin: http://evil.example".into()],
-            "",
-        ),
+        "DELETE",
+        "/api/tasks/x",
+        &[own.clone(), "Origin: http://evil.example".into()],
+        "",
     )
     .await;
     assert_raw(&raw, 403, "cross_site_request");
@@ -213,9 +216,12 @@ async fn open_mode_refuses_cross_site_writes_and_foreign_hosts() {
     // A rebinding page reading: refused by the Host check, streams included.
     let tid = srv.task("secret").await;
     for path in ["/api/tasks".to_string(), format!("/api/tasks/{tid}/stream")] {
-        let raw = exchange(
+        let raw = send(
             &srv,
-            &request("GET", &path, &[format!("Host: evil.example:{port}")], ""),
+            "GET",
+            &path,
+            &[format!("Host: evil.example:{port}")],
+            "",
         )
         .await;
         assert_raw(&raw, 403, "host_not_allowed");
@@ -233,20 +239,18 @@ async fn open_mode_refuses_cross_site_writes_and_foreign_hosts() {
         ],
     ];
     for headers in &allowed {
-        let raw = exchange(&srv, &request("POST", "/api/tasks", headers, TASK)).await;
+        let raw = send(&srv, "POST", "/api/tasks", headers, TASK).await;
         assert_eq!(raw.status, 201, "{headers:?}: {raw:?}");
     }
     srv.create_task(json!({"scope": "global", "title": "curl"}))
         .await;
     // A cross-site read cannot be read by the page; it is answered like any read.
-    let raw = exchange(
+    let raw = send(
         &srv,
-        &request(
-            "GET",
-            "/api/tasks",
-            &[own.clone(), "Origin: http://evil.example".into()],
-            "",
-        ),
+        "GET",
+        "/api/tasks",
+        &[own.clone(), "Origin: http://evil.example".into()],
+        "",
     )
     .await;
     assert_eq!(raw.status, 200, "{raw:?}");
@@ -264,11 +268,11 @@ async fn configured_origins_and_hosts_are_allowed() {
     let host = format!("Host: tasks.internal:{}", port(&srv));
     for origin in ["http://app.example:3000", "https://ui.example"] {
         let headers = [host.clone(), format!("Origin: {origin}")];
-        let raw = exchange(&srv, &request("POST", "/api/tasks", &headers, TASK)).await;
+        let raw = send(&srv, "POST", "/api/tasks", &headers, TASK).await;
         assert_eq!(raw.status, 201, "{origin}: {raw:?}");
     }
     let headers = [host.clone(), "Origin: http://app.example:3001".into()];
-    let raw = exchange(&srv, &request("POST", "/api/tasks", &headers, TASK)).await;
+    let raw = send(&srv, "POST", "/api/tasks", &headers, TASK).await;
     assert_raw(&raw, 403, "cross_site_request");
 }
 
@@ -280,7 +284,7 @@ async fn token_mode_leaves_the_host_to_the_deployment() {
         "Host: tasks.example.com".into(),
         "Origin: http://evil.example".into(),
     ];
-    let raw = exchange(&srv, &request("POST", "/api/tasks", &headers, TASK)).await;
+    let raw = send(&srv, "POST", "/api/tasks", &headers, TASK).await;
     assert_raw(&raw, 401, "credentials_required");
 }
 
@@ -535,7 +539,7 @@ async fn every_layer_answers_errors_in_the_error_shape() {
         if !headers.iter().any(|h| h.starts_with("Host:")) {
             headers.push(host.clone());
         }
-        let raw = exchange(&srv, &request(method, &path, &headers, body)).await;
+        let raw = send(&srv, method, &path, &headers, body).await;
         assert_eq!(raw.status, status, "{method} {path}: {raw:?}");
         assert_raw(&raw, status, code);
     }
