@@ -222,6 +222,15 @@ impl Activity {
         }
     }
 
+    /// Bytes left: the end of a response may still be flushing after its body is done, which is
+    /// not idleness.
+    fn wrote(&self) {
+        let mut phase = self.phase();
+        if phase.busy == 0 && phase.head_since.is_none() {
+            phase.idle_since = Instant::now();
+        }
+    }
+
     fn begin_request(self: &Arc<Self>) -> Busy {
         let mut phase = self.phase();
         phase.busy += 1;
@@ -274,7 +283,7 @@ impl Drop for Busy {
     }
 }
 
-/// A TCP stream that reports arriving bytes to its connection's [`Activity`].
+/// A TCP stream that reports bytes in and out to its connection's [`Activity`].
 struct Watched {
     stream: TcpStream,
     activity: Arc<Activity>,
@@ -301,7 +310,11 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        result
     }
 
     fn poll_write_vectored(
@@ -309,7 +322,11 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(result, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
