@@ -1,6 +1,7 @@
 //! The `tasklane` binary.
 
 mod database;
+mod fd_limit;
 mod serve;
 mod token;
 

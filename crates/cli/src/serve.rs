@@ -1,14 +1,17 @@
 //! `tasklane serve`: open the database, bind, serve until SIGINT/SIGTERM, drain, exit 0.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Args;
-use tasklane_server::{AppState, AuthMode, Settings};
+use tasklane_server::{
+    AppState, AuthMode, BrowserPolicy, ConnectionLimits, HttpSettings, Settings,
+};
 use tasklane_store::{SqliteStore, StoreOptions};
 
 use tokio::net::TcpListener;
 
-use crate::database;
+use crate::{database, fd_limit};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum AuthArg {
@@ -35,6 +38,35 @@ pub struct ServeArgs {
     #[arg(long, env = "TASKLANE_MAX_LEASE_EXPIRATIONS", default_value_t = 3,
           value_parser = clap::value_parser!(i64).range(1..))]
     max_lease_expirations: i64,
+    /// A web origin (scheme://host[:port]) whose pages may write in open mode, besides the
+    /// server's own. Repeatable; the variable takes a comma-separated list.
+    #[arg(
+        long = "allowed-origin",
+        env = "TASKLANE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
+    /// A host name requests may be addressed to, besides the listen address and localhost.
+    /// Repeatable; the variable takes a comma-separated list. Also enforced in token mode.
+    #[arg(
+        long = "allowed-host",
+        env = "TASKLANE_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    allowed_hosts: Vec<String>,
+    /// Most connections open at once (lowered to fit the open-file limit); more wait to be accepted.
+    #[arg(long, env = "TASKLANE_MAX_CONNECTIONS", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, env = "TASKLANE_HEADER_TIMEOUT", default_value = "10", value_parser = seconds)]
+    header_timeout: Duration,
+    /// Seconds a kept-alive connection may stay idle between requests.
+    #[arg(long, env = "TASKLANE_IDLE_TIMEOUT", default_value = "60", value_parser = seconds)]
+    idle_timeout: Duration,
+    /// Seconds a client may take to send a request's body.
+    #[arg(long, env = "TASKLANE_BODY_TIMEOUT", default_value = "60", value_parser = seconds)]
+    body_timeout: Duration,
     /// Run on a manual clock moved by POST /api/_test/clock/advance. For tests only.
     #[arg(long, env = "TASKLANE_TEST_CLOCK", hide = true,
           value_parser = clap::builder::BoolishValueParser::new(),
@@ -55,6 +87,18 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         )
         .into());
     }
+    let browser = BrowserPolicy::new(
+        args.auth == AuthArg::Open,
+        addr.ip(),
+        &args.allowed_origins,
+        &args.allowed_hosts,
+    )?;
+    let limits = ConnectionLimits {
+        max_connections: fd_limit::max_connections(args.max_connections as usize),
+        header_timeout: args.header_timeout,
+        idle_timeout: args.idle_timeout,
+        body_timeout: args.body_timeout,
+    };
     let path = database::sqlite_path(&args.database)?;
     let store = SqliteStore::open(&path, StoreOptions::default())?;
     let auth = match args.auth {
@@ -77,10 +121,20 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let local = listener.local_addr()?;
         tracing::info!(%local, database = %path.display(), "tasklane serving");
         println!("tasklane listening on http://{local}");
-        tasklane_server::serve(listener, state, shutdown_signal()).await?;
+        let http = HttpSettings { limits, browser };
+        tasklane_server::serve(listener, state, http, shutdown_signal()).await?;
         tracing::info!("tasklane stopped");
         Ok(())
     })
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| *n > 0.0)
+        .and_then(|n| Duration::try_from_secs_f64(n).ok())
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
 }
 
 async fn shutdown_signal() {

@@ -1,29 +1,62 @@
-//! Request bodies: at most 4 MiB (413), empty means `{}`, must be a JSON object (400), and each field
-//! must have the right JSON type (400). Missing or invalid values are left to the rules (422).
+//! Request bodies: at most 4 MiB (413), within the body timeout (408), with sound framing (400), empty
+//! means `{}`, must be a JSON object (400), and each field must have the right JSON type (400).
+//! Missing or invalid values are left to the rules (422).
+
+use std::error::Error as StdError;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use http_body_util::LengthLimitError;
 use serde::de::DeserializeOwned;
 use tasklane_core::validate::BODY_LIMIT;
 use tasklane_core::Error;
 
-use crate::error::ApiError;
+use crate::connections::BodyTimeout;
+use crate::error::{ApiError, HttpError};
 
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request(req: Request<Body>, _state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request<Body>, _state: &S) -> Result<Self, Response> {
         let bytes = axum::body::to_bytes(req.into_body(), BODY_LIMIT)
             .await
-            .map_err(|_| {
-                ApiError(Error::too_large(format!(
-                    "request body too large; the limit is {BODY_LIMIT} bytes"
-                )))
-            })?;
-        parse(&bytes).map(JsonBody)
+            .map_err(|e| read_error(&e))?;
+        parse(&bytes)
+            .map(JsonBody)
+            .map_err(IntoResponse::into_response)
     }
+}
+
+/// Why a body could not be read: too long, too slow (see `connections`), or broken framing.
+fn read_error(e: &axum::Error) -> Response {
+    if caused_by::<BodyTimeout>(e) {
+        return HttpError::RequestTimeout.into_response();
+    }
+    let error = if caused_by::<LengthLimitError>(e) {
+        Error::too_large(format!(
+            "request body too large; the limit is {BODY_LIMIT} bytes"
+        ))
+    } else {
+        Error::bad_request(
+            "invalid_body",
+            format!("the request body could not be read: {e}"),
+        )
+    };
+    ApiError(error).into_response()
+}
+
+fn caused_by<E: StdError + 'static>(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<E>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -50,11 +50,7 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (
-            status,
-            axum::Json(json!({"error": message, "code": self.0.code()})),
-        )
-            .into_response();
+        let mut response = error_response(status, self.0.code(), &message);
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response
                 .headers_mut()
@@ -65,3 +61,42 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Failures of the HTTP exchange itself, which no rule produces and whose statuses have no
+/// counterpart among the rules' errors.
+#[derive(Debug)]
+pub enum HttpError {
+    /// A known path asked with a method it does not have.
+    MethodNotAllowed,
+    /// The request body did not arrive within the body timeout.
+    RequestTimeout,
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        match self {
+            HttpError::MethodNotAllowed => error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint",
+            ),
+            HttpError::RequestTimeout => {
+                let mut response = error_response(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request body did not arrive in time",
+                );
+                // The rest of the body may still be on its way; it cannot be told from a next request.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                response
+            }
+        }
+    }
+}
+
+/// The one error shape: `{"error": "<message>", "code": "<code>"}`.
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, axum::Json(json!({"error": message, "code": code}))).into_response()
+}

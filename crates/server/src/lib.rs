@@ -3,9 +3,12 @@
 
 mod auth;
 mod body;
+mod browser;
+mod connections;
 mod error;
 mod identity;
 mod leases;
+mod path;
 mod query;
 mod routes;
 mod sse_hub;
@@ -23,7 +26,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use auth::AuthMode;
+pub use browser::BrowserPolicy;
+pub use connections::ConnectionLimits;
 pub use error::ApiError;
+use error::HttpError;
 pub use state::AppState;
 
 /// Server settings chosen at start-up.
@@ -55,7 +61,13 @@ impl AppState {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// How the HTTP layer treats connections and browsers.
+pub struct HttpSettings {
+    pub limits: ConnectionLimits,
+    pub browser: BrowserPolicy,
+}
+
+fn router(state: AppState, policy: BrowserPolicy) -> Router {
     use routes::{agent, runs, tasks, testing};
     let mut app = Router::new()
         .route("/api/tasks", get(tasks::list).post(tasks::create))
@@ -106,6 +118,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::authenticate,
         ))
+        // Outermost: a refused browser request never reaches authentication or a handler.
+        .layer(axum::middleware::from_fn_with_state(policy, browser::guard))
         .with_state(state)
 }
 
@@ -113,17 +127,8 @@ async fn not_found() -> ApiError {
     ApiError(Error::not_found("not_found", "no such endpoint"))
 }
 
-/// A routing answer rather than a rule's error, so it is built here and not in `error`.
-async fn method_not_allowed() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    (
-        axum::http::StatusCode::METHOD_NOT_ALLOWED,
-        axum::Json(serde_json::json!({
-            "error": "method not allowed on this endpoint",
-            "code": "method_not_allowed",
-        })),
-    )
-        .into_response()
+async fn method_not_allowed() -> HttpError {
+    HttpError::MethodNotAllowed
 }
 
 /// Recovers leases that expired while the server was down, then serves until `shutdown`
@@ -132,6 +137,7 @@ async fn method_not_allowed() -> axum::response::Response {
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    http: HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let recovered = leases::recover_all(&state, "orphaned_on_boot")
@@ -155,13 +161,12 @@ pub async fn serve(
     leases::spawn_sweeper(state.clone());
     let store = state.store.clone();
     let stopping = state.shutting_down.clone();
-    let app = router(state);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopping.send_replace(true);
-        })
-        .await;
+    let app = router(state, http.browser);
+    connections::serve(listener, app, http.limits, async move {
+        shutdown.await;
+        stopping.send_replace(true);
+    })
+    .await;
     store.shutdown();
-    result
+    Ok(())
 }

@@ -64,6 +64,8 @@ pub struct Server {
     /// The start-up line as printed.
     pub listen_line: String,
     extra_env: Vec<(String, String)>,
+    /// Soft and hard open-file limit of the server process, when set.
+    fd_limit: Option<u64>,
 }
 
 impl std::ops::Deref for Server {
@@ -81,6 +83,11 @@ impl Server {
 
     /// Starts a server on a fresh database with extra environment variables.
     pub fn start_with_env(env: &[(&str, &str)]) -> Server {
+        Self::start_with(env, None)
+    }
+
+    /// As `start_with_env`, with the server's open-file limit (soft and hard) set to `fd_limit`.
+    pub fn start_with(env: &[(&str, &str)], fd_limit: Option<u64>) -> Server {
         let dir = tempfile::Builder::new()
             .prefix("tasklane-test-")
             .tempdir()
@@ -99,6 +106,7 @@ impl Server {
             extra_stdout: Arc::new(Mutex::new(Vec::new())),
             listen_line: String::new(),
             extra_env,
+            fd_limit,
         };
         srv.spawn();
         srv
@@ -161,9 +169,19 @@ impl Server {
         #[cfg(target_os = "linux")]
         unsafe {
             use std::os::unix::process::CommandExt;
+            let fd_limit = self.fd_limit;
             // If the test process dies, take the server with it.
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if let Some(n) = fd_limit {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -20,6 +20,7 @@ use super::json;
 use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::path::Path;
 use crate::state::AppState;
 
 /// `POST /api/agent/tasks/claim-next`. With `wait: true` the request parks until a write that

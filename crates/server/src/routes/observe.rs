@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -20,6 +20,7 @@ use super::json;
 use super::stream;
 use crate::auth::Identity;
 use crate::error::ApiResult;
+use crate::path::Path;
 use crate::query::{scope_and_workspace, Params};
 use crate::sse_hub::Hub;
 use crate::state::AppState;

@@ -1,6 +1,6 @@
 //! `/api/task-runs/{id}...`: one run, and the operator transitions.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
@@ -13,6 +13,7 @@ use super::json;
 use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::ApiResult;
+use crate::path::Path;
 use crate::state::AppState;
 
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {

@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::Extension;
@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use super::observe::{path_id, sequence, Observe};
 use crate::auth::Identity;
 use crate::error::ApiResult;
+use crate::path::Path;
 use crate::query::Params;
 use crate::sse_hub::{Hub, PAGE};
 use crate::state::AppState;

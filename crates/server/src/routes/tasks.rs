@@ -1,6 +1,6 @@
 //! `/api/tasks...`: tasks, their children, dependencies and runs list.
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
@@ -14,6 +14,7 @@ use super::json;
 use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::ApiResult;
+use crate::path::Path;
 use crate::query::{run_filter, task_filter, Params};
 use crate::state::AppState;
 
