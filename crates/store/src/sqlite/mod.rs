@@ -43,6 +43,9 @@ pub struct StoreOptions {
     pub max_queued_writes: usize,
     /// Most commands committed by one transaction.
     pub max_batch: usize,
+    /// The writer checkpoints and truncates the WAL once its file reaches this many bytes, so
+    /// the WAL stays near this size under any sustained load.
+    pub wal_limit_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -51,6 +54,7 @@ impl Default for StoreOptions {
             read_connections: 4,
             max_queued_writes: 10_000,
             max_batch: 256,
+            wal_limit_bytes: 32 << 20,
         }
     }
 }
@@ -58,6 +62,9 @@ impl Default for StoreOptions {
 /// Statements kept prepared per connection. `list_tasks` builds one statement per filter shape,
 /// so this is well above the number of fixed statements.
 const STATEMENT_CACHE: usize = 256;
+
+/// How long a connection waits for a lock another connection holds.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);
 
 /// One connection viewed as a store: a reader's snapshot or the writer's transaction.
 pub(crate) struct Db<'c> {
@@ -104,7 +111,8 @@ impl SqliteStore {
                 Error::Storage(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
-        let mut conn = open_writer(path)?;
+        let wal_limit = opts.wal_limit_bytes.max(1);
+        let mut conn = open_writer(path, wal_limit)?;
         schema::migrate(&mut conn)?;
         let last_seq = last_sequence(&conn)?;
 
@@ -120,13 +128,18 @@ impl SqliteStore {
             commits: AtomicU64::new(0),
             committed_seq: watch::channel(last_seq).0,
         });
+        let checkpoint_turn = Arc::new(Mutex::new(()));
         let writer = Writer {
             conn,
             rx,
             max_batch: opts.max_batch.max(1),
             shared: shared.clone(),
+            wal: wal_path(path),
+            wal_limit,
+            checkpoint_turn: checkpoint_turn.clone(),
+            recovering: false,
         };
-        let checkpointer = checkpoint::Checkpointer::start(path)?;
+        let checkpointer = checkpoint::Checkpointer::start(path, checkpoint_turn)?;
         let thread = std::thread::Builder::new()
             .name("tasklane-sqlite-writer".to_string())
             .spawn(move || writer.run())
@@ -344,12 +357,18 @@ fn exec(conn: &Connection, sql: &str) -> Result<()> {
         .map_err(sql_err)
 }
 
-fn open_writer(path: &Path) -> Result<Connection> {
+/// SQLite's write-ahead log: the database path with `-wal` appended.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+fn open_writer(path: &Path, wal_limit: u64) -> Result<Connection> {
     let conn = Connection::open(path)
         .map_err(|e| Error::Storage(format!("cannot open database {}: {e}", path.display())))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.busy_timeout(std::time::Duration::from_millis(5000))
-        .map_err(sql_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
     // Checked before anything below writes to the file, so a newer database is left untouched.
     schema::check_not_newer(&conn)?;
     let mode: String = conn
@@ -362,15 +381,16 @@ fn open_writer(path: &Path) -> Result<Connection> {
         )));
     }
     // FULL: a commit is on disk before anyone is told it happened (SPEC: a 2xx is durable).
-    // journal_size_limit: after a checkpoint the WAL shrinks back instead of keeping the size of
-    // its largest burst. wal_autocheckpoint 0: checkpoints run on their own thread (checkpoint.rs).
-    conn.execute_batch(
+    // journal_size_limit: when SQLite restarts the WAL by itself, the file shrinks back to the
+    // limit instead of keeping the size of its largest burst. wal_autocheckpoint 0: checkpoints
+    // run on their own thread (checkpoint.rs) and, past the limit, between the writer's batches.
+    conn.execute_batch(&format!(
         "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = 0;
-         PRAGMA journal_size_limit = 67108864;",
-    )
+         PRAGMA journal_size_limit = {wal_limit};"
+    ))
     .map_err(sql_err)?;
     Ok(conn)
 }
@@ -389,8 +409,7 @@ fn open_reader(path: &Path) -> Result<Connection> {
         ))
     })?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.busy_timeout(std::time::Duration::from_millis(5000))
-        .map_err(sql_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
     Ok(conn)
 }
 

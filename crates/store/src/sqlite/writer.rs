@@ -6,16 +6,22 @@
 //! alone. Nobody hears back before the COMMIT has returned, so an answer always means "durable".
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tasklane_core::{Error, Result};
 use tokio::sync::{oneshot, watch};
 
 use super::error::sql_err;
-use super::Db;
+use super::{Db, BUSY_TIMEOUT};
+
+/// How long a WAL checkpoint waits for readers still on older snapshots. Read snapshots last one
+/// request, so this is ample; if it runs out, the next batch tries again.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
 
 /// A queued write, type-erased so commands with different result types share one queue.
 pub(crate) trait Command: Send {
@@ -92,10 +98,19 @@ pub(crate) struct Writer {
     pub(crate) rx: Receiver<Box<dyn Command>>,
     pub(crate) max_batch: usize,
     pub(crate) shared: Arc<WriterShared>,
+    /// The `-wal` file beside the database.
+    pub(crate) wal: PathBuf,
+    /// The WAL is checkpointed and truncated once its file reaches this size.
+    pub(crate) wal_limit: u64,
+    /// Taken for every checkpoint, shared with the checkpoint thread.
+    pub(crate) checkpoint_turn: Arc<Mutex<()>>,
+    /// A batch lost its transaction (disk full, I/O error) and no checkpoint has succeeded since:
+    /// the next batch checkpoints first, so space freed meanwhile serves it.
+    pub(crate) recovering: bool,
 }
 
 impl Writer {
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(self.max_batch);
         // Ends once every sender is gone and the queue is drained: shutdown loses no command.
         while let Ok(first) = self.rx.recv() {
@@ -107,7 +122,15 @@ impl Writer {
                 }
             }
             self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-            self.run_batch(&mut batch);
+            if self.recovering {
+                self.checkpoint();
+            }
+            if !self.run_batch(&mut batch) {
+                self.recovering = true;
+            }
+            if self.recovering || self.wal_over_limit() {
+                self.checkpoint();
+            }
         }
         tracing::debug!("sqlite writer stopped");
     }
@@ -120,10 +143,12 @@ impl Writer {
             .map_err(sql_err)
     }
 
-    fn run_batch(&self, batch: &mut Vec<Box<dyn Command>>) {
+    /// Runs and commits one batch. Returns false if a transaction was lost to a storage failure.
+    fn run_batch(&self, batch: &mut Vec<Box<dyn Command>>) -> bool {
         // Commands that ran in the open transaction, waiting for its COMMIT.
         let mut pending: Vec<Box<dyn Command>> = Vec::with_capacity(batch.len());
         let mut in_tx = false;
+        let mut intact = true;
         let mut max_seq: Option<i64> = None;
 
         for mut cmd in batch.drain(..) {
@@ -131,6 +156,7 @@ impl Writer {
                 if let Err(e) = self.exec("BEGIN IMMEDIATE") {
                     tracing::warn!(error = %e, "sqlite writer could not begin a transaction");
                     cmd.reply(Some(&format!("could not begin a transaction: {e}")));
+                    intact = false;
                     continue;
                 }
                 in_tx = true;
@@ -141,6 +167,7 @@ impl Writer {
                     self.fail(&mut pending, "the transaction was rolled back");
                     max_seq = None;
                     in_tx = false;
+                    intact = false;
                 }
                 continue;
             }
@@ -156,6 +183,7 @@ impl Writer {
                 self.fail(&mut pending, "the transaction was rolled back by sqlite");
                 max_seq = None;
                 in_tx = false;
+                intact = false;
                 continue;
             }
             let closed = if ok {
@@ -178,12 +206,13 @@ impl Writer {
                     self.fail(&mut pending, &format!("savepoint failed: {e}"));
                     max_seq = None;
                     in_tx = false;
+                    intact = false;
                 }
             }
         }
 
         if !in_tx {
-            return;
+            return intact;
         }
         if let Err(e) = self.exec("COMMIT") {
             tracing::error!(error = %e, "sqlite commit failed");
@@ -191,7 +220,7 @@ impl Writer {
                 let _ = self.exec("ROLLBACK");
             }
             self.fail(&mut pending, &format!("commit failed: {e}"));
-            return;
+            return false;
         }
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         // Published before anyone is answered, so a client that saw its write acknowledged never
@@ -207,6 +236,35 @@ impl Writer {
         }
         for cmd in pending.drain(..) {
             cmd.reply(None);
+        }
+        intact
+    }
+
+    fn wal_over_limit(&self) -> bool {
+        std::fs::metadata(&self.wal).is_ok_and(|m| m.len() >= self.wal_limit)
+    }
+
+    /// Copies the whole WAL into the database and truncates it to zero bytes.
+    ///
+    /// Run here, between batches, because this is the one moment nothing writes: a checkpoint
+    /// from another connection (see `checkpoint.rs`) can only copy what was committed when it
+    /// began, and under sustained writes the WAL never ends where the copy did, so SQLite never
+    /// gets to restart it and the file grows without bound. TRUNCATE (not RESTART) also gives the
+    /// file's space back to the filesystem, which is what a disk that filled up needs.
+    fn checkpoint(&mut self) {
+        let _turn = self
+            .checkpoint_turn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = self.conn.busy_timeout(CHECKPOINT_WAIT);
+        let outcome = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+        let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        match outcome {
+            Ok(0) => self.recovering = false,
+            Ok(_) => tracing::debug!("wal checkpoint waited too long for readers; retrying"),
+            Err(e) => tracing::warn!(error = %e, "wal checkpoint failed; retrying"),
         }
     }
 
