@@ -9,7 +9,9 @@ use tasklane_core::Error;
 
 use crate::error::ApiError;
 
-pub struct JsonBody<T>(pub T);
+/// The parsed body and its size in bytes, which bounds how much request data may wait in the
+/// write queue (`AppState::write_body`).
+pub struct JsonBody<T>(pub T, pub usize);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
@@ -22,7 +24,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                     "request body too large; the limit is {BODY_LIMIT} bytes"
                 )))
             })?;
-        parse(&bytes).map(JsonBody)
+        parse(&bytes).map(|input| JsonBody(input, bytes.len()))
     }
 }
 

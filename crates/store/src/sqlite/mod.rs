@@ -6,6 +6,7 @@
 
 mod checkpoint;
 mod error;
+mod lock;
 mod observe;
 mod read;
 mod rows;
@@ -41,11 +42,17 @@ pub struct StoreOptions {
     /// Writes waiting for the writer beyond this many are refused with `Unavailable`, so overload
     /// turns into quick 503s instead of unbounded memory and latency.
     pub max_queued_writes: usize,
+    /// Likewise for the request bytes those writes hold (see [`SqliteStore::write_sized`]): ten
+    /// thousand queued 4 MiB bodies would otherwise be 40 GiB of memory.
+    pub max_queued_bytes: usize,
     /// Most commands committed by one transaction.
     pub max_batch: usize,
     /// The writer checkpoints and truncates the WAL once its file reaches this many bytes, so
     /// the WAL stays near this size under any sustained load.
     pub wal_limit_bytes: u64,
+    /// Hold `<database>.lock` while open and refuse to open if another process holds it: set by
+    /// `tasklane serve`, which must be the only server of its file (see `lock.rs`).
+    pub serve_lock: bool,
 }
 
 impl Default for StoreOptions {
@@ -53,8 +60,10 @@ impl Default for StoreOptions {
         StoreOptions {
             read_connections: 4,
             max_queued_writes: 10_000,
+            max_queued_bytes: 64 << 20,
             max_batch: 256,
             wal_limit_bytes: 32 << 20,
+            serve_lock: false,
         }
     }
 }
@@ -95,11 +104,14 @@ struct Inner {
     /// the only sender, which is what lets the writer drain the queue and stop.
     sender: RwLock<Option<SyncSender<Box<dyn Command>>>>,
     max_queued_writes: usize,
+    max_queued_bytes: usize,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<WriterShared>,
     readers: Mutex<Vec<Connection>>,
     checkpointer: Mutex<checkpoint::Checkpointer>,
     read_permits: Arc<Semaphore>,
+    /// Held until the store is dropped; declared last, so released after the writer stopped.
+    _serve_lock: Option<lock::ServeLock>,
 }
 
 impl SqliteStore {
@@ -111,6 +123,11 @@ impl SqliteStore {
                 Error::Storage(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
+        // Taken before anything touches the database, so a second server changes nothing.
+        let serve_lock = opts
+            .serve_lock
+            .then(|| lock::ServeLock::acquire(path))
+            .transpose()?;
         let wal_limit = opts.wal_limit_bytes.max(1);
         let mut conn = open_writer(path, wal_limit)?;
         schema::migrate(&mut conn)?;
@@ -125,6 +142,7 @@ impl SqliteStore {
         let (sender, rx) = sync_channel(max_queued_writes);
         let shared = Arc::new(WriterShared {
             queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
             commits: AtomicU64::new(0),
             committed_seq: watch::channel(last_seq).0,
         });
@@ -150,11 +168,13 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 sender: RwLock::new(Some(sender)),
                 max_queued_writes,
+                max_queued_bytes: opts.max_queued_bytes,
                 writer_thread: Mutex::new(Some(thread)),
                 checkpointer: Mutex::new(checkpointer),
                 shared,
                 readers: Mutex::new(vec![first_reader]),
                 read_permits: Arc::new(Semaphore::new(read_connections)),
+                _serve_lock: serve_lock,
             }),
         })
     }
@@ -170,16 +190,28 @@ impl SqliteStore {
         F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        self.submit(move |db: &mut Db<'_>| f(db)).await
+        self.write_sized(0, f).await
     }
 
-    async fn submit<R, F>(&self, f: F) -> Result<R>
+    /// [`SqliteStore::write`] for a command that holds `bytes` of request data (a parsed body)
+    /// while it waits. Queued commands may hold at most `max_queued_bytes` together; beyond that
+    /// a write with bytes is refused with `Unavailable`, except into a queue holding none, so that
+    /// any one body the server accepts can always be written.
+    pub async fn write_sized<R, F>(&self, bytes: usize, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit(bytes, move |db: &mut Db<'_>| f(db)).await
+    }
+
+    async fn submit<R, F>(&self, bytes: usize, f: F) -> Result<R>
     where
         F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.enqueue(Box::new(Job::new(f, tx)))?;
+        self.enqueue(Box::new(Job::new(f, tx, bytes)))?;
         rx.await
             .map_err(|_| Error::Unavailable("the sqlite writer stopped".to_string()))?
     }
@@ -194,11 +226,19 @@ impl SqliteStore {
             return Err(Error::Unavailable("the store is shut down".to_string()));
         };
         // Counted before sending so the writer's decrement can never run first.
-        self.inner.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let bytes = cmd.bytes();
+        let shared = &self.inner.shared;
+        let before = shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if bytes > 0 && before > 0 && before + bytes > self.inner.max_queued_bytes {
+            shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(Error::Unavailable("write queue full".to_string()));
+        }
+        shared.queued.fetch_add(1, Ordering::Relaxed);
         match sender.try_send(cmd) {
             Ok(()) => Ok(()),
             Err(err) => {
-                self.inner.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                shared.queued.fetch_sub(1, Ordering::Relaxed);
+                shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 Err(match err {
                     TrySendError::Full(_) => Error::Unavailable("write queue full".to_string()),
                     TrySendError::Disconnected(_) => {

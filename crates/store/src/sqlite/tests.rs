@@ -374,7 +374,7 @@ async fn failed_commit_fails_the_whole_batch() {
     let s = store.clone();
     // A deferred foreign key violation passes its savepoint and only fails at COMMIT.
     let bad = tokio::spawn(async move {
-        s.submit(|db: &mut Db<'_>| {
+        s.submit(0, |db: &mut Db<'_>| {
             db.conn
                 .execute_batch(
                     "PRAGMA defer_foreign_keys = ON;
@@ -423,6 +423,38 @@ async fn full_queue_is_refused() {
     for q in queued {
         q.await.unwrap().unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn queued_bytes_are_bounded() {
+    let (_dir, store) = temp_store(StoreOptions {
+        max_queued_bytes: 1_000,
+        ..StoreOptions::default()
+    });
+    let (release, blocker) = hold_writer(&store).await;
+    let sized = |id: &'static str, bytes: usize| {
+        let s = store.clone();
+        async move {
+            s.write_sized(bytes, move |w| w.insert_task(&task(id, 1)))
+                .await
+        }
+    };
+    // Even a body above the bound is taken into an empty queue.
+    let big = tokio::spawn(sized("big", 1_500));
+    wait_queued(&store, 1).await;
+    match sized("refused", 10).await {
+        Err(Error::Unavailable(msg)) => assert_eq!(msg, "write queue full"),
+        other => panic!("expected a full queue, got {other:?}"),
+    }
+    // Commands that hold no body are bounded by count only.
+    let bodyless = tokio::spawn(sized("bodyless", 0));
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+    big.await.unwrap().unwrap();
+    bodyless.await.unwrap().unwrap();
+    // Taken by the writer, their bytes no longer count.
+    sized("after", 900).await.unwrap();
+    assert!(get_task(&store, "refused").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]

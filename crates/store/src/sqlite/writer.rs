@@ -30,20 +30,24 @@ pub(crate) trait Command: Send {
     /// Answers the caller. `batch_failure` is set when the batch's transaction was lost, which
     /// undoes this command too, whatever it returned.
     fn reply(self: Box<Self>, batch_failure: Option<&str>);
+    /// The request bytes the command holds while it waits (see `SqliteStore::write_sized`).
+    fn bytes(&self) -> usize;
 }
 
 pub(crate) struct Job<F, R> {
     f: Option<F>,
     result: Option<Result<R>>,
     tx: oneshot::Sender<Result<R>>,
+    bytes: usize,
 }
 
 impl<F, R> Job<F, R> {
-    pub(crate) fn new(f: F, tx: oneshot::Sender<Result<R>>) -> Self {
+    pub(crate) fn new(f: F, tx: oneshot::Sender<Result<R>>, bytes: usize) -> Self {
         Job {
             f: Some(f),
             result: None,
             tx,
+            bytes,
         }
     }
 }
@@ -82,12 +86,18 @@ where
         // The caller may have gone away (request canceled); its write still stands.
         let _ = self.tx.send(result);
     }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// What the writer shares with the store handle.
 pub(crate) struct WriterShared {
     /// Commands sent but not yet taken by the writer.
     pub(crate) queued: AtomicUsize,
+    /// Their bytes, as declared by their senders.
+    pub(crate) queued_bytes: AtomicUsize,
     /// Transactions committed (observability, and tests that check batching).
     pub(crate) commits: AtomicU64,
     pub(crate) committed_seq: watch::Sender<i64>,
@@ -122,6 +132,8 @@ impl Writer {
                 }
             }
             self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            let bytes = batch.iter().map(|cmd| cmd.bytes()).sum();
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             if self.recovering {
                 self.checkpoint();
             }
@@ -259,7 +271,9 @@ impl Writer {
         let _ = self.conn.busy_timeout(CHECKPOINT_WAIT);
         let outcome = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0));
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
         let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
         match outcome {
             Ok(0) => self.recovering = false,
