@@ -6,7 +6,7 @@
 //! alone. Nobody hears back before the COMMIT has returned, so an answer always means "durable".
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -252,8 +252,14 @@ impl Writer {
         intact
     }
 
+    /// Past the limit, or larger than the space left on its filesystem: a checkpoint may have to
+    /// grow the database by up to the WAL's size, and a WAL that had taken that room too could
+    /// never be checkpointed, so a nearly full disk would stay full.
     fn wal_over_limit(&self) -> bool {
-        std::fs::metadata(&self.wal).is_ok_and(|m| m.len() >= self.wal_limit)
+        let Ok(len) = std::fs::metadata(&self.wal).map(|m| m.len()) else {
+            return false;
+        };
+        len >= self.wal_limit || free_bytes(&self.wal).is_some_and(|free| len >= free)
     }
 
     /// Copies the whole WAL into the database and truncates it to zero bytes.
@@ -287,4 +293,16 @@ impl Writer {
             cmd.reply(Some(msg));
         }
     }
+}
+
+/// Bytes available to this process on the filesystem holding `path`, if the OS says.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a valid C string and `stat` a plain struct the call fills in.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
 }
