@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use tasklane_core::{Error, Result};
 
 /// The held lock; released when dropped (or when the process exits).
-#[derive(Debug)]
 pub(crate) struct ServeLock {
     _file: File,
 }
