@@ -1106,9 +1106,11 @@ async fn wal_stays_bounded_under_back_to_back_writes_and_readers() {
         store.write(|_| Ok(())).await.unwrap();
         largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
     }
-    // One batch (here a single insert) may overshoot the limit before the checkpoint.
+    // One batch (here a single insert, ~45 KiB) may overshoot the limit before the checkpoint, and
+    // a checkpoint that found the reader still open retries after the next batch. Without the
+    // writer's checkpoints this WAL grows to ~19 MiB.
     assert!(
-        largest <= limit + (128 << 10),
+        largest <= limit + (512 << 10),
         "the WAL reached {largest} bytes with a limit of {limit}"
     );
 }
