@@ -20,8 +20,11 @@ use super::error::sql_err;
 use super::{Db, BUSY_TIMEOUT};
 
 /// How long a WAL checkpoint waits for readers still on older snapshots. Read snapshots last one
-/// request, so this is ample; if it runs out, the next batch tries again.
-const CHECKPOINT_WAIT: Duration = Duration::from_millis(250);
+/// request, so a short wait is usually enough; if it runs out, the next batch tries again. Only
+/// a WAL twice past its limit (a long read kept defeating the short waits) waits the long one:
+/// a long read then costs the writer one pause instead of a pause per batch.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(20);
+const CHECKPOINT_WAIT_LONG: Duration = Duration::from_millis(250);
 
 /// A queued write, type-erased so commands with different result types share one queue.
 pub(crate) trait Command: Send {
@@ -135,13 +138,13 @@ impl Writer {
             let bytes = batch.iter().map(|cmd| cmd.bytes()).sum();
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             if self.recovering {
-                self.checkpoint();
+                self.checkpoint(CHECKPOINT_WAIT_LONG);
             }
             if !self.run_batch(&mut batch) {
                 self.recovering = true;
             }
-            if self.recovering || self.wal_over_limit() {
-                self.checkpoint();
+            if let Some(wait) = self.checkpoint_due() {
+                self.checkpoint(wait);
             }
         }
         tracing::debug!("sqlite writer stopped");
@@ -252,14 +255,20 @@ impl Writer {
         intact
     }
 
-    /// Past the limit, or larger than the space left on its filesystem: a checkpoint may have to
-    /// grow the database by up to the WAL's size, and a WAL that had taken that room too could
-    /// never be checkpointed, so a nearly full disk would stay full.
-    fn wal_over_limit(&self) -> bool {
-        let Ok(len) = std::fs::metadata(&self.wal).map(|m| m.len()) else {
-            return false;
-        };
-        len >= self.wal_limit || free_bytes(&self.wal).is_some_and(|free| len >= free)
+    /// Whether to checkpoint after a batch, and how long to wait for readers: after a lost
+    /// transaction; once the WAL is past its limit; or once it is larger than the space left on
+    /// its filesystem, because a checkpoint may have to grow the database by up to the WAL's size
+    /// and a WAL that had taken that room too could never be checkpointed.
+    fn checkpoint_due(&self) -> Option<Duration> {
+        let len = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        let full = free_bytes(&self.wal).is_some_and(|free| len >= free);
+        if self.recovering || full || len >= 2 * self.wal_limit {
+            Some(CHECKPOINT_WAIT_LONG)
+        } else if len >= self.wal_limit {
+            Some(CHECKPOINT_WAIT)
+        } else {
+            None
+        }
     }
 
     /// Copies the whole WAL into the database and truncates it to zero bytes.
@@ -269,12 +278,12 @@ impl Writer {
     /// began, and under sustained writes the WAL never ends where the copy did, so SQLite never
     /// gets to restart it and the file grows without bound. TRUNCATE (not RESTART) also gives the
     /// file's space back to the filesystem, which is what a disk that filled up needs.
-    fn checkpoint(&mut self) {
+    fn checkpoint(&mut self, wait: Duration) {
         let _turn = self
             .checkpoint_turn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let _ = self.conn.busy_timeout(CHECKPOINT_WAIT);
+        let _ = self.conn.busy_timeout(wait);
         let outcome = self
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
