@@ -7,10 +7,10 @@ BIN=$1
 M=$(mktemp -d /tmp/walx-mnt-XXXX)
 mount -t tmpfs -o size=24m tmpfs $M
 dd if=/dev/zero of=$M/filler bs=1M count=4 status=none
-$BIN serve --listen 127.0.0.1:0 --database sqlite://$M/t.db > $M/../$(basename $M).out 2>/tmp/walx/diskfull.err &
+$BIN serve --listen 127.0.0.1:0 --database sqlite://$M/t.db > $M.out 2>$M.err &
 PID=$!
 sleep 1
-URL=$(head -1 $M/../$(basename $M).out | awk '{print $NF}')
+URL=$(head -1 $M.out | awk '{print $NF}')
 python3 - "$URL" "$M" <<'PY'
 import json, sys, os, urllib.request, urllib.error
 url, m = sys.argv[1], sys.argv[2]
@@ -33,4 +33,4 @@ res = [create(i) for i in range(50)]
 print("after freeing 4 MB: statuses", res[:10], "... successes", sum(r == 201 for r in res), "of 50", sizes())
 PY
 kill $PID; wait $PID 2>/dev/null
-umount $M; rmdir $M
+umount $M; rmdir $M; rm -f $M.out $M.err
