@@ -100,7 +100,13 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         body_timeout: args.body_timeout,
     };
     let path = database::sqlite_path(&args.database)?;
-    let store = SqliteStore::open(&path, StoreOptions::default())?;
+    let store = SqliteStore::open(
+        &path,
+        StoreOptions {
+            serve_lock: true,
+            ..StoreOptions::default()
+        },
+    )?;
     let auth = match args.auth {
         AuthArg::Open => AuthMode::Open,
         AuthArg::Token => AuthMode::Token(Default::default()),

@@ -15,7 +15,9 @@ use tasklane_core::Error;
 use crate::connections::BodyTimeout;
 use crate::error::{ApiError, HttpError};
 
-pub struct JsonBody<T>(pub T);
+/// The parsed body and its size in bytes, which bounds how much request data may wait in the
+/// write queue (`AppState::write_body`).
+pub struct JsonBody<T>(pub T, pub usize);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = Response;
@@ -25,7 +27,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             .await
             .map_err(|e| read_error(&e))?;
         parse(&bytes)
-            .map(JsonBody)
+            .map(|input| JsonBody(input, bytes.len()))
             .map_err(IntoResponse::into_response)
     }
 }

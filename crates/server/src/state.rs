@@ -38,6 +38,16 @@ impl AppState {
         F: FnOnce(&mut Op<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.write_body(caller, 0, f).await
+    }
+
+    /// [`AppState::write`] for an operation that carries a request body of `body_bytes`: the
+    /// write queue is bounded by the bytes it holds as well as by its length.
+    pub async fn write_body<R, F>(&self, caller: Caller, body_bytes: usize, f: F) -> ApiResult<R>
+    where
+        F: FnOnce(&mut Op<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
         let clock = self.clock.clone();
         // If this future is dropped while the command is in flight (the client went away), the
         // command may still commit; wake claimers anyway rather than leave them parked.
@@ -47,7 +57,7 @@ impl AppState {
         };
         let outcome = self
             .store
-            .write(move |store| {
+            .write_sized(body_bytes, move |store| {
                 let mut op = Op::new(store, clock.now(), &caller);
                 let result = f(&mut op)?;
                 Ok((result, op.work_available))

@@ -9,12 +9,16 @@ use crate::error::{Error, Result};
 use crate::input::{CancelInput, DependencyInput};
 use crate::model::{Dependency, TaskStatus};
 use crate::validate::{non_empty, MAX_DEPENDENCIES};
-use crate::views::{self, TaskDetail, TaskPayload};
+use crate::views::TaskPayload;
 
 const BLOCKS: &str = "blocks";
 
 /// `POST /api/tasks/{id}/dependencies`: `id` will wait for `depends_on_task_id` to complete.
-pub fn add_dependency(op: &mut Op<'_>, id: &str, input: &DependencyInput) -> Result<TaskDetail> {
+///
+/// The answer is the task's detail, read after the commit (`views::task_detail`): it holds every
+/// event of the task, and reading those inside the single writer would stall every other write
+/// for as long as the task's history is long.
+pub fn add_dependency(op: &mut Op<'_>, id: &str, input: &DependencyInput) -> Result<()> {
     let blocker_id = non_empty(input.depends_on_task_id.as_deref())
         .ok_or_else(|| Error::validation("depends_on_task_id is required"))?;
     if blocker_id == id {
@@ -64,7 +68,7 @@ pub fn add_dependency(op: &mut Op<'_>, id: &str, input: &DependencyInput) -> Res
         .set("status", task.status.as_str())
         .build();
     op.record(&mut task, None, "task.dependency_added", payload)?;
-    views::task_detail(op.store, id)
+    Ok(())
 }
 
 /// Whether `target` is reachable from `from` by following dependency edges.
@@ -87,8 +91,9 @@ fn reaches(op: &mut Op<'_>, from: &str, target: &str) -> Result<bool> {
     Ok(false)
 }
 
-/// `DELETE /api/tasks/{id}/dependencies/{depends_on_id}`. Never enqueues anything.
-pub fn remove_dependency(op: &mut Op<'_>, id: &str, blocker_id: &str) -> Result<TaskDetail> {
+/// `DELETE /api/tasks/{id}/dependencies/{depends_on_id}`. Never enqueues anything. Answered like
+/// [`add_dependency`].
+pub fn remove_dependency(op: &mut Op<'_>, id: &str, blocker_id: &str) -> Result<()> {
     op.touch_session()?;
     if !op.store.delete_dependency(id, blocker_id)? {
         return Err(Error::not_found(
@@ -104,7 +109,7 @@ pub fn remove_dependency(op: &mut Op<'_>, id: &str, blocker_id: &str) -> Result<
         .set("status", task.status.as_str())
         .build();
     op.record(&mut task, None, "task.dependency_removed", payload)?;
-    views::task_detail(op.store, id)
+    Ok(())
 }
 
 /// `POST /api/tasks/{id}/cancel`: cancels the task and every unfinished descendant, with their open

@@ -30,7 +30,7 @@ use crate::state::AppState;
 pub async fn claim_next(
     State(s): State<AppState>,
     who: Identity,
-    JsonBody(input): JsonBody<ClaimNextInput>,
+    JsonBody(input, _): JsonBody<ClaimNextInput>,
 ) -> ApiResult<Response> {
     let req = agent::validate_claim(&input)?;
     let caller = who.caller("claim_next");
@@ -102,10 +102,10 @@ macro_rules! lease_operation {
             State(s): State<AppState>,
             who: Identity,
             Path(run_id): Path<String>,
-            JsonBody(input): JsonBody<$input>,
+            JsonBody(input, body_bytes): JsonBody<$input>,
         ) -> ApiResult<Response> {
             let lease = s
-                .write(who.caller($action), move |op| $rule(op, &run_id, &input))
+                .write_body(who.caller($action), body_bytes, move |op| $rule(op, &run_id, &input))
                 .await?;
             Ok(json(StatusCode::OK, json!({ "lease": lease })))
         }

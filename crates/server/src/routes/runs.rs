@@ -28,10 +28,10 @@ macro_rules! run_transition {
             State(s): State<AppState>,
             who: Identity,
             Path(id): Path<String>,
-            JsonBody(input): JsonBody<$input>,
+            JsonBody(input, body_bytes): JsonBody<$input>,
         ) -> ApiResult<Response> {
             let run = s
-                .write(who.caller($action), move |op| $rule(op, &id, &input))
+                .write_body(who.caller($action), body_bytes, move |op| $rule(op, &id, &input))
                 .await?;
             Ok(json(StatusCode::OK, json!({ "run": run })))
         }

@@ -28,10 +28,10 @@ pub async fn list(State(s): State<AppState>, raw: RawQuery) -> ApiResult<Respons
 pub async fn create(
     State(s): State<AppState>,
     who: Identity,
-    JsonBody(input): JsonBody<CreateTaskInput>,
+    JsonBody(input, body_bytes): JsonBody<CreateTaskInput>,
 ) -> ApiResult<Response> {
     let task = s
-        .write(who.caller("create"), move |op| {
+        .write_body(who.caller("create"), body_bytes, move |op| {
             service::create_task(op, None, &input)
         })
         .await?;
@@ -42,10 +42,10 @@ pub async fn create_child(
     State(s): State<AppState>,
     who: Identity,
     Path(id): Path<String>,
-    JsonBody(input): JsonBody<CreateTaskInput>,
+    JsonBody(input, body_bytes): JsonBody<CreateTaskInput>,
 ) -> ApiResult<Response> {
     let task = s
-        .write(who.caller("create_child"), move |op| {
+        .write_body(who.caller("create_child"), body_bytes, move |op| {
             service::create_task(op, Some(&id), &input)
         })
         .await?;
@@ -61,10 +61,10 @@ pub async fn patch(
     State(s): State<AppState>,
     who: Identity,
     Path(id): Path<String>,
-    JsonBody(input): JsonBody<PatchTaskInput>,
+    JsonBody(input, body_bytes): JsonBody<PatchTaskInput>,
 ) -> ApiResult<Response> {
     let task = s
-        .write(who.caller("update"), move |op| {
+        .write_body(who.caller("update"), body_bytes, move |op| {
             service::patch_task(op, &id, &input)
         })
         .await?;
@@ -87,10 +87,10 @@ pub async fn publish(
     State(s): State<AppState>,
     who: Identity,
     Path(id): Path<String>,
-    JsonBody(input): JsonBody<ExecuteInput>,
+    JsonBody(input, body_bytes): JsonBody<ExecuteInput>,
 ) -> ApiResult<Response> {
     let done = s
-        .write(who.caller("publish"), move |op| {
+        .write_body(who.caller("publish"), body_bytes, move |op| {
             service::publish_task(op, &id, &input)
         })
         .await?;
@@ -101,10 +101,10 @@ pub async fn approve(
     State(s): State<AppState>,
     who: Identity,
     Path(id): Path<String>,
-    JsonBody(input): JsonBody<ExecuteInput>,
+    JsonBody(input, body_bytes): JsonBody<ExecuteInput>,
 ) -> ApiResult<Response> {
     let done = s
-        .write(who.caller("approve"), move |op| {
+        .write_body(who.caller("approve"), body_bytes, move |op| {
             service::approve_task(op, &id, &input)
         })
         .await?;
@@ -128,10 +128,10 @@ pub async fn start(
     State(s): State<AppState>,
     who: Identity,
     Path(id): Path<String>,
-    JsonBody(input): JsonBody<ExecuteInput>,
+    JsonBody(input, body_bytes): JsonBody<ExecuteInput>,
 ) -> ApiResult<Response> {
     let done = s
-        .write(who.caller("start"), move |op| {
+        .write_body(who.caller("start"), body_bytes, move |op| {
             service::start_task(op, &id, &input)
         })
         .await?;
@@ -142,10 +142,10 @@ pub async fn cancel(
     State(s): State<AppState>,
     who: Identity,
     Path(id): Path<String>,
-    JsonBody(input): JsonBody<CancelInput>,
+    JsonBody(input, body_bytes): JsonBody<CancelInput>,
 ) -> ApiResult<Response> {
     let task = s
-        .write(who.caller("cancel"), move |op| {
+        .write_body(who.caller("cancel"), body_bytes, move |op| {
             service::cancel_task(op, &id, &input)
         })
         .await?;
@@ -156,14 +156,14 @@ pub async fn add_dependency(
     State(s): State<AppState>,
     who: Identity,
     Path(id): Path<String>,
-    JsonBody(input): JsonBody<DependencyInput>,
+    JsonBody(input, body_bytes): JsonBody<DependencyInput>,
 ) -> ApiResult<Response> {
-    let detail = s
-        .write(who.caller("add_dependency"), move |op| {
-            service::add_dependency(op, &id, &input)
-        })
-        .await?;
-    Ok(json(StatusCode::OK, json!({ "task": detail })))
+    let task_id = id.clone();
+    s.write_body(who.caller("add_dependency"), body_bytes, move |op| {
+        service::add_dependency(op, &task_id, &input)
+    })
+    .await?;
+    detail_after_commit(&s, id).await
 }
 
 pub async fn remove_dependency(
@@ -171,11 +171,18 @@ pub async fn remove_dependency(
     who: Identity,
     Path((id, blocker)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    let detail = s
-        .write(who.caller("remove_dependency"), move |op| {
-            service::remove_dependency(op, &id, &blocker)
-        })
-        .await?;
+    let task_id = id.clone();
+    s.write(who.caller("remove_dependency"), move |op| {
+        service::remove_dependency(op, &task_id, &blocker)
+    })
+    .await?;
+    detail_after_commit(&s, id).await
+}
+
+/// The answer of a dependency change: the task's detail, read on a snapshot that includes the
+/// change, outside the writer (the detail holds every event of the task).
+async fn detail_after_commit(s: &AppState, id: String) -> ApiResult<Response> {
+    let detail = s.read(move |r| views::task_detail(r, &id)).await?;
     Ok(json(StatusCode::OK, json!({ "task": detail })))
 }
 
@@ -196,10 +203,10 @@ pub async fn enqueue_run(
     State(s): State<AppState>,
     who: Identity,
     Path(id): Path<String>,
-    JsonBody(input): JsonBody<ExecuteInput>,
+    JsonBody(input, body_bytes): JsonBody<ExecuteInput>,
 ) -> ApiResult<Response> {
     let run = s
-        .write(who.caller("enqueue_run"), move |op| {
+        .write_body(who.caller("enqueue_run"), body_bytes, move |op| {
             service::enqueue_run(op, &id, &input)
         })
         .await?;

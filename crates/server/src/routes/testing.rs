@@ -19,7 +19,7 @@ pub struct Advance {
 
 pub async fn advance_clock(
     State(s): State<AppState>,
-    JsonBody(input): JsonBody<Advance>,
+    JsonBody(input, _): JsonBody<Advance>,
 ) -> ApiResult<Response> {
     let clock = s
         .manual_clock

@@ -2,11 +2,14 @@
 //!
 //! SQLite's automatic checkpoint runs inside the committing connection, which here is the single
 //! writer: every thousand pages a commit would stall while pages are copied into the database file
-//! and fsync'd. A PASSIVE checkpoint from another connection does the same work beside the writer
-//! without blocking it; the writer then restarts the WAL at its next transaction.
+//! and fsync'd. A PASSIVE checkpoint from another connection does most of that copying beside the
+//! writer without blocking it. Under sustained writes it never reaches the end of the WAL, so the
+//! writer finishes the job between batches once the WAL passes its limit (`writer.rs`); the two
+//! take turns through one lock, because SQLite refuses a checkpoint while another one runs.
 
 use std::path::Path;
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -24,11 +27,10 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(crate) fn start(path: &Path) -> Result<Checkpointer> {
+    pub(crate) fn start(path: &Path, turn: Arc<Mutex<()>>) -> Result<Checkpointer> {
         let conn = Connection::open(path)
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_millis(5000))
-            .map_err(sql_err)?;
+        conn.busy_timeout(super::BUSY_TIMEOUT).map_err(sql_err)?;
         let (stop, stopped) = channel::<()>();
         let thread = std::thread::Builder::new()
             .name("tasklane-sqlite-checkpoint".to_string())
@@ -37,6 +39,7 @@ impl Checkpointer {
                     Err(RecvTimeoutError::Timeout) => {}
                     _ => return,
                 }
+                let _turn = turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, "wal checkpoint failed; retrying");
                 }

@@ -6,6 +6,7 @@
 
 mod checkpoint;
 mod error;
+mod lock;
 mod observe;
 mod read;
 mod rows;
@@ -41,8 +42,17 @@ pub struct StoreOptions {
     /// Writes waiting for the writer beyond this many are refused with `Unavailable`, so overload
     /// turns into quick 503s instead of unbounded memory and latency.
     pub max_queued_writes: usize,
+    /// Likewise for the request bytes those writes hold (see [`SqliteStore::write_sized`]): ten
+    /// thousand queued 4 MiB bodies would otherwise be 40 GiB of memory.
+    pub max_queued_bytes: usize,
     /// Most commands committed by one transaction.
     pub max_batch: usize,
+    /// The writer checkpoints and truncates the WAL once its file reaches this many bytes, so
+    /// the WAL stays near this size under any sustained load.
+    pub wal_limit_bytes: u64,
+    /// Hold `<database>.lock` while open and refuse to open if another process holds it: set by
+    /// `tasklane serve`, which must be the only server of its file (see `lock.rs`).
+    pub serve_lock: bool,
 }
 
 impl Default for StoreOptions {
@@ -50,7 +60,10 @@ impl Default for StoreOptions {
         StoreOptions {
             read_connections: 4,
             max_queued_writes: 10_000,
+            max_queued_bytes: 64 << 20,
             max_batch: 256,
+            wal_limit_bytes: 32 << 20,
+            serve_lock: false,
         }
     }
 }
@@ -58,6 +71,9 @@ impl Default for StoreOptions {
 /// Statements kept prepared per connection. `list_tasks` builds one statement per filter shape,
 /// so this is well above the number of fixed statements.
 const STATEMENT_CACHE: usize = 256;
+
+/// How long a connection waits for a lock another connection holds.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(5000);
 
 /// One connection viewed as a store: a reader's snapshot or the writer's transaction.
 pub(crate) struct Db<'c> {
@@ -88,11 +104,14 @@ struct Inner {
     /// the only sender, which is what lets the writer drain the queue and stop.
     sender: RwLock<Option<SyncSender<Box<dyn Command>>>>,
     max_queued_writes: usize,
+    max_queued_bytes: usize,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
     shared: Arc<WriterShared>,
     readers: Mutex<Vec<Connection>>,
     checkpointer: Mutex<checkpoint::Checkpointer>,
     read_permits: Arc<Semaphore>,
+    /// Held until the store is dropped; declared last, so released after the writer stopped.
+    _serve_lock: Option<lock::ServeLock>,
 }
 
 impl SqliteStore {
@@ -104,7 +123,13 @@ impl SqliteStore {
                 Error::Storage(format!("cannot create directory {}: {e}", dir.display()))
             })?;
         }
-        let mut conn = open_writer(path)?;
+        // Taken before anything touches the database, so a second server changes nothing.
+        let serve_lock = opts
+            .serve_lock
+            .then(|| lock::ServeLock::acquire(path))
+            .transpose()?;
+        let wal_limit = opts.wal_limit_bytes.max(1);
+        let mut conn = open_writer(path, wal_limit)?;
         schema::migrate(&mut conn)?;
         let last_seq = last_sequence(&conn)?;
 
@@ -117,16 +142,22 @@ impl SqliteStore {
         let (sender, rx) = sync_channel(max_queued_writes);
         let shared = Arc::new(WriterShared {
             queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
             commits: AtomicU64::new(0),
             committed_seq: watch::channel(last_seq).0,
         });
+        let checkpoint_turn = Arc::new(Mutex::new(()));
         let writer = Writer {
             conn,
             rx,
             max_batch: opts.max_batch.max(1),
             shared: shared.clone(),
+            wal: wal_path(path),
+            wal_limit,
+            checkpoint_turn: checkpoint_turn.clone(),
+            recovering: false,
         };
-        let checkpointer = checkpoint::Checkpointer::start(path)?;
+        let checkpointer = checkpoint::Checkpointer::start(path, checkpoint_turn)?;
         let thread = std::thread::Builder::new()
             .name("tasklane-sqlite-writer".to_string())
             .spawn(move || writer.run())
@@ -137,11 +168,13 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 sender: RwLock::new(Some(sender)),
                 max_queued_writes,
+                max_queued_bytes: opts.max_queued_bytes,
                 writer_thread: Mutex::new(Some(thread)),
                 checkpointer: Mutex::new(checkpointer),
                 shared,
                 readers: Mutex::new(vec![first_reader]),
                 read_permits: Arc::new(Semaphore::new(read_connections)),
+                _serve_lock: serve_lock,
             }),
         })
     }
@@ -157,16 +190,28 @@ impl SqliteStore {
         F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        self.submit(move |db: &mut Db<'_>| f(db)).await
+        self.write_sized(0, f).await
     }
 
-    async fn submit<R, F>(&self, f: F) -> Result<R>
+    /// [`SqliteStore::write`] for a command that holds `bytes` of request data (a parsed body)
+    /// while it waits. Queued commands may hold at most `max_queued_bytes` together; beyond that
+    /// a write with bytes is refused with `Unavailable`, except into a queue holding none, so that
+    /// any one body the server accepts can always be written.
+    pub async fn write_sized<R, F>(&self, bytes: usize, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit(bytes, move |db: &mut Db<'_>| f(db)).await
+    }
+
+    async fn submit<R, F>(&self, bytes: usize, f: F) -> Result<R>
     where
         F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        self.enqueue(Box::new(Job::new(f, tx)))?;
+        self.enqueue(Box::new(Job::new(f, tx, bytes)))?;
         rx.await
             .map_err(|_| Error::Unavailable("the sqlite writer stopped".to_string()))?
     }
@@ -181,11 +226,19 @@ impl SqliteStore {
             return Err(Error::Unavailable("the store is shut down".to_string()));
         };
         // Counted before sending so the writer's decrement can never run first.
-        self.inner.shared.queued.fetch_add(1, Ordering::Relaxed);
+        let bytes = cmd.bytes();
+        let shared = &self.inner.shared;
+        let before = shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if bytes > 0 && before > 0 && before + bytes > self.inner.max_queued_bytes {
+            shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(Error::Unavailable("write queue full".to_string()));
+        }
+        shared.queued.fetch_add(1, Ordering::Relaxed);
         match sender.try_send(cmd) {
             Ok(()) => Ok(()),
             Err(err) => {
-                self.inner.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                shared.queued.fetch_sub(1, Ordering::Relaxed);
+                shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 Err(match err {
                     TrySendError::Full(_) => Error::Unavailable("write queue full".to_string()),
                     TrySendError::Disconnected(_) => {
@@ -344,12 +397,18 @@ fn exec(conn: &Connection, sql: &str) -> Result<()> {
         .map_err(sql_err)
 }
 
-fn open_writer(path: &Path) -> Result<Connection> {
+/// SQLite's write-ahead log: the database path with `-wal` appended.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+fn open_writer(path: &Path, wal_limit: u64) -> Result<Connection> {
     let conn = Connection::open(path)
         .map_err(|e| Error::Storage(format!("cannot open database {}: {e}", path.display())))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.busy_timeout(std::time::Duration::from_millis(5000))
-        .map_err(sql_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
     // Checked before anything below writes to the file, so a newer database is left untouched.
     schema::check_not_newer(&conn)?;
     let mode: String = conn
@@ -362,15 +421,16 @@ fn open_writer(path: &Path) -> Result<Connection> {
         )));
     }
     // FULL: a commit is on disk before anyone is told it happened (SPEC: a 2xx is durable).
-    // journal_size_limit: after a checkpoint the WAL shrinks back instead of keeping the size of
-    // its largest burst. wal_autocheckpoint 0: checkpoints run on their own thread (checkpoint.rs).
-    conn.execute_batch(
+    // journal_size_limit: when SQLite restarts the WAL by itself, the file shrinks back to the
+    // limit instead of keeping the size of its largest burst. wal_autocheckpoint 0: checkpoints
+    // run on their own thread (checkpoint.rs) and, past the limit, between the writer's batches.
+    conn.execute_batch(&format!(
         "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
          PRAGMA wal_autocheckpoint = 0;
-         PRAGMA journal_size_limit = 67108864;",
-    )
+         PRAGMA journal_size_limit = {wal_limit};"
+    ))
     .map_err(sql_err)?;
     Ok(conn)
 }
@@ -389,8 +449,7 @@ fn open_reader(path: &Path) -> Result<Connection> {
         ))
     })?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.busy_timeout(std::time::Duration::from_millis(5000))
-        .map_err(sql_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
     Ok(conn)
 }
 

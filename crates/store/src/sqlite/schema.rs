@@ -178,12 +178,52 @@ DROP TABLE agent_sessions;
 ALTER TABLE agent_sessions_by_token RENAME TO agent_sessions;
 "#;
 
+/// Cheaper index maintenance per task write, each change found by counting WAL frames per create
+/// (BENCHMARKS.md, "WAL size under sustained writes"). Plans stay the same: SQLite scans an index
+/// backwards as cheaply, and every query these serve compares the column with `=` or `IN`, which
+/// rules out NULL and so lets SQLite use an index limited to `IS NOT NULL`.
+///
+/// - Indexes led by a time that only grows are ascending. A new row's key lands at the high end:
+///   ascending, that is the right-most leaf, which SQLite fills completely and extends with one
+///   new page; descending, it is the left-most leaf, which SQLite splits in half, so the index
+///   keeps half-empty pages and dirties about twice as many per insert (each one a WAL frame).
+/// - Indexes on a column most tasks leave NULL (parent, workspace, owner) skip those tasks: no
+///   query looks them up by NULL, and a root, global, unowned task then touches none of them.
+const MIGRATION_5: &str = r#"
+DROP INDEX tasks_list_order;
+CREATE INDEX tasks_list_order ON tasks (last_activity_at, updated_at, created_at, id);
+DROP INDEX tasks_parent;
+-- Children are listed in list order, so the parent index carries the sort keys.
+CREATE INDEX tasks_parent ON tasks (parent_task_id, last_activity_at, updated_at, created_at, id)
+    WHERE parent_task_id IS NOT NULL;
+DROP INDEX tasks_workspace;
+CREATE INDEX tasks_workspace ON tasks (workspace_id) WHERE workspace_id IS NOT NULL;
+DROP INDEX tasks_owner_status;
+CREATE INDEX tasks_owner_status ON tasks (owner_kind, owner_ref, status) WHERE owner_kind IS NOT NULL;
+DROP INDEX tasks_inbox_approvals;
+CREATE INDEX tasks_inbox_approvals ON tasks (MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)), id)
+    WHERE status = 'blocked' AND approval_policy = 'manual' AND approval_state = 'pending';
+DROP INDEX tasks_inbox_failed;
+CREATE INDEX tasks_inbox_failed ON tasks (MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)), id)
+    WHERE latest_run_status = 'failed';
+DROP INDEX tasks_inbox_blocked;
+CREATE INDEX tasks_inbox_blocked ON tasks (MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)), id)
+    WHERE status = 'blocked' AND latest_run_status IS NOT 'failed'
+      AND NOT (approval_policy = 'manual' AND approval_state = 'pending');
+-- my_work is the caller's own tasks: an unowned task is never in it.
+DROP INDEX tasks_inbox_open;
+CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)), id)
+    WHERE owner_kind IS NOT NULL AND status NOT IN ('draft', 'completed', 'failed', 'canceled', 'blocked')
+      AND latest_run_status IS NOT 'failed';
+"#;
+
 /// Every migration in order; the schema version is the number applied.
 pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
     MIGRATION_2,
     super::observe::schema::MIGRATION,
     MIGRATION_4,
+    MIGRATION_5,
 ];
 
 /// The schema version this binary creates and understands.

@@ -6,16 +6,25 @@
 //! alone. Nobody hears back before the COMMIT has returned, so an answer always means "durable".
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tasklane_core::{Error, Result};
 use tokio::sync::{oneshot, watch};
 
 use super::error::sql_err;
-use super::Db;
+use super::{Db, BUSY_TIMEOUT};
+
+/// How long a WAL checkpoint waits for readers still on older snapshots. Read snapshots last one
+/// request, so a short wait is usually enough; if it runs out, the next batch tries again. Only
+/// a WAL twice past its limit (a long read kept defeating the short waits) waits the long one:
+/// a long read then costs the writer one pause instead of a pause per batch.
+const CHECKPOINT_WAIT: Duration = Duration::from_millis(20);
+const CHECKPOINT_WAIT_LONG: Duration = Duration::from_millis(250);
 
 /// A queued write, type-erased so commands with different result types share one queue.
 pub(crate) trait Command: Send {
@@ -24,20 +33,24 @@ pub(crate) trait Command: Send {
     /// Answers the caller. `batch_failure` is set when the batch's transaction was lost, which
     /// undoes this command too, whatever it returned.
     fn reply(self: Box<Self>, batch_failure: Option<&str>);
+    /// The request bytes the command holds while it waits (see `SqliteStore::write_sized`).
+    fn bytes(&self) -> usize;
 }
 
 pub(crate) struct Job<F, R> {
     f: Option<F>,
     result: Option<Result<R>>,
     tx: oneshot::Sender<Result<R>>,
+    bytes: usize,
 }
 
 impl<F, R> Job<F, R> {
-    pub(crate) fn new(f: F, tx: oneshot::Sender<Result<R>>) -> Self {
+    pub(crate) fn new(f: F, tx: oneshot::Sender<Result<R>>, bytes: usize) -> Self {
         Job {
             f: Some(f),
             result: None,
             tx,
+            bytes,
         }
     }
 }
@@ -76,12 +89,18 @@ where
         // The caller may have gone away (request canceled); its write still stands.
         let _ = self.tx.send(result);
     }
+
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 /// What the writer shares with the store handle.
 pub(crate) struct WriterShared {
     /// Commands sent but not yet taken by the writer.
     pub(crate) queued: AtomicUsize,
+    /// Their bytes, as declared by their senders.
+    pub(crate) queued_bytes: AtomicUsize,
     /// Transactions committed (observability, and tests that check batching).
     pub(crate) commits: AtomicU64,
     pub(crate) committed_seq: watch::Sender<i64>,
@@ -92,10 +111,19 @@ pub(crate) struct Writer {
     pub(crate) rx: Receiver<Box<dyn Command>>,
     pub(crate) max_batch: usize,
     pub(crate) shared: Arc<WriterShared>,
+    /// The `-wal` file beside the database.
+    pub(crate) wal: PathBuf,
+    /// The WAL is checkpointed and truncated once its file reaches this size.
+    pub(crate) wal_limit: u64,
+    /// Taken for every checkpoint, shared with the checkpoint thread.
+    pub(crate) checkpoint_turn: Arc<Mutex<()>>,
+    /// A batch lost its transaction (disk full, I/O error) and no checkpoint has succeeded since:
+    /// the next batch checkpoints first, so space freed meanwhile serves it.
+    pub(crate) recovering: bool,
 }
 
 impl Writer {
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(self.max_batch);
         // Ends once every sender is gone and the queue is drained: shutdown loses no command.
         while let Ok(first) = self.rx.recv() {
@@ -107,7 +135,17 @@ impl Writer {
                 }
             }
             self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-            self.run_batch(&mut batch);
+            let bytes = batch.iter().map(|cmd| cmd.bytes()).sum();
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            if self.recovering {
+                self.checkpoint(CHECKPOINT_WAIT_LONG);
+            }
+            if !self.run_batch(&mut batch) {
+                self.recovering = true;
+            }
+            if let Some(wait) = self.checkpoint_due() {
+                self.checkpoint(wait);
+            }
         }
         tracing::debug!("sqlite writer stopped");
     }
@@ -120,10 +158,12 @@ impl Writer {
             .map_err(sql_err)
     }
 
-    fn run_batch(&self, batch: &mut Vec<Box<dyn Command>>) {
+    /// Runs and commits one batch. Returns false if a transaction was lost to a storage failure.
+    fn run_batch(&self, batch: &mut Vec<Box<dyn Command>>) -> bool {
         // Commands that ran in the open transaction, waiting for its COMMIT.
         let mut pending: Vec<Box<dyn Command>> = Vec::with_capacity(batch.len());
         let mut in_tx = false;
+        let mut intact = true;
         let mut max_seq: Option<i64> = None;
 
         for mut cmd in batch.drain(..) {
@@ -131,6 +171,7 @@ impl Writer {
                 if let Err(e) = self.exec("BEGIN IMMEDIATE") {
                     tracing::warn!(error = %e, "sqlite writer could not begin a transaction");
                     cmd.reply(Some(&format!("could not begin a transaction: {e}")));
+                    intact = false;
                     continue;
                 }
                 in_tx = true;
@@ -141,6 +182,7 @@ impl Writer {
                     self.fail(&mut pending, "the transaction was rolled back");
                     max_seq = None;
                     in_tx = false;
+                    intact = false;
                 }
                 continue;
             }
@@ -156,6 +198,7 @@ impl Writer {
                 self.fail(&mut pending, "the transaction was rolled back by sqlite");
                 max_seq = None;
                 in_tx = false;
+                intact = false;
                 continue;
             }
             let closed = if ok {
@@ -178,12 +221,13 @@ impl Writer {
                     self.fail(&mut pending, &format!("savepoint failed: {e}"));
                     max_seq = None;
                     in_tx = false;
+                    intact = false;
                 }
             }
         }
 
         if !in_tx {
-            return;
+            return intact;
         }
         if let Err(e) = self.exec("COMMIT") {
             tracing::error!(error = %e, "sqlite commit failed");
@@ -191,7 +235,7 @@ impl Writer {
                 let _ = self.exec("ROLLBACK");
             }
             self.fail(&mut pending, &format!("commit failed: {e}"));
-            return;
+            return false;
         }
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
         // Published before anyone is answered, so a client that saw its write acknowledged never
@@ -208,6 +252,49 @@ impl Writer {
         for cmd in pending.drain(..) {
             cmd.reply(None);
         }
+        intact
+    }
+
+    /// Whether to checkpoint after a batch, and how long to wait for readers: after a lost
+    /// transaction; once the WAL is past its limit; or once it is larger than the space left on
+    /// its filesystem, because a checkpoint may have to grow the database by up to the WAL's size
+    /// and a WAL that had taken that room too could never be checkpointed.
+    fn checkpoint_due(&self) -> Option<Duration> {
+        let len = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        let full = free_bytes(&self.wal).is_some_and(|free| len >= free);
+        if self.recovering || full || len >= 2 * self.wal_limit {
+            Some(CHECKPOINT_WAIT_LONG)
+        } else if len >= self.wal_limit {
+            Some(CHECKPOINT_WAIT)
+        } else {
+            None
+        }
+    }
+
+    /// Copies the whole WAL into the database and truncates it to zero bytes.
+    ///
+    /// Run here, between batches, because this is the one moment nothing writes: a checkpoint
+    /// from another connection (see `checkpoint.rs`) can only copy what was committed when it
+    /// began, and under sustained writes the WAL never ends where the copy did, so SQLite never
+    /// gets to restart it and the file grows without bound. TRUNCATE (not RESTART) also gives the
+    /// file's space back to the filesystem, which is what a disk that filled up needs.
+    fn checkpoint(&mut self, wait: Duration) {
+        let _turn = self
+            .checkpoint_turn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _ = self.conn.busy_timeout(wait);
+        let outcome = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+        let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        match outcome {
+            Ok(0) => self.recovering = false,
+            Ok(_) => tracing::debug!("wal checkpoint waited too long for readers; retrying"),
+            Err(e) => tracing::warn!(error = %e, "wal checkpoint failed; retrying"),
+        }
     }
 
     fn fail(&self, pending: &mut Vec<Box<dyn Command>>, msg: &str) {
@@ -215,4 +302,16 @@ impl Writer {
             cmd.reply(Some(msg));
         }
     }
+}
+
+/// Bytes available to this process on the filesystem holding `path`, if the OS says.
+fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: `path` is a valid C string and `stat` a plain struct the call fills in.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
 }

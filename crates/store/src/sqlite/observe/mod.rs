@@ -41,7 +41,7 @@ impl SqliteStore {
         F: FnOnce(&mut dyn ObserveWriteStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        self.submit(move |db: &mut Db<'_>| f(db)).await
+        self.submit(0, move |db: &mut Db<'_>| f(db)).await
     }
 }
 
