@@ -11,6 +11,7 @@ mod observe;
 mod read;
 mod rows;
 mod schema;
+mod status_sets;
 mod write;
 mod writer;
 

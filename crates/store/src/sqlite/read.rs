@@ -16,6 +16,7 @@ use super::rows::{
     event_from_row, first, idempotency_from_row, prefixed_run_columns, run_columns, run_from_row,
     task_columns, task_from_row, token_columns, token_from_row,
 };
+use super::status_sets::{active_run, finished_run, unclaimable_task};
 use super::Db;
 
 /// Ids per query for the `*_of_tasks` lookups. The ids travel as one JSON array parameter (so
@@ -285,7 +286,8 @@ impl ReadStore for Db<'_> {
                 "SELECT ",
                 run_columns!(),
                 " FROM task_runs WHERE task_id IN (SELECT value FROM json_each(?1))",
-                " AND status NOT IN ('completed', 'failed', 'canceled')",
+                " AND NOT ",
+                finished_run!("status"),
                 " ORDER BY queued_at DESC, id DESC"
             ))
             .map_err(sql_err)?;
@@ -307,11 +309,11 @@ impl ReadStore for Db<'_> {
     ) -> Result<Option<String>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT id FROM task_runs WHERE session_id = ?1 AND session_token IS ?2 \
-                 AND status IN ('claimed', 'starting', 'running') \
-                 ORDER BY queued_at DESC, id DESC LIMIT 1",
-            )
+            .prepare_cached(concat!(
+                "SELECT id FROM task_runs WHERE session_id = ?1 AND session_token IS ?2 AND ",
+                active_run!("status"),
+                " ORDER BY queued_at DESC, id DESC LIMIT 1"
+            ))
             .map_err(sql_err)?;
         first(&mut stmt, rusqlite::params![session_id, token], |row| {
             row.get(0).map_err(sql_err)
@@ -444,7 +446,9 @@ impl ReadStore for Db<'_> {
                 // prefer an index on tasks and sort every queued run on each claim.
                 " FROM task_runs r INDEXED BY task_runs_claim JOIN tasks t ON t.id = r.task_id \
                  WHERE r.status = 'queued' AND r.priority_rank >= ?1 \
-                 AND t.status NOT IN ('draft', 'blocked', 'canceled') \
+                 AND NOT ",
+                unclaimable_task!("t.status"),
+                " \
                  AND ((?2 IS NULL AND t.scope = 'global') \
                       OR (t.scope = 'workspace' AND t.workspace_id = ?2)) \
                  AND (t.owner_kind IS NULL \
@@ -454,7 +458,7 @@ impl ReadStore for Db<'_> {
                       OR (r.priority_rank = ?5 AND (r.queued_at > ?6 \
                           OR (r.queued_at = ?6 AND r.id > ?7)))) \
                  AND NOT EXISTS (SELECT 1 FROM json_each(r.required_capabilities) c \
-                      WHERE c.value NOT IN (SELECT value FROM json_each(?9))) \
+                      WHERE NOT EXISTS (SELECT 1 FROM json_each(?9) o WHERE o.value = c.value)) \
                  ORDER BY r.priority_rank DESC, r.queued_at, r.id LIMIT ?8"
             ))
             .map_err(sql_err)?;
@@ -485,8 +489,9 @@ impl ReadStore for Db<'_> {
             .prepare_cached(concat!(
                 "SELECT ",
                 run_columns!(),
-                " FROM task_runs WHERE session_id = ?1 AND session_token IS ?2 \
-                 AND status IN ('claimed', 'starting', 'running') ORDER BY queued_at, id"
+                " FROM task_runs WHERE session_id = ?1 AND session_token IS ?2 AND ",
+                active_run!("status"),
+                " ORDER BY queued_at, id"
             ))
             .map_err(sql_err)?;
         collect(
@@ -502,8 +507,9 @@ impl ReadStore for Db<'_> {
             .prepare_cached(concat!(
                 "SELECT ",
                 run_columns!(),
-                " FROM task_runs WHERE status IN ('claimed', 'starting', 'running') \
-                 AND lease_until IS NOT NULL AND lease_until <= ?1 \
+                " FROM task_runs WHERE ",
+                active_run!("status"),
+                " AND lease_until IS NOT NULL AND lease_until <= ?1 \
                  ORDER BY lease_until, id LIMIT ?2"
             ))
             .map_err(sql_err)?;
@@ -513,10 +519,11 @@ impl ReadStore for Db<'_> {
     fn next_lease_deadline(&mut self) -> Result<Option<Ts>> {
         let mut stmt = self
             .conn
-            .prepare_cached(
-                "SELECT MIN(lease_until) FROM task_runs \
-                 WHERE status IN ('claimed', 'starting', 'running') AND lease_until IS NOT NULL",
-            )
+            .prepare_cached(concat!(
+                "SELECT MIN(lease_until) FROM task_runs WHERE ",
+                active_run!("status"),
+                " AND lease_until IS NOT NULL"
+            ))
             .map_err(sql_err)?;
         let min: Option<i64> = stmt.query_row([], |r| r.get(0)).map_err(sql_err)?;
         Ok(min.map(Ts))

@@ -8,6 +8,7 @@ use rusqlite::Connection;
 use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
+use super::status_sets::{active_run, not_open_work, open_run};
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE tasks (
@@ -217,6 +218,36 @@ CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, MAX(last_activity
       AND latest_run_status IS NOT 'failed';
 "#;
 
+/// No temporary b-tree on a run's status change:
+/// - partial indexes on status sets, restated with `OR` chains (see `status_sets`): an `IN` list in
+///   a partial index's predicate built one on every write of a run or a task;
+/// - the latest run of a task (the counters' `latest_run_status`, kept by the run triggers on every
+///   status change) read in index order instead of sorting the task's runs;
+/// - `task_runs_live` dropped: it held exactly the runs of `task_runs_active_lease`, which serves
+///   the dashboard's active runs as well.
+const MIGRATION_6: &str = concat!(
+    "CREATE INDEX task_runs_latest ON task_runs (task_id, attempt DESC, queued_at DESC, id DESC);
+DROP INDEX task_runs_active_lease;
+CREATE INDEX task_runs_active_lease ON task_runs (lease_until) WHERE ",
+    active_run!("status"),
+    ";
+DROP INDEX task_runs_session_active;
+CREATE INDEX task_runs_session_active ON task_runs (session_id) WHERE ",
+    active_run!("status"),
+    ";
+DROP INDEX task_runs_live;
+DROP INDEX task_runs_open_claimer;
+CREATE INDEX task_runs_open_claimer ON task_runs (claimed_by_kind, claimed_by_ref) WHERE ",
+    open_run!("status"),
+    ";
+DROP INDEX tasks_inbox_open;
+CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)), id)
+    WHERE owner_kind IS NOT NULL AND NOT ",
+    not_open_work!("status"),
+    " AND latest_run_status IS NOT 'failed';
+"
+);
+
 /// Every migration in order; the schema version is the number applied.
 pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
@@ -224,6 +255,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::observe::schema::MIGRATION,
     MIGRATION_4,
     MIGRATION_5,
+    MIGRATION_6,
 ];
 
 /// The schema version this binary creates and understands.

@@ -1307,3 +1307,82 @@ async fn wal_stays_bounded_under_back_to_back_writes_and_readers() {
         "the WAL reached {largest} bytes with a limit of {limit}"
     );
 }
+
+/// The opcodes of `sql`'s program, or its query plan with `plan`.
+fn explain(conn: &Connection, sql: &str, plan: bool) -> String {
+    let prefix = if plan {
+        "EXPLAIN QUERY PLAN"
+    } else {
+        "EXPLAIN"
+    };
+    let column = if plan { 3 } else { 1 };
+    let mut stmt = conn.prepare(&format!("{prefix} {sql}")).unwrap();
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(column))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect::<Vec<_>>();
+    rows.join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_changes_build_no_temporary_btree_and_status_sets_use_their_indexes() {
+    use super::status_sets::{active_run, not_open_work, open_run};
+    let (dir, _store) = temp_store(StoreOptions::default());
+    let conn = raw(&dir.path().join("tasklane.db"));
+    // Every claim, heartbeat and completion writes these; each write of a row evaluates the
+    // predicates of its table's partial indexes for the old and the new row.
+    for sql in [
+        "UPDATE task_runs SET status = 'claimed', lease_until = 1, claimed_by_kind = 'k', \
+         claimed_by_ref = 'r', session_id = 's' WHERE id = 'run'",
+        "UPDATE tasks SET status = 'ready', updated_at = 1, last_activity_at = 1, \
+         owner_kind = 'k', latest_run_status = 'queued' WHERE id = 'task'",
+    ] {
+        let program = explain(&conn, sql, false);
+        assert!(
+            !program.contains("OpenEphemeral"),
+            "{sql} builds a temporary b-tree:\n{program}"
+        );
+    }
+    // The queries state each set exactly as the partial index does, so they still use it.
+    for (sql, index) in [
+        (
+            concat!(
+                "SELECT id FROM task_runs WHERE session_id = 's' AND session_token IS NULL AND ",
+                active_run!("status")
+            ),
+            "task_runs_session_active",
+        ),
+        (
+            concat!(
+                "SELECT MIN(lease_until) FROM task_runs WHERE ",
+                active_run!("status"),
+                " AND lease_until IS NOT NULL"
+            ),
+            "task_runs_active_lease",
+        ),
+        (
+            concat!("SELECT id FROM task_runs WHERE ", active_run!("status")),
+            "task_runs_active_lease",
+        ),
+        (
+            concat!(
+                "SELECT task_id FROM task_runs WHERE claimed_by_kind = 'k' AND claimed_by_ref = 'r' AND ",
+                open_run!("status")
+            ),
+            "task_runs_open_claimer",
+        ),
+        (
+            concat!(
+                "SELECT id FROM tasks t INDEXED BY tasks_inbox_open WHERE t.owner_kind = 'k' \
+                 AND t.owner_ref = 'r' AND NOT ",
+                not_open_work!("t.status"),
+                " AND t.latest_run_status IS NOT 'failed'"
+            ),
+            "tasks_inbox_open",
+        ),
+    ] {
+        let plan = explain(&conn, sql, true);
+        assert!(plan.contains(index), "{sql} does not use {index}:\n{plan}");
+    }
+}

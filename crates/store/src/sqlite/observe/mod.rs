@@ -23,6 +23,7 @@ use super::rows::{
     collect, event_columns, event_from_row, first, run_columns, run_from_row, task_columns,
     task_from_row,
 };
+use super::status_sets::{active_run, not_open_work, open_run};
 use super::{Db, SqliteStore};
 
 impl SqliteStore {
@@ -160,14 +161,20 @@ const COUNTER_FILTER: &str = "(?1 IS NULL OR scope = ?1) AND (?2 IS NULL OR work
 const ACTIVITY: &str = "MAX(t.last_activity_at, t.updated_at, COALESCE(t.closed_at, 0))";
 
 /// The compact candidate row (see [`candidate_from_row`]); ?1/?2 are the actor's kind and ref.
-const CANDIDATE_SELECT: &str = "SELECT t.id, t.status, t.approval_policy, t.approval_state, \
+const CANDIDATE_SELECT: &str = concat!(
+    "SELECT t.id, t.status, t.approval_policy, t.approval_state, \
      t.owner_kind, t.owner_ref, t.priority, \
      MAX(t.last_activity_at, t.updated_at, COALESCE(t.closed_at, 0)), t.latest_run_status, \
      t.id IN (SELECT r.task_id FROM task_runs r WHERE r.claimed_by_kind = ?1 \
-             AND r.claimed_by_ref = ?2 AND r.status IN ('queued', 'claimed', 'starting', 'running')), \
-     g.read, g.archived, g.dismissed, g.last_seen_activity_at, g.updated_at \
+             AND r.claimed_by_ref = ?2 AND ",
+    open_run!("r.status"),
+    "), g.read, g.archived, g.dismissed, g.last_seen_activity_at, g.updated_at \
      FROM tasks t LEFT JOIN task_triage g \
-       ON g.actor_kind = ?1 AND g.actor_ref = ?2 AND g.task_id = t.id";
+       ON g.actor_kind = ?1 AND g.actor_ref = ?2 AND g.task_id = t.id"
+);
+
+/// Open runs, as the claimer index `task_runs_open_claimer` states them.
+const OPEN_RUN: &str = open_run!("status");
 
 /// The inbox filters only the task set by scope, workspace and owner.
 fn inbox_filter(filter: &ObserveFilter) -> FilterParams {
@@ -305,7 +312,8 @@ impl ObserveStore for Db<'_> {
         let mut sql = String::from(concat!(
             "SELECT ",
             run_columns!(),
-            " FROM task_runs WHERE status IN ('claimed', 'starting', 'running')"
+            " FROM task_runs WHERE ",
+            active_run!("status")
         ));
         let mut params: Vec<&dyn ToSql> = Vec::new();
         p.run_clauses(&mut sql, &mut params);
@@ -395,7 +403,7 @@ impl ObserveStore for Db<'_> {
                UNION ALL SELECT id FROM tasks WHERE owner_kind = ?3 AND owner_ref = ?2 \
                  AND status IN ('pending', 'ready', 'in_progress', 'blocked') \
                UNION ALL SELECT task_id FROM task_runs WHERE claimed_by_kind = ?1 AND claimed_by_ref = ?2 \
-                 AND status IN ('queued', 'claimed', 'starting', 'running') \
+                 AND {OPEN_RUN} \
                UNION ALL SELECT task_id FROM task_triage WHERE actor_kind = ?1 AND actor_ref = ?2 \
                  AND archived = 1)"
         );
@@ -462,7 +470,7 @@ impl ObserveStore for Db<'_> {
             "{CANDIDATE_SELECT} WHERE t.id IN ( \
                SELECT task_id FROM task_triage WHERE actor_kind = ?1 AND actor_ref = ?2 \
                UNION SELECT task_id FROM task_runs WHERE claimed_by_kind = ?1 AND claimed_by_ref = ?2 \
-                 AND status IN ('queued', 'claimed', 'starting', 'running'))"
+                 AND {OPEN_RUN})"
         );
         let mut params: Vec<&dyn ToSql> = vec![&actor.kind, &actor.reference];
         // Driven by the actor's rows: a filter column's index would read the whole filter set.
@@ -499,9 +507,11 @@ impl ObserveStore for Db<'_> {
             ),
             Lane::MyWork => (
                 "tasks_inbox_open",
-                "t.owner_kind = ?3 AND t.owner_ref = ?4 \
-                 AND t.status NOT IN ('draft', 'completed', 'failed', 'canceled', 'blocked') \
-                 AND t.latest_run_status IS NOT 'failed'",
+                concat!(
+                    "t.owner_kind = ?3 AND t.owner_ref = ?4 AND NOT ",
+                    not_open_work!("t.status"),
+                    " AND t.latest_run_status IS NOT 'failed'"
+                ),
             ),
             // Only triage rows put a task there: the corrections carry every archived item.
             Lane::Archived => return Ok(Vec::new()),
