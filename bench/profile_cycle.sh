@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Server instructions per agent job, counted by callgrind: deterministic, so two builds compare
+# exactly even on a noisy machine (wall-clock figures on this VM drift by tens of percent).
+#
+#   bench/profile_cycle.sh [BINARY] [CYCLES]
+#
+# Starts BINARY (default target/release/tasklane) under callgrind on a fresh SQLite file, queues
+# CYCLES runs (default 300) with instrumentation off, then counts the server's instructions over
+# CYCLES claim-next -> complete cycles of one agent. Prints instructions per cycle and leaves the
+# profile (callgrind_annotate it) in the printed directory.
+set -euo pipefail
+bin=${1:-target/release/tasklane}
+cycles=${2:-300}
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
+bin=$(realpath "$bin")
+dir=$(mktemp -d /tmp/tasklane-profile.XXXXXX)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
+  "$bin" serve --listen "127.0.0.1:$port" --database "$dir/tasklane.db" >"$dir/server.log" 2>&1 &
+vg=$!
+trap 'kill $vg 2>/dev/null || true' EXIT
+for _ in $(seq 1 200); do grep -q listening "$dir/server.log" && break; sleep 0.2; done
+drive() {
+python3 - "http://127.0.0.1:$port" "$cycles" "$1" <<'PY'
+import json, sys, urllib.request
+base, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def post(path, body, headers={}):
+    req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                 headers={"content-type": "application/json", **headers})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        raw = r.read()
+        return json.loads(raw) if raw else None
+if mode == "queue":
+    for i in range(n):
+        t = post("/api/tasks", {"scope": "global", "title": f"job {i}"})
+        post(f"/api/tasks/{t['task']['id']}/start", {})
+else:
+    agent = {"X-AGH-Session-ID": "profile-agent"}
+    for _ in range(n):
+        run = post("/api/agent/tasks/claim-next", {"lease_seconds": 60}, agent)["claim"]["run"]["id"]
+        post(f"/api/agent/tasks/{run}/complete", {"result": {"ok": True}}, agent)
+PY
+}
+drive queue
+callgrind_control -i on $vg >/dev/null
+drive cycle
+callgrind_control -d $vg >/dev/null
+total=$(callgrind_annotate "$dir/callgrind.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
+echo "server instructions per claim-next -> complete cycle: $((total / cycles)) ($total over $cycles cycles)"
+echo "profile: $dir/callgrind.out.1"
