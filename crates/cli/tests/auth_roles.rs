@@ -45,6 +45,11 @@ enum Op {
     AgentComplete,
     AgentFail,
     Release,
+    /// On a task under manual approval (the gated rows of the table).
+    UpdateApprovedManualTask,
+    DeleteManualTask,
+    EnqueueRunAwaitingApproval,
+    CreateChildAwaitingApproval,
 }
 
 /// What each role may do, as SPEC §2 states it.
@@ -79,6 +84,10 @@ const RIGHTS: &[(Op, [bool; 3])] = &[
     (Op::AgentComplete,                  [N,       Y,    N]),
     (Op::AgentFail,                      [N,       Y,    N]),
     (Op::Release,                        [N,       Y,    N]),
+    (Op::UpdateApprovedManualTask,       [Y,       N,    N]),
+    (Op::DeleteManualTask,               [Y,       N,    N]),
+    (Op::EnqueueRunAwaitingApproval,     [Y,       N,    N]),
+    (Op::CreateChildAwaitingApproval,    [Y,       N,    N]),
 ];
 
 const ROLES: [&str; 3] = ["operator", "agent", "viewer"];
@@ -337,6 +346,35 @@ impl Fixture {
                 };
                 post(format!("/api/agent/tasks/{rid}/{action}"), body)
             }
+            Op::UpdateApprovedManualTask => {
+                let tid = self.task(case, json!({"approval_policy": "manual"})).await;
+                self.setup(
+                    Method::POST,
+                    &format!("/api/tasks/{tid}/approve"),
+                    json!({}),
+                )
+                .await;
+                (
+                    Method::PATCH,
+                    format!("/api/tasks/{tid}"),
+                    Some(json!({"description": "something else"})),
+                )
+            }
+            Op::DeleteManualTask => {
+                let tid = self.task(case, json!({"approval_policy": "manual"})).await;
+                (Method::DELETE, format!("/api/tasks/{tid}"), None)
+            }
+            Op::EnqueueRunAwaitingApproval => {
+                let tid = self.task(case, json!({"approval_policy": "manual"})).await;
+                post(
+                    format!("/api/tasks/{tid}/runs"),
+                    json!({"idempotency_key": case}),
+                )
+            }
+            Op::CreateChildAwaitingApproval => {
+                let tid = self.task(case, json!({"approval_policy": "manual"})).await;
+                post(format!("/api/tasks/{tid}/children"), new_task)
+            }
         }
     }
 
@@ -447,16 +485,24 @@ async fn an_agent_never_makes_work_runnable_that_awaits_or_was_refused_approval(
             )
             .await;
         assert_err(&r, 409, "invalid_transition");
-        // A run may be queued (as the reference allows) but nobody can take it.
-        let (s, v) = f
-            .call(
-                &ag,
+        // Nor may it queue a run of it, rewrite it, or delete it (and re-create the id without
+        // the gate).
+        for (method, path, body) in [
+            (
                 Method::POST,
-                &format!("/api/tasks/{tid}/runs"),
+                format!("/api/tasks/{tid}/runs"),
                 Some(json!({"idempotency_key": tid})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+            ),
+            (
+                Method::PATCH,
+                format!("/api/tasks/{tid}"),
+                Some(json!({"title": "something else"})),
+            ),
+            (Method::DELETE, format!("/api/tasks/{tid}"), None),
+        ] {
+            let r = f.call(&ag, method, &path, body).await;
+            assert_err(&r, 403, "forbidden_role");
+        }
         let (s, v) = claim_next_with(&f.srv, &ag, json!({"workspace_id": "gated"})).await;
         assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
         assert_eq!(
@@ -500,6 +546,36 @@ async fn an_agent_never_makes_work_runnable_that_awaits_or_was_refused_approval(
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    // But not change what the human approved: the approval covers the task as it was.
+    let r = f
+        .call(
+            &ag,
+            Method::PATCH,
+            &format!("/api/tasks/{approved}"),
+            Some(json!({"description": "rm -rf /"})),
+        )
+        .await;
+    assert_err(&r, 403, "forbidden_role");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_the_table_does_not_name_are_for_operators_only() {
+    let f = Fixture::start().await;
+    for role in ROLES {
+        let (s, v) = f
+            .call(
+                &f.headers(role, "unknown"),
+                Method::POST,
+                "/api/no-such-endpoint",
+                Some(json!({})),
+            )
+            .await;
+        if role == "operator" {
+            assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+        } else {
+            assert_err(&(s, v), 403, "forbidden_role");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

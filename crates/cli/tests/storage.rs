@@ -10,19 +10,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use support_agent::*;
 
-#[tokio::test]
-async fn a_second_server_on_a_served_database_refuses_to_start() {
-    let srv = Server::start();
-    let id = srv.task("served").await;
-
+/// Starts `tasklane serve` on `database` and waits for it to exit: (status, stdout, stderr).
+fn second_server(database: &str) -> (std::process::ExitStatus, String, String) {
     let mut second = Command::new(env!("CARGO_BIN_EXE_tasklane"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            srv.database(),
-        ])
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", database])
         .env("RUST_LOG", "warn")
         .env_remove("TASKLANE_DATABASE_URL")
         .env_remove("TASKLANE_LISTEN")
@@ -57,6 +48,15 @@ async fn a_second_server_on_a_served_database_refuses_to_start() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
+    (status, stdout, stderr)
+}
+
+#[tokio::test]
+async fn a_second_server_on_a_served_database_refuses_to_start() {
+    let srv = Server::start();
+    let id = srv.task("served").await;
+
+    let (status, stdout, stderr) = second_server(srv.database());
     assert!(!status.success(), "exit status {status:?}");
     assert!(!stdout.contains("listening"), "it must not serve: {stdout}");
     let lock = srv.dir().join("tasklane.db.lock");
@@ -74,4 +74,12 @@ async fn a_second_server_on_a_served_database_refuses_to_start() {
         String::from_utf8_lossy(&out.stderr)
     );
     create_token(srv.database(), "viewer", "while-served");
+
+    // Another name for the same file is the same database.
+    let link = srv.dir().join("another-name.db");
+    std::os::unix::fs::symlink(srv.dir().join("tasklane.db"), &link).unwrap();
+    let (status, stdout, stderr) = second_server(link.to_str().unwrap());
+    assert!(!status.success(), "through a symlink: {status:?}");
+    assert!(!stdout.contains("listening"), "it must not serve: {stdout}");
+    assert!(stderr.contains("already served"), "{stderr}");
 }

@@ -186,7 +186,8 @@ async fn approving_releases_a_run_queued_while_the_task_awaited_approval() {
         "invalid_transition",
     );
 
-    let (s, v) = srv.post_empty(&format!("/api/tasks/{gated}/approve")).await;
+    let approve = format!("/api/tasks/{gated}/approve");
+    let (s, v) = srv.post(&approve, json!({"idempotency_key": "ok"})).await;
     assert_status(&(s, v.clone()), 201);
     assert_eq!(v["task"]["approval_state"], "approved");
     assert_eq!(v["task"]["status"], "ready");
@@ -194,6 +195,10 @@ async fn approving_releases_a_run_queued_while_the_task_awaited_approval() {
         v["run"]["id"], queued["id"],
         "the queued run is released: {v}"
     );
+    // A retry with the same key answers the same.
+    let (s, again) = srv.post(&approve, json!({"idempotency_key": "ok"})).await;
+    assert_status(&(s, again.clone()), 201);
+    assert_eq!(again["run"]["id"], queued["id"], "{again}");
     assert_eq!(count_events(&srv.events(&gated).await, "task.approved"), 1);
     assert_eq!(srv.runs(&gated, "").await.len(), 1, "no second run");
     srv.claim(&id(&queued)).await;

@@ -4,7 +4,7 @@
 //! do everything (the agent API still needs an agent session).
 
 use crate::error::{Error, Result};
-use crate::model::Role;
+use crate::model::{ApprovalPolicy, ApprovalState, Role, Task};
 
 /// Every operation of the API, as the policy sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -38,6 +38,9 @@ pub enum Operation {
     AgentComplete,
     AgentFail,
     Release,
+    /// Any other write: an endpoint the table does not name (unknown paths, the test clock's
+    /// control). Operators only, so a route added without its row is closed, not open.
+    Other,
 }
 
 /// Request fields that only some roles may set, on every operation that accepts them.
@@ -88,6 +91,7 @@ const fn rights(op: Operation) -> [bool; 3] {
         AgentComplete    => [N,       Y,    N],
         AgentFail        => [N,       Y,    N],
         Release          => [N,       Y,    N],
+        Other            => [Y,       N,    N],
     }
 }
 
@@ -96,6 +100,62 @@ const fn rights(op: Operation) -> [bool; 3] {
 const fn field_rights(field: Field) -> [bool; 3] {
     match field {
         Field::ApprovalPolicy => [Y, N, N],
+    }
+}
+
+/// Which tasks a gated operation is restricted on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    /// Every task under manual approval: what a human approves (or approved) is its content.
+    Manual,
+    /// A task under manual approval not granted yet: pending or rejected.
+    Awaiting,
+}
+
+impl Gate {
+    fn applies_to(self, task: &Task) -> bool {
+        let manual = task.approval_policy == ApprovalPolicy::Manual;
+        match self {
+            Gate::Manual => manual,
+            Gate::Awaiting => manual && task.approval_state != ApprovalState::Approved,
+        }
+    }
+}
+
+/// What each role may do to a task under manual approval, beyond [`rights`]:
+/// `[operator, agent, viewer]`. Approval is a human's decision about a task's content, so an
+/// agent may neither change nor delete that content (deleting and re-creating the id would drop
+/// the approval), nor queue a run of it or add work beneath it before the approval is granted.
+#[rustfmt::skip]
+const fn gated_rights(op: Operation) -> Option<(Gate, [bool; 3])> {
+    use Operation::*;
+    match op {
+        //                                 operator agent viewer
+        UpdateTask  => Some((Gate::Manual,   [Y,       N,    N])),
+        DeleteTask  => Some((Gate::Manual,   [Y,       N,    N])),
+        EnqueueRun  => Some((Gate::Awaiting, [Y,       N,    N])),
+        CreateChild => Some((Gate::Awaiting, [Y,       N,    N])),
+        _ => None,
+    }
+}
+
+/// `forbidden_role` unless `role` may perform `op` on `task` (for `CreateChild`, `task` is the
+/// parent or any ancestor) given its approval.
+pub fn check_gated(role: Option<Role>, op: Operation, task: &Task) -> Result<()> {
+    let Some(role) = role else { return Ok(()) };
+    match gated_rights(op) {
+        Some((gate, rights)) if gate.applies_to(task) && !rights[column(role)] => {
+            Err(forbidden_role(
+                Some(role),
+                &format!(
+                    "{} task {}, whose manual approval is {}",
+                    op.verb(),
+                    task.id,
+                    task.approval_state
+                ),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -108,6 +168,17 @@ const fn column(role: Role) -> usize {
 }
 
 impl Operation {
+    /// What the operation does to a task, for error messages.
+    fn verb(self) -> &'static str {
+        match self {
+            Operation::UpdateTask => "update",
+            Operation::DeleteTask => "delete",
+            Operation::EnqueueRun => "enqueue a run of",
+            Operation::CreateChild => "add work beneath",
+            _ => "act on",
+        }
+    }
+
     /// The operations of the agent API, which need an agent session identity.
     pub fn is_agent_api(self) -> bool {
         matches!(

@@ -367,7 +367,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Identity, Api
 /// Checks the request's operation against the role table; the agent API also needs an agent
 /// session in open mode.
 fn authorize(who: &Identity, op: Option<Operation>) -> Result<(), ApiError> {
-    let Some(op) = op else { return Ok(()) };
+    let op = op.unwrap_or(Operation::Other);
     if op.is_agent_api() && who.role.is_none() && !who.is_agent() {
         return Err(unauthorized(
             "identity_required",

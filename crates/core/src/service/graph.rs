@@ -8,6 +8,7 @@ use super::{Op, Payload};
 use crate::error::{Error, Result};
 use crate::input::{CancelInput, DependencyInput};
 use crate::model::{Dependency, TaskStatus};
+use crate::policy::{self, Operation};
 use crate::validate::{non_empty, MAX_DEPENDENCIES};
 use crate::views::TaskPayload;
 
@@ -184,7 +185,8 @@ pub fn cancel_task(op: &mut Op<'_>, id: &str, input: &CancelInput) -> Result<Tas
 /// `DELETE /api/tasks/{id}`: refused while the task has children or an open run. Records no event.
 pub fn delete_task(op: &mut Op<'_>, id: &str) -> Result<()> {
     op.touch_session()?;
-    op.load_task(id)?;
+    let task = op.load_task(id)?;
+    policy::check_gated(op.caller.role, Operation::DeleteTask, &task)?;
     let children = op
         .store
         .child_counts(&[id.to_string()])?

@@ -12,6 +12,7 @@ use crate::input::{
     AttachSessionInput, CancelInput, CompleteInput, ExecuteInput, FailInput, IdempotencyInput,
 };
 use crate::model::{IdempotencyRecord, OwnerKind, Run, RunStatus, Scope, Task, TaskStatus};
+use crate::policy::{self, Operation};
 use crate::time::ZERO_TIME;
 use crate::validate::{self, non_empty, RESULT_LIMIT};
 use crate::views::RunPayload;
@@ -103,15 +104,7 @@ pub(crate) fn enqueue(op: &mut Op<'_>, task: &mut Task, req: ExecuteRequest) -> 
         session_token: None,
     };
     op.store.insert_run(&run)?;
-    if let Some(key) = &req.idempotency_key {
-        op.store.insert_idempotency_record(&IdempotencyRecord {
-            key: key.clone(),
-            origin: op.caller.origin.clone(),
-            task_id: task.id.clone(),
-            run_id: run.id.clone(),
-            created_at: op.now,
-        })?;
-    }
+    bind_idempotency_key(op, req.idempotency_key.as_deref(), &run)?;
     op.reconcile(task)?;
     op.work_available = true;
     let payload = Payload::new()
@@ -144,6 +137,7 @@ pub fn enqueue_run(op: &mut Op<'_>, task_id: &str, input: &ExecuteInput) -> Resu
     require_key_for_non_human(op, req.idempotency_key.as_deref(), "enqueues a run")?;
     op.touch_session()?;
     let mut task = op.load_task(task_id)?;
+    policy::check_gated(op.caller.role, Operation::EnqueueRun, &task)?;
     if matches!(task.status, TaskStatus::Draft | TaskStatus::Canceled) {
         return Err(Error::transition(format!(
             "task {task_id} is {} and cannot be enqueued",
@@ -155,6 +149,19 @@ pub fn enqueue_run(op: &mut Op<'_>, task_id: &str, input: &ExecuteInput) -> Resu
     }
     let run = enqueue(op, &mut task, req)?;
     Ok(RunPayload::from(&run))
+}
+
+/// Binds the caller's idempotency key (scoped by its origin) to `run`, so a retry with the same
+/// key answers with that run.
+pub(crate) fn bind_idempotency_key(op: &mut Op<'_>, key: Option<&str>, run: &Run) -> Result<()> {
+    let Some(key) = key else { return Ok(()) };
+    op.store.insert_idempotency_record(&IdempotencyRecord {
+        key: key.to_string(),
+        origin: op.caller.origin.clone(),
+        task_id: run.task_id.clone(),
+        run_id: run.id.clone(),
+        created_at: op.now,
+    })
 }
 
 /// Loads a run and its task, refusing when the task cannot execute now.

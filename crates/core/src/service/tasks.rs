@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::ids;
 use crate::input::{CreateTaskInput, ExecuteInput, PatchTaskInput};
 use crate::model::{ApprovalPolicy, ApprovalState, Priority, Scope, Task, TaskStatus};
-use crate::policy::{self, Field};
+use crate::policy::{self, Field, Operation};
 use crate::validate::{self, non_empty, DEFAULT_MAX_ATTEMPTS, MAX_CHILDREN, MAX_DEPTH};
 use crate::views::{RunPayload, TaskPayload};
 
@@ -201,11 +201,6 @@ pub fn create_task(
     Ok(TaskPayload::from(&task))
 }
 
-/// A manual approval that has not been granted: pending or rejected.
-fn awaits_approval(task: &Task) -> bool {
-    task.approval_policy == ApprovalPolicy::Manual && task.approval_state != ApprovalState::Approved
-}
-
 /// Scope compatibility, the tree limits (64 children, depth 8), and no work beneath an
 /// approval the caller may not decide.
 fn check_child_allowed(op: &mut Op<'_>, parent: &Task, child: &NewTask) -> Result<()> {
@@ -230,21 +225,11 @@ fn check_child_allowed(op: &mut Op<'_>, parent: &Task, child: &NewTask) -> Resul
             format!("task {} already has {MAX_CHILDREN} children", parent.id),
         ));
     }
-    // Work beneath an approval nobody has granted would run without it: only a caller who may
-    // decide approval policies may add it.
-    let may_decide_approval = policy::allows_field(op.caller.role, Field::ApprovalPolicy);
+    // Work beneath an approval nobody has granted would run without it.
     let mut depth = 1;
     let mut ancestor = Some(parent.clone());
     while let Some(task) = ancestor {
-        if !may_decide_approval && awaits_approval(&task) {
-            return Err(policy::forbidden_role(
-                op.caller.role,
-                &format!(
-                    "add work beneath task {}, whose approval is {}",
-                    task.id, task.approval_state
-                ),
-            ));
-        }
+        policy::check_gated(op.caller.role, Operation::CreateChild, &task)?;
         if depth >= MAX_DEPTH {
             break;
         }
@@ -356,6 +341,7 @@ pub fn patch_task(op: &mut Op<'_>, id: &str, input: &PatchTaskInput) -> Result<T
 
     op.touch_session()?;
     let mut task = op.load_task(id)?;
+    policy::check_gated(op.caller.role, Operation::UpdateTask, &task)?;
     let mut changed = [false; PATCH_FIELDS.len()];
     if let Some(t) = title {
         changed[0] = t != task.title;
@@ -531,12 +517,14 @@ pub fn approve_task(op: &mut Op<'_>, id: &str, input: &ExecuteInput) -> Result<E
             run: None,
         });
     }
-    // A run queued while the task awaited approval is the run the approval releases: enqueuing a
-    // second one would fail (one open run per task) and leave the approval impossible to give.
+    // A run an operator queued while the task awaited approval is the run the approval releases:
+    // enqueuing a second one would fail (one open run per task) and leave the approval impossible
+    // to give. The approve's own run settings apply only to a run it enqueues.
     let open = op
         .store
         .open_runs_of_tasks(std::slice::from_ref(&task.id))?;
     if let Some(run) = open.into_iter().next() {
+        super::runs::bind_idempotency_key(op, req.idempotency_key.as_deref(), &run)?;
         return Ok(Execution {
             task: TaskPayload::from(&task),
             run: Some(RunPayload::from(&run)),

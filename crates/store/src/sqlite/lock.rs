@@ -17,11 +17,28 @@ pub(crate) struct ServeLock {
     _file: File,
 }
 
-/// `<database>.lock`, beside the database.
+/// `<database>.lock`, beside the database's real file: a symbolic link or another spelling of
+/// the path (`./x.db`, `dir/../x.db`) leads to the same lock.
 pub(crate) fn lock_path(db: &Path) -> PathBuf {
-    let mut path = db.as_os_str().to_owned();
+    let mut path = real_path(db).into_os_string();
     path.push(".lock");
     PathBuf::from(path)
+}
+
+/// The database's canonical path; for a file not created yet, its canonical directory joined
+/// with its name.
+fn real_path(db: &Path) -> PathBuf {
+    if let Ok(real) = db.canonicalize() {
+        return real;
+    }
+    let dir = match db.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    match (dir.canonicalize(), db.file_name()) {
+        (Ok(dir), Some(name)) => dir.join(name),
+        _ => db.to_path_buf(),
+    }
 }
 
 impl ServeLock {
