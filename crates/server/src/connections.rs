@@ -31,6 +31,11 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{sleep_until, Instant, Sleep};
 use tower_service::Service;
 
+/// How long stopping waits for the connections still answering. Long polls and event streams end
+/// as soon as the server stops; what remains after this is a client that stopped reading (an
+/// answer stuck in a full socket buffer), which must not keep the server from exiting.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// How many connections may be open, and how long each may make the server wait.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -119,7 +124,16 @@ pub(crate) async fn serve(
     drop(listener);
     close_tx.send_replace(true);
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = slots.acquire_many(all).await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = limits.max_connections - slots.available_permits(),
+            grace = ?SHUTDOWN_GRACE,
+            "connections still open when stopping (a client that stopped reading its answer); dropping them"
+        );
+    }
 }
 
 async fn serve_connection(

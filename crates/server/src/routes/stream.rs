@@ -92,35 +92,58 @@ enum End {
     Lagged,
 }
 
-async fn send(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> Result<(), End> {
-    tx.send(bytes).await.map_err(|_| End::Closed)
+/// The sending side of one connection, with what ends it.
+struct Conn {
+    tx: mpsc::Sender<Bytes>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    who: Identity,
+}
+
+impl Conn {
+    /// Waits for room on the wire, but not past the server stopping or the token's revocation:
+    /// a client that stops reading must not keep either from ending its stream.
+    async fn send(&mut self, bytes: Bytes) -> Result<(), End> {
+        tokio::select! {
+            sent = self.tx.send(bytes) => sent.map_err(|_| End::Closed),
+            _ = self.shutdown.wait_for(|stopping| *stopping) => Err(End::Closed),
+            () = self.who.revoked() => Err(End::Closed),
+        }
+    }
 }
 
 /// Streams until the client goes, the server stops or the caller's token is revoked.
 async fn run(hub: Arc<Hub>, root: String, mut last: i64, tx: mpsc::Sender<Bytes>, who: Identity) {
     let mut keepalive = hub.keepalive();
     let mut shutdown = hub.shutting_down();
-    if *shutdown.borrow_and_update()
-        || send(&tx, Bytes::from_static(RETRY.as_bytes()))
-            .await
-            .is_err()
+    if *shutdown.borrow_and_update() {
+        return;
+    }
+    let mut conn = Conn {
+        tx,
+        shutdown: shutdown.clone(),
+        who,
+    };
+    if conn
+        .send(Bytes::from_static(RETRY.as_bytes()))
+        .await
+        .is_err()
     {
         return;
     }
     loop {
-        if who.is_revoked() {
+        if conn.who.is_revoked() {
             return;
         }
         // Registered before reading storage, so nothing committed in between is lost.
         let mut sub = hub.subscribe(&root);
-        if catch_up(&hub, &root, &mut last, &tx).await.is_err() {
+        if catch_up(&hub, &root, &mut last, &mut conn).await.is_err() {
             return;
         }
         let end = loop {
             tokio::select! {
                 frame = sub.frames.recv() => match frame {
                     Some(f) if f.sequence > last => {
-                        if let Err(end) = send(&tx, f.bytes).await {
+                        if let Err(end) = conn.send(f.bytes).await {
                             break end;
                         }
                         last = f.sequence;
@@ -132,13 +155,13 @@ async fn run(hub: Arc<Hub>, root: String, mut last: i64, tx: mpsc::Sender<Bytes>
                     if changed.is_err() {
                         break End::Closed;
                     }
-                    if let Err(end) = send(&tx, Bytes::from_static(KEEPALIVE.as_bytes())).await {
+                    if let Err(end) = conn.send(Bytes::from_static(KEEPALIVE.as_bytes())).await {
                         break end;
                     }
                 }
                 _ = shutdown.changed() => break End::Closed,
-                _ = tx.closed() => break End::Closed,
-                () = who.revoked() => break End::Closed,
+                _ = conn.tx.closed() => break End::Closed,
+                () = conn.who.revoked() => break End::Closed,
             }
         };
         match end {
@@ -151,12 +174,7 @@ async fn run(hub: Arc<Hub>, root: String, mut last: i64, tx: mpsc::Sender<Bytes>
 }
 
 /// Sends every subtree event after `last` from storage, page by page.
-async fn catch_up(
-    hub: &Hub,
-    root: &str,
-    last: &mut i64,
-    tx: &mpsc::Sender<Bytes>,
-) -> Result<(), End> {
+async fn catch_up(hub: &Hub, root: &str, last: &mut i64, conn: &mut Conn) -> Result<(), End> {
     loop {
         let (root_id, after) = (root.to_string(), *last);
         let page = hub
@@ -178,7 +196,7 @@ async fn catch_up(
         let full = items.len() as i64 >= PAGE;
         for item in &items {
             if item.sequence > *last {
-                send(tx, Bytes::from(sse_frame(item))).await?;
+                conn.send(Bytes::from(sse_frame(item))).await?;
                 *last = item.sequence;
             }
         }
