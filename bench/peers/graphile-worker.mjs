@@ -8,7 +8,8 @@ const SYSTEM = 'graphile-worker';
 const quiet = new Logger(() => () => {});
 
 guard(SYSTEM, async (a, deadline) => {
-  const utils = await makeWorkerUtils({ connectionString: a.dsn, logger: quiet });
+  // The producer gets as many connections as the workers (at least 10), like the other peers.
+  const utils = await makeWorkerUtils({ connectionString: a.dsn, logger: quiet, maxPoolSize: Math.max(10, a.workers + 2) });
   await utils.migrate();
   const started = new Map();
   const taskList = { noop: async (payload) => { started.set(payload.i, now()); } };
@@ -41,10 +42,11 @@ guard(SYSTEM, async (a, deadline) => {
     await sleep(300);
     timedPhase();
     const u0 = usage();
-    const { lat, elapsedS } = await offer(n, interval, (i) => utils.addJob('noop', { i }), started, deadline);
+    const { lat, elapsedS, partial } = await offer(a, n, interval, (i) => utils.addJob('noop', { i }), started, deadline);
     const u1 = usage();
     result = { jobs: lat.length, p50_ms: pct(lat, 0.5), p99_ms: pct(lat, 0.99),
       worker_cpu_s: u1.cpuS - u0.cpuS, peak_rss_mb: u1.peakRssMb };
+    if (partial) result.partial = partial;
     if (a.workload === 'steady') { result.offered_per_s = a.rate; result.jobs_per_s = Math.round(lat.length / elapsedS * 100) / 100; }
     await report(a, SYSTEM, result);
     await runner.stop();

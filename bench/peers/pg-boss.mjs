@@ -45,10 +45,11 @@ guard(SYSTEM, async (a, deadline) => {
     await sleep(300);
     timedPhase();
     const u0 = usage();
-    const { lat, elapsedS } = await offer(n, interval, (i) => boss.send(QUEUE, { i }), started, deadline);
+    const { lat, elapsedS, partial } = await offer(a, n, interval, (i) => boss.send(QUEUE, { i }), started, deadline);
     const u1 = usage();
     result = { jobs: lat.length, p50_ms: pct(lat, 0.5), p99_ms: pct(lat, 0.99),
       worker_cpu_s: u1.cpuS - u0.cpuS, peak_rss_mb: u1.peakRssMb };
+    if (partial) result.partial = partial;
     if (a.workload === 'steady') { result.offered_per_s = a.rate; result.jobs_per_s = Math.round(lat.length / elapsedS * 100) / 100; }
   } else {
     throw new Error(`workload ${a.workload} is not supported by ${SYSTEM}`);

@@ -36,6 +36,9 @@ pub struct Params {
 
 type Res<T> = Result<T, String>;
 
+/// An agent's pickups: (task id, when its claim arrived).
+type Pickups = tokio::task::JoinHandle<Res<Vec<(String, Instant)>>>;
+
 /// Runs one workload and returns its row.
 pub async fn run(p: Params) -> Value {
     let mut server = Served::start(&p.tasklane_bin, &p.database, "127.0.0.1:0");
@@ -247,7 +250,7 @@ fn parked_agents(
     workers: usize,
     target: usize,
     deadline: Instant,
-) -> Vec<tokio::task::JoinHandle<Res<Vec<(String, Instant)>>>> {
+) -> Vec<Pickups> {
     let picked = Arc::new(AtomicUsize::new(0));
     (0..workers)
         .map(|w| {
@@ -298,7 +301,7 @@ async fn offer(
     base: &str,
     ids: Vec<String>,
     interval: Duration,
-    agents: Vec<tokio::task::JoinHandle<Res<Vec<(String, Instant)>>>>,
+    agents: Vec<Pickups>,
     deadline: Instant,
 ) -> Res<(Vec<f64>, Instant, Instant)> {
     let returned: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
