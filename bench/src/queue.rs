@@ -125,14 +125,39 @@ async fn expect_ok(
     }
 }
 
+/// Enqueues a run of task `id` (`POST /api/tasks/{id}/start`).
+async fn enqueue(http: &reqwest::Client, base: &str, id: &str) -> Res<Value> {
+    expect_ok(
+        http,
+        format!("{base}/api/tasks/{id}/start"),
+        None,
+        json!({}),
+    )
+    .await
+}
+
+async fn complete(http: &reqwest::Client, base: &str, session: &str, run: &str) -> Res<Value> {
+    let url = format!("{base}/api/agent/tasks/{run}/complete");
+    expect_ok(http, url, Some(session), json!({})).await
+}
+
+/// Awaits every task; the first failure wins.
+async fn join_all<T>(handles: Vec<tokio::task::JoinHandle<Res<T>>>) -> Res<Vec<T>> {
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        out.push(h.await.map_err(|e| e.to_string())??);
+    }
+    Ok(out)
+}
+
 /// Creates `n` tasks with `clients` concurrent clients, and starts each (enqueues its run) when
-/// `enqueue` is set. Returns the task ids in creation order.
+/// `enqueue_too` is set. Returns the task ids in creation order.
 async fn seed(
     http: &reqwest::Client,
     base: &str,
     n: usize,
     clients: usize,
-    enqueue: bool,
+    enqueue_too: bool,
     deadline: Instant,
 ) -> Res<Vec<String>> {
     let next = Arc::new(AtomicUsize::new(0));
@@ -155,14 +180,8 @@ async fn seed(
                 )
                 .await?;
                 let id = v["task"]["id"].as_str().ok_or("no task id")?.to_string();
-                if enqueue {
-                    expect_ok(
-                        &http,
-                        format!("{base}/api/tasks/{id}/start"),
-                        None,
-                        json!({}),
-                    )
-                    .await?;
+                if enqueue_too {
+                    enqueue(&http, &base, &id).await?;
                 }
                 ids.push((i, id));
                 if (i + 1) % (n / 10).max(1) == 0 {
@@ -171,10 +190,7 @@ async fn seed(
             }
         }));
     }
-    let mut all = Vec::with_capacity(n);
-    for h in handles {
-        all.extend(h.await.map_err(|e| e.to_string())??);
-    }
+    let mut all: Vec<(usize, String)> = join_all(handles).await?.into_iter().flatten().collect();
     if all.len() < n {
         return Err(format!("seeding timed out after {}/{n} jobs", all.len()));
     }
@@ -215,21 +231,13 @@ async fn burn_down(
                     return Err(format!("claim-next: {status} {claim}"));
                 }
                 let run = claim["claim"]["run"]["id"].as_str().ok_or("no run id")?;
-                expect_ok(
-                    &http,
-                    format!("{base}/api/agent/tasks/{run}/complete"),
-                    Some(&session),
-                    json!({}),
-                )
-                .await?;
+                complete(&http, &base, &session, run).await?;
                 done.fetch_add(1, Ordering::Relaxed);
             }
             Ok(())
         }));
     }
-    for h in handles {
-        h.await.map_err(|e| e.to_string())??;
-    }
+    join_all(handles).await?;
     let elapsed = started.elapsed().as_secs_f64();
     let done = done.load(Ordering::Relaxed);
     if done != p.jobs {
@@ -278,13 +286,7 @@ fn parked_agents(
                     let run = claim["claim"]["run"]["id"].as_str().ok_or("no run id")?;
                     got.push((task.to_string(), at));
                     picked.fetch_add(1, Ordering::SeqCst);
-                    expect_ok(
-                        &http,
-                        format!("{base}/api/agent/tasks/{run}/complete"),
-                        Some(&session),
-                        json!({}),
-                    )
-                    .await?;
+                    complete(&http, &base, &session, run).await?;
                 }
                 Ok(got)
             })
@@ -314,24 +316,13 @@ async fn offer(
         tokio::time::sleep_until((t0 + interval * i as u32).into()).await;
         let (http, base, returned) = (http.clone(), base.to_string(), returned.clone());
         enqueues.push(tokio::spawn(async move {
-            expect_ok(
-                &http,
-                format!("{base}/api/tasks/{id}/start"),
-                None,
-                json!({}),
-            )
-            .await?;
+            enqueue(&http, &base, &id).await?;
             returned.lock().unwrap().insert(id, Instant::now());
-            Ok::<_, String>(())
+            Ok(())
         }));
     }
-    for e in enqueues {
-        e.await.map_err(|e| e.to_string())??;
-    }
-    let mut got = Vec::new();
-    for a in agents {
-        got.extend(a.await.map_err(|e| e.to_string())??);
-    }
+    join_all(enqueues).await?;
+    let got: Vec<(String, Instant)> = join_all(agents).await?.into_iter().flatten().collect();
     let returned = returned.lock().unwrap();
     let mut lat: Vec<f64> = got
         .iter()
@@ -501,9 +492,7 @@ async fn crash(
     let down = Instant::now();
     server.restart();
     let restart_s = down.elapsed().as_secs_f64();
-    for h in handles {
-        h.await.map_err(|e| e.to_string())??;
-    }
+    join_all(handles).await?;
     let elapsed = started.elapsed().as_secs_f64();
 
     // Final state: completions per task from each task's timeline.
