@@ -1,14 +1,17 @@
 //! Tasklane load generator. Starts a release `tasklane serve` on a fresh SQLite file (or targets a
 //! running server with `--url`), then measures operator scenarios with 1..N concurrent clients and
 //! prints a Markdown table: operations per second and per-request latency percentiles.
+//! With `--workload`, it instead runs one work-queue workload (`queue`) on a server it starts on
+//! `--database` and prints one JSON row: `bench/run` collects these next to the peer queues.
 //!
 //! Not part of the test suite: it reports figures, it asserts nothing about speed.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod queue;
+mod server;
 
 use clap::Parser;
 use serde_json::{json, Value};
@@ -35,10 +38,37 @@ struct Args {
     /// Enqueues measured by the pickup scenario.
     #[arg(long, default_value_t = 500)]
     pickups: usize,
+    /// Run one work-queue workload (burn-down, deep, pickup, steady, crash) on a fresh server
+    /// and print its result as one JSON row instead of the scenario table. Used by `bench/run`.
+    #[arg(long)]
+    workload: Option<String>,
+    /// Workload: concurrent agent sessions (workers).
+    #[arg(long, default_value_t = 4)]
+    workers: usize,
+    /// Workload: jobs queued (burn-down, deep, crash) or enqueued (pickup).
+    #[arg(long, default_value_t = 20_000)]
+    jobs: usize,
+    /// Workload steady: offered enqueues per second, for `--duration-s` seconds.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Workload pickup: milliseconds between enqueues.
+    #[arg(long, default_value_t = 10)]
+    interval_ms: u64,
+    /// Workload: concurrent clients creating and enqueueing jobs before timing starts.
+    #[arg(long, default_value_t = 32)]
+    seed_clients: usize,
+    /// Workload: database of the server it starts (sqlite://<path> or postgres://...).
+    #[arg(long)]
+    database: Option<String>,
+    /// Workload: give up after this many seconds.
+    #[arg(long, default_value_t = 1800)]
+    timeout_s: u64,
 }
 
 struct Server {
-    child: Option<Child>,
+    _served: Option<server::Served>,
     _dir: Option<tempdir::Dir>,
     url: String,
 }
@@ -57,49 +87,19 @@ impl Server {
     fn start(args: &Args) -> Server {
         if let Some(url) = &args.url {
             return Server {
-                child: None,
+                _served: None,
                 _dir: None,
                 url: url.trim_end_matches('/').to_string(),
             };
         }
         let dir = std::env::temp_dir().join(format!("tasklane-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create scratch dir");
-        let mut child = Command::new(&args.tasklane_bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--database"])
-            .arg(format!("sqlite://{}/bench.db", dir.display()))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "start {}: {e} (run cargo build --release first)",
-                    args.tasklane_bin
-                )
-            });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        let url = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .expect("listening line")
-            .to_string();
+        let database = format!("sqlite://{}/bench.db", dir.display());
+        let served = server::Served::start(&args.tasklane_bin, &database, "127.0.0.1:0");
         Server {
-            child: Some(child),
+            url: served.url.clone(),
+            _served: Some(served),
             _dir: Some(tempdir::Dir(dir)),
-            url,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
@@ -287,6 +287,27 @@ async fn pickup(
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(workload) = args.workload.clone() {
+        let database = args
+            .database
+            .clone()
+            .expect("--workload needs --database (a fresh sqlite:// file or postgres:// database)");
+        let row = queue::run(queue::Params {
+            workload,
+            workers: args.workers,
+            jobs: args.jobs,
+            rate: args.rate,
+            duration_s: args.duration_s,
+            interval_ms: args.interval_ms,
+            seed_clients: args.seed_clients,
+            database,
+            tasklane_bin: args.tasklane_bin.clone(),
+            timeout_s: args.timeout_s,
+        })
+        .await;
+        println!("{row}");
+        return;
+    }
     let server = Server::start(&args);
     let base = server.url.clone();
     let http = reqwest::Client::builder()
