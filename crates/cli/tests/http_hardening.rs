@@ -564,6 +564,44 @@ async fn every_layer_answers_errors_in_the_error_shape() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn identity_headers_that_are_not_short_text_are_refused() {
+    let srv = Server::start();
+    // Bytes that are not UTF-8: ignoring the header would make the caller the local operator.
+    let raw = exchange(
+        &srv,
+        b"POST /api/tasks HTTP/1.1\r\nHost: localhost\r\nX-AGH-Session-ID: \xff\xfe\r\n\
+          Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await;
+    assert_raw(&raw, 422, "validation_failed");
+    let host = "Host: localhost".to_string();
+    for identity in [
+        format!("X-AGH-Session-ID: {}", "s".repeat(257)),
+        format!("X-AGH-Session-ID: s-1\r\nX-AGH-Agent: {}", "a".repeat(257)),
+    ] {
+        let raw = send(
+            &srv,
+            "POST",
+            "/api/agent/tasks/claim-next",
+            &[host.clone(), identity],
+            "{}",
+        )
+        .await;
+        assert_raw(&raw, 422, "validation_failed");
+    }
+    // 256 bytes, and text beyond ASCII, are fine.
+    let raw = send(
+        &srv,
+        "POST",
+        "/api/agent/tasks/claim-next",
+        &[host, format!("X-AGH-Session-ID: {}", "s".repeat(256))],
+        "{}",
+    )
+    .await;
+    assert_eq!(raw.status, 204, "{raw:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_body_that_stops_arriving_is_408() {
     let srv = Server::start_with_env(&[("TASKLANE_BODY_TIMEOUT", "1")]);
     let mut conn = TcpStream::connect(addr(&srv)).await.unwrap();

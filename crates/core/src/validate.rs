@@ -89,6 +89,27 @@ pub fn workspace_id(value: &str) -> Result<()> {
     }
 }
 
+/// Longest agent session id or agent name a client may send.
+pub const MAX_IDENTITY_LEN: usize = 256;
+
+/// An identity header's value (`X-AGH-Session-ID`, `X-AGH-Agent`): UTF-8 text, trimmed, at most
+/// [`MAX_IDENTITY_LEN`] bytes, no control characters. `Ok(None)` when absent or blank.
+pub fn identity_header(name: &str, value: Option<&[u8]>) -> Result<Option<String>> {
+    let Some(bytes) = value else { return Ok(None) };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| Error::validation(format!("{name} must be UTF-8 text")))?
+        .trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.len() > MAX_IDENTITY_LEN || text.chars().any(char::is_control) {
+        return Err(Error::validation(format!(
+            "{name} must be at most {MAX_IDENTITY_LEN} bytes of text without control characters"
+        )));
+    }
+    Ok(Some(text.to_string()))
+}
+
 /// Client-supplied ids appear in URL paths, so they are held to a path-safe alphabet.
 pub fn client_id(value: &str) -> Result<()> {
     let ok = value.len() <= MAX_ID_LEN

@@ -302,8 +302,8 @@ fn unauthorized(code: &'static str, message: &str) -> ApiError {
 }
 
 async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Identity, ApiError> {
-    let session = header_value(headers, SESSION_HEADER);
-    let agent_name = header_value(headers, AGENT_HEADER);
+    let session = header_value(headers, SESSION_HEADER)?;
+    let agent_name = header_value(headers, AGENT_HEADER)?;
     let AuthMode::Token(cache) = &state.auth else {
         return Ok(match session {
             Some(sid) => Identity {
