@@ -406,14 +406,14 @@ impl HttpBody for Deadline {
 }
 
 /// Lets a repeated warning through at most once per period, counting the ones held back.
-struct Throttle {
+pub(crate) struct Throttle {
     period: Duration,
     last: Option<Instant>,
     held_back: u64,
 }
 
 impl Throttle {
-    fn new(period: Duration) -> Self {
+    pub(crate) const fn new(period: Duration) -> Self {
         Throttle {
             period,
             last: None,
@@ -422,7 +422,7 @@ impl Throttle {
     }
 
     /// `Some(held back since the last report)` when the warning may be logged now.
-    fn ready(&mut self) -> Option<u64> {
+    pub(crate) fn ready(&mut self) -> Option<u64> {
         let now = Instant::now();
         if self.last.is_some_and(|last| now < last + self.period) {
             self.held_back += 1;

@@ -1,9 +1,14 @@
 //! The one place where errors become HTTP responses: `{"error": "<message>", "code": "<code>"}`.
 
+use std::sync::Mutex;
+use std::time::Duration;
+
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tasklane_core::Error;
+
+use crate::connections::Throttle;
 
 /// An error on its way to the client.
 #[derive(Debug)]
@@ -45,7 +50,14 @@ impl IntoResponse for ApiError {
                 "internal server error".to_string()
             }
             Error::Unavailable(detail) => {
-                tracing::warn!(error = %detail, "storage unavailable");
+                // A full disk or queue answers every write with this: one line per 10 s, with the
+                // count, rather than one per request.
+                static THROTTLE: Mutex<Throttle> =
+                    Mutex::new(Throttle::new(Duration::from_secs(10)));
+                let ready = THROTTLE.lock().map_or(Some(0), |mut t| t.ready());
+                if let Some(times_since_last_report) = ready {
+                    tracing::warn!(error = %detail, times_since_last_report, "storage unavailable");
+                }
                 "service temporarily unavailable; retry shortly".to_string()
             }
             other => other.to_string(),
