@@ -97,15 +97,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
     }
 }
 
-/// The operation a request asks for, by method and path; `None` for paths the API does not
-/// have (the router answers those with 404 or 405).
-fn operation(method: &Method, path: &str) -> Option<Operation> {
+/// The operation a request asks for, by method and path; [`Operation::Other`] for any write the
+/// table does not name (the router answers unknown paths with 404 or 405 once that is allowed).
+fn operation(method: &Method, path: &str) -> Operation {
     use Operation::*;
     if method == Method::GET || method == Method::HEAD {
-        return Some(Read);
+        return Read;
     }
     let segments: Vec<&str> = path.split('/').collect();
-    let op = match (method.as_str(), &segments[..]) {
+    match (method.as_str(), &segments[..]) {
         ("POST", ["", "api", "tasks"]) => CreateTask,
         ("PATCH", ["", "api", "tasks", _]) => UpdateTask,
         ("DELETE", ["", "api", "tasks", _]) => DeleteTask,
@@ -120,7 +120,7 @@ fn operation(method: &Method, path: &str) -> Option<Operation> {
             "children" => CreateChild,
             "dependencies" => AddDependency,
             "runs" => EnqueueRun,
-            _ => return None,
+            _ => Other,
         },
         ("POST", ["", "api", "task-runs", _, action]) => match *action {
             "claim" => ClaimRun,
@@ -129,7 +129,7 @@ fn operation(method: &Method, path: &str) -> Option<Operation> {
             "complete" => CompleteRun,
             "fail" => FailRun,
             "cancel" => CancelRun,
-            _ => return None,
+            _ => Other,
         },
         ("POST", ["", "api", "agent", "tasks", "claim-next"]) => ClaimNext,
         ("POST", ["", "api", "agent", "tasks", _, action]) => match *action {
@@ -137,11 +137,10 @@ fn operation(method: &Method, path: &str) -> Option<Operation> {
             "complete" => AgentComplete,
             "fail" => AgentFail,
             "release" => Release,
-            _ => return None,
+            _ => Other,
         },
-        _ => return None,
-    };
-    Some(op)
+        _ => Other,
+    }
 }
 
 #[derive(Clone)]
@@ -366,8 +365,7 @@ async fn identify(state: &AppState, headers: &HeaderMap) -> Result<Identity, Api
 
 /// Checks the request's operation against the role table; the agent API also needs an agent
 /// session in open mode.
-fn authorize(who: &Identity, op: Option<Operation>) -> Result<(), ApiError> {
-    let op = op.unwrap_or(Operation::Other);
+fn authorize(who: &Identity, op: Operation) -> Result<(), ApiError> {
     if op.is_agent_api() && who.role.is_none() && !who.is_agent() {
         return Err(unauthorized(
             "identity_required",
@@ -416,11 +414,11 @@ mod tests {
     #[test]
     fn the_agent_api_needs_an_agent_session_in_open_mode() {
         let open_human = who(None, "human");
-        let err = authorize(&open_human, Some(Operation::ClaimNext)).unwrap_err();
+        let err = authorize(&open_human, Operation::ClaimNext).unwrap_err();
         assert_eq!(err.0.code(), "identity_required");
-        assert!(authorize(&who(None, "agent_session"), Some(Operation::ApproveTask)).is_ok());
+        assert!(authorize(&who(None, "agent_session"), Operation::ApproveTask).is_ok());
         let op = who(Some(Role::Operator), "human");
-        let err = authorize(&op, Some(Operation::ClaimNext)).unwrap_err();
+        let err = authorize(&op, Operation::ClaimNext).unwrap_err();
         assert_eq!(err.0.code(), "forbidden_role");
     }
 
@@ -428,24 +426,24 @@ mod tests {
     fn operations_follow_method_and_path() {
         use Operation::*;
         for (method, path, want) in [
-            (Method::GET, "/api/tasks", Some(Read)),
-            (Method::GET, "/api/tasks/t/stream", Some(Read)),
-            (Method::POST, "/api/tasks", Some(CreateTask)),
-            (Method::POST, "/api/tasks/t/approve", Some(ApproveTask)),
-            (Method::PATCH, "/api/tasks/approve", Some(UpdateTask)),
-            (Method::POST, "/api/tasks/approve/start", Some(StartTask)),
-            (Method::DELETE, "/api/tasks/t", Some(DeleteTask)),
+            (Method::GET, "/api/tasks", Read),
+            (Method::GET, "/api/tasks/t/stream", Read),
+            (Method::POST, "/api/tasks", CreateTask),
+            (Method::POST, "/api/tasks/t/approve", ApproveTask),
+            (Method::PATCH, "/api/tasks/approve", UpdateTask),
+            (Method::POST, "/api/tasks/approve/start", StartTask),
+            (Method::DELETE, "/api/tasks/t", DeleteTask),
             (
                 Method::DELETE,
                 "/api/tasks/t/dependencies/u",
-                Some(RemoveDependency),
+                RemoveDependency,
             ),
-            (Method::POST, "/api/tasks/t/triage/archive", Some(Triage)),
-            (Method::POST, "/api/task-runs/r/cancel", Some(CancelRun)),
-            (Method::POST, "/api/agent/tasks/claim-next", Some(ClaimNext)),
-            (Method::POST, "/api/agent/tasks/r/release", Some(Release)),
-            (Method::POST, "/api/no-such-endpoint", None),
-            (Method::POST, "/api/tasks/t/unknown", None),
+            (Method::POST, "/api/tasks/t/triage/archive", Triage),
+            (Method::POST, "/api/task-runs/r/cancel", CancelRun),
+            (Method::POST, "/api/agent/tasks/claim-next", ClaimNext),
+            (Method::POST, "/api/agent/tasks/r/release", Release),
+            (Method::POST, "/api/no-such-endpoint", Other),
+            (Method::POST, "/api/tasks/t/unknown", Other),
         ] {
             assert_eq!(operation(&method, path), want, "{method} {path}");
         }
