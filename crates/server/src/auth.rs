@@ -383,7 +383,21 @@ fn authorize(who: &Identity, op: Operation) -> Result<(), ApiError> {
 }
 
 /// Middleware: authenticates, authorizes, and hands the [`Identity`] to the handler.
+/// Paths anyone may GET without credentials, in every mode: what a client needs before it has a
+/// token (the console's sign-in page and assets, the API description) and what a load balancer
+/// or supervisor probes. Their handlers take no [`Identity`].
+fn is_public(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && (matches!(
+            path,
+            "/" | "/healthz" | "/readyz" | "/openapi.json" | "/docs"
+        ) || path.starts_with("/console/"))
+}
+
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if is_public(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
     let op = operation(req.method(), req.uri().path());
     let result = identify(&state, req.headers())
         .await
@@ -420,6 +434,17 @@ mod tests {
         let op = who(Some(Role::Operator), "human");
         let err = authorize(&op, Operation::ClaimNext).unwrap_err();
         assert_eq!(err.0.code(), "forbidden_role");
+    }
+
+    #[test]
+    fn only_reads_of_the_public_paths_skip_authentication() {
+        assert!(is_public(&Method::GET, "/"));
+        assert!(is_public(&Method::GET, "/console/app.js"));
+        assert!(is_public(&Method::HEAD, "/healthz"));
+        assert!(!is_public(&Method::POST, "/"));
+        assert!(!is_public(&Method::GET, "/api/tasks"));
+        assert!(!is_public(&Method::GET, "/metrics"));
+        assert!(!is_public(&Method::GET, "/consolex"));
     }
 
     #[test]
