@@ -14,7 +14,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::model::{
-    ApprovalPolicy, ApprovalState, OwnerKind, Priority, Ref, Run, RunStatus, Task, TaskStatus,
+    ApprovalPolicy, ApprovalState, OwnerKind, Priority, Ref, Run, Task, TaskStatus,
 };
 use crate::time::Ts;
 use crate::views::TaskReference;
@@ -162,7 +162,7 @@ pub fn lane_of(c: &InboxCandidate, triage: &TriageRecord, actor: &Ref) -> Option
     {
         return Some(Lane::Approvals);
     }
-    if c.latest_run_status == Some(RunStatus::Failed) {
+    if c.latest_run_failed {
         return Some(Lane::FailedRuns);
     }
     if blocked {
@@ -188,7 +188,7 @@ pub fn blocking_reason(c: &InboxCandidate) -> Option<&'static str> {
         Some("awaiting_approval")
     } else if manual && c.approval_state == ApprovalState::Rejected {
         Some("approval_rejected")
-    } else if c.latest_run_status == Some(RunStatus::Failed) {
+    } else if c.latest_run_failed {
         Some("latest_run_failed")
     } else if c.status == TaskStatus::Blocked {
         Some("awaiting_dependencies")
@@ -249,7 +249,7 @@ fn class_candidate(cc: &InboxClassCount, owner: Option<&Ref>) -> InboxCandidate 
         owner: owner.filter(|_| cc.owned).cloned(),
         priority: Priority::Low,
         latest_activity_at: Ts(0),
-        latest_run_status: cc.latest_run_failed.then_some(RunStatus::Failed),
+        latest_run_failed: cc.latest_run_failed,
         claimed_by_caller: false,
         triage: None,
     }

@@ -5,6 +5,7 @@
 //! or event. Each primitive states its cost contract so every backend keeps the dashboard and the
 //! inbox fast on large databases.
 
+pub mod counters;
 pub mod dashboard;
 pub mod inbox;
 pub mod timeline;
@@ -87,8 +88,8 @@ pub struct InboxCandidate {
     pub priority: Priority,
     /// max(updated_at, created_at, closed_at, run times, event times).
     pub latest_activity_at: Ts,
-    /// Status of the latest run (highest attempt, then queued_at, then id), any status.
-    pub latest_run_status: Option<RunStatus>,
+    /// The latest run (highest attempt, then queued_at, then id) failed.
+    pub latest_run_failed: bool,
     /// Some open run of the task is claimed by the caller.
     pub claimed_by_caller: bool,
     pub triage: Option<TriageRecord>,

@@ -5,6 +5,7 @@
 //! last committed state and never wait for the writer.
 
 mod checkpoint;
+mod counters;
 mod error;
 mod lock;
 mod observe;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, OpenFlags};
+use tasklane_core::observe::counters::CounterDeltas;
 use tasklane_core::store::{ReadStore, WriteStore};
 use tasklane_core::{Error, Result};
 use tokio::sync::{oneshot, watch, Semaphore};
@@ -82,6 +84,8 @@ pub(crate) struct Db<'c> {
     /// Highest sequence appended by the current command; the writer publishes it only once the
     /// command's savepoint is kept and the batch committed.
     appended: Option<i64>,
+    /// Counter changes of the current command, applied by the writer if its savepoint is kept.
+    deltas: CounterDeltas,
 }
 
 impl<'c> Db<'c> {
@@ -89,6 +93,7 @@ impl<'c> Db<'c> {
         Db {
             conn,
             appended: None,
+            deltas: CounterDeltas::default(),
         }
     }
 }

@@ -256,6 +256,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_4,
     MIGRATION_5,
     MIGRATION_6,
+    super::observe::schema::MIGRATION_DELTAS,
 ];
 
 /// The schema version this binary creates and understands.

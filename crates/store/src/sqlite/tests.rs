@@ -1336,7 +1336,7 @@ async fn status_changes_build_no_temporary_btree_and_status_sets_use_their_index
         "UPDATE task_runs SET status = 'claimed', lease_until = 1, claimed_by_kind = 'k', \
          claimed_by_ref = 'r', session_id = 's' WHERE id = 'run'",
         "UPDATE tasks SET status = 'ready', updated_at = 1, last_activity_at = 1, \
-         owner_kind = 'k', latest_run_status = 'queued' WHERE id = 'task'",
+         owner_kind = 'k', latest_run_failed = 1 WHERE id = 'task'",
     ] {
         let program = explain(&conn, sql, false);
         assert!(
@@ -1377,7 +1377,7 @@ async fn status_changes_build_no_temporary_btree_and_status_sets_use_their_index
                 "SELECT id FROM tasks t INDEXED BY tasks_inbox_open WHERE t.owner_kind = 'k' \
                  AND t.owner_ref = 'r' AND NOT ",
                 not_open_work!("t.status"),
-                " AND t.latest_run_status IS NOT 'failed'"
+                " AND t.latest_run_failed = 0"
             ),
             "tasks_inbox_open",
         ),
@@ -1385,4 +1385,196 @@ async fn status_changes_build_no_temporary_btree_and_status_sets_use_their_index
         let plan = explain(&conn, sql, true);
         assert!(plan.contains(index), "{sql} does not use {index}:\n{plan}");
     }
+}
+
+/// Every counter row that is not zero, as text, sorted.
+fn rows_as_text(conn: &Connection, sql: &str) -> Vec<String> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let n = stmt.column_count();
+    let mut rows = stmt
+        .query_map([], |r| {
+            Ok((0..n)
+                .map(|i| match r.get_ref(i).unwrap() {
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    other => format!("{other:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect::<Vec<_>>();
+    rows.sort();
+    rows
+}
+
+/// The maintained counters and flags equal a recount from the tasks, runs and edges.
+fn assert_counters_match_a_recount(conn: &Connection) {
+    let dims = "t.scope, COALESCE(t.workspace_id, ''), COALESCE(t.owner_kind, ''), \
+                COALESCE(t.owner_ref, ''), COALESCE(t.network_channel, ''), t.origin_kind";
+    let latest_failed =
+        "COALESCE((SELECT r.status = 'failed' FROM task_runs r WHERE r.task_id = t.id \
+                         ORDER BY r.attempt DESC, r.queued_at DESC, r.id DESC LIMIT 1), 0)";
+    let has_deps = "EXISTS (SELECT 1 FROM task_dependencies d WHERE d.task_id = t.id)";
+    assert_eq!(
+        rows_as_text(
+            conn,
+            &format!(
+                "SELECT id, dependency_count > 0, latest_run_failed FROM tasks t \
+                 WHERE dependency_count != (SELECT COUNT(*) FROM task_dependencies d WHERE d.task_id = t.id) \
+                    OR latest_run_failed != {latest_failed}"
+            )
+        ),
+        Vec::<String>::new(),
+        "flags kept on tasks differ from their recount"
+    );
+    assert_eq!(
+        rows_as_text(
+            conn,
+            "SELECT scope, workspace_id, owner_kind, owner_ref, network_channel, origin_kind, status, \
+             approval_state, has_deps, approval_policy, latest_failed, n FROM obs_task_counts WHERE n != 0"
+        ),
+        rows_as_text(
+            conn,
+            &format!(
+                "SELECT {dims}, t.status, t.approval_state, {has_deps}, t.approval_policy, {latest_failed}, \
+                 COUNT(*) FROM tasks t GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11"
+            )
+        ),
+        "task counters"
+    );
+    let claim = "MAX(r.claimed_at - r.queued_at, 0)";
+    let start = "MAX(r.started_at - COALESCE(r.claimed_at, r.queued_at), 0)";
+    assert_eq!(
+        rows_as_text(
+            conn,
+            "SELECT scope, workspace_id, owner_kind, owner_ref, network_channel, origin_kind, run_channel, \
+             run_origin_kind, status, n, claim_n, claim_sum, start_n, start_sum FROM obs_run_counts \
+             WHERE n != 0 OR claim_n != 0 OR claim_sum != 0 OR start_n != 0 OR start_sum != 0"
+        ),
+        rows_as_text(
+            conn,
+            &format!(
+                "SELECT {dims}, COALESCE(r.network_channel, ''), r.origin_kind, r.status, COUNT(*), \
+                 SUM(r.claimed_at IS NOT NULL), COALESCE(SUM({claim}), 0), SUM(r.started_at IS NOT NULL), \
+                 COALESCE(SUM({start}), 0) FROM task_runs r JOIN tasks t ON t.id = r.task_id \
+                 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
+            )
+        ),
+        "run counters"
+    );
+    // Maxima never decrease, so they are at least the recount's.
+    assert_eq!(
+        rows_as_text(
+            conn,
+            &format!(
+                "SELECT {dims}, COALESCE(r.network_channel, ''), r.origin_kind, r.status \
+                 FROM task_runs r JOIN tasks t ON t.id = r.task_id \
+                 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9 \
+                 HAVING COALESCE(MAX({claim}), 0) > COALESCE((SELECT c.claim_max FROM obs_run_counts c \
+                   WHERE (c.scope, c.workspace_id, c.owner_kind, c.owner_ref, c.network_channel, \
+                          c.origin_kind, c.run_channel, c.run_origin_kind, c.status) = \
+                         ({dims}, COALESCE(r.network_channel, ''), r.origin_kind, r.status)), 0)"
+            )
+        ),
+        Vec::<String>::new(),
+        "claim latency maxima"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counters_stay_equal_to_a_recount_through_every_kind_of_write() {
+    let (dir, store) = temp_store(StoreOptions::default());
+    let conn = raw(&dir.path().join("tasklane.db"));
+    let b = Task {
+        owner: Some(Ref::new("pool", "gpu")),
+        ..full_task("b")
+    };
+    insert(&store, vec![task("a", 1), b, task("c", 1)]).await;
+    store
+        .write(|w| {
+            w.insert_dependency(&blocks("b", "a", 2))?;
+            w.insert_dependency(&blocks("c", "a", 2))?;
+            w.insert_dependency(&blocks("c", "b", 2))?;
+            w.insert_run(&run("a1", "a", RunStatus::Queued, 10))?;
+            w.insert_run(&run("b1", "b", RunStatus::Queued, 10))
+        })
+        .await
+        .unwrap();
+    assert_counters_match_a_recount(&conn);
+
+    // A claim, start and completion, and a failure followed by a retry: some in one batch.
+    let (release, held) = hold_writer(&store).await;
+    let claim = |id: &'static str, task: &'static str, status: RunStatus| {
+        let s = store.clone();
+        tokio::spawn(async move {
+            s.write(move |w| {
+                let mut r = w.run(id)?.unwrap();
+                r.status = status;
+                r.claimed_at = Some(Ts(15));
+                if status != RunStatus::Claimed {
+                    r.started_at = Some(Ts(18));
+                }
+                w.update_run(&r)?;
+                let mut t = w.task(task)?.unwrap();
+                t.status = TaskStatus::InProgress;
+                w.update_task(&t)
+            })
+            .await
+        })
+    };
+    let writes = vec![
+        claim("a1", "a", RunStatus::Claimed),
+        claim("b1", "b", RunStatus::Failed),
+    ];
+    // A command that fails after writing: its counter changes go with its savepoint.
+    let s = store.clone();
+    let failing = tokio::spawn(async move {
+        s.write(|w| {
+            w.insert_run(&run("lost", "c", RunStatus::Failed, 11))?;
+            Err::<(), _>(Error::validation("changed my mind"))
+        })
+        .await
+    });
+    wait_queued(&store, 3).await;
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+    for w in writes {
+        w.await.unwrap().unwrap();
+    }
+    assert!(failing.await.unwrap().is_err());
+    assert_counters_match_a_recount(&conn);
+
+    store
+        .write(|w| {
+            let mut a1 = w.run("a1")?.unwrap();
+            a1.status = RunStatus::Completed;
+            a1.started_at = Some(Ts(20));
+            w.update_run(&a1)?;
+            let mut b2 = run("b2", "b", RunStatus::Queued, 30);
+            b2.attempt = 2;
+            w.insert_run(&b2)?;
+            // New dimensions carry the task's runs along.
+            let mut b = w.task("b")?.unwrap();
+            b.owner = Some(Ref::new("agent_session", "s-1"));
+            b.network_channel = None;
+            b.approval_state = ApprovalState::Approved;
+            w.update_task(&b)
+        })
+        .await
+        .unwrap();
+    assert_counters_match_a_recount(&conn);
+
+    // Removing edges and deleting a blocker with dependents and runs.
+    store
+        .write(|w| {
+            w.delete_dependency("c", "b")?;
+            w.delete_task("a")
+        })
+        .await
+        .unwrap();
+    assert_counters_match_a_recount(&conn);
+    let kept = rows_as_text(&conn, "SELECT id, dependency_count FROM tasks");
+    assert_eq!(kept, vec!["b|0", "c|0"]);
 }

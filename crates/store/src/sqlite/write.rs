@@ -51,6 +51,7 @@ impl WriteStore for Db<'_> {
                 format!("task {} already exists", task.id),
             ));
         }
+        self.count_inserted_task(task);
         Ok(())
     }
 
@@ -79,11 +80,12 @@ impl WriteStore for Db<'_> {
         let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
         bind_task(&mut stmt, task)?;
         stmt.raw_execute().map_err(sql_err)?;
-        Ok(())
+        self.count_updated_task(&current, task)
     }
 
     fn delete_task(&mut self, id: &str) -> Result<()> {
         // Runs, edges in both directions, events and idempotency records go by ON DELETE CASCADE.
+        self.count_deleted_task(id)?;
         let mut stmt = self
             .conn
             .prepare_cached("DELETE FROM tasks WHERE id = ?1")
@@ -104,6 +106,7 @@ impl WriteStore for Db<'_> {
             .map_err(sql_err)?;
         bind_run(&mut stmt, run)?;
         stmt.raw_execute().map_err(sql_err)?;
+        self.count_inserted_run(run)?;
         self.raise_task_activity(&run.task_id, run.activity_at())
     }
 
@@ -127,6 +130,7 @@ impl WriteStore for Db<'_> {
             let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
             bind_run(&mut stmt, run)?;
             stmt.raw_execute().map_err(sql_err)?;
+            self.count_updated_run(&current, run)?;
         }
         self.raise_task_activity(&run.task_id, run.activity_at())
     }
@@ -156,7 +160,7 @@ impl WriteStore for Db<'_> {
                 ),
             ));
         }
-        Ok(())
+        self.add_dependency_count(&dep.task_id, 1)
     }
 
     fn delete_dependency(&mut self, task_id: &str, depends_on_task_id: &str) -> Result<bool> {
@@ -169,6 +173,9 @@ impl WriteStore for Db<'_> {
         let deleted = stmt
             .execute([task_id, depends_on_task_id])
             .map_err(sql_err)?;
+        if deleted > 0 {
+            self.add_dependency_count(task_id, -(deleted as i64))?;
+        }
         Ok(deleted > 0)
     }
 

@@ -17,7 +17,8 @@ use tasklane_core::{Error, Result};
 use tokio::sync::{oneshot, watch};
 
 use super::error::sql_err;
-use super::{Db, BUSY_TIMEOUT};
+use super::{counters, Db, BUSY_TIMEOUT};
+use tasklane_core::observe::counters::CounterDeltas;
 
 /// How long a WAL checkpoint waits for readers still on older snapshots. Read snapshots last one
 /// request, so a short wait is usually enough; if it runs out, the next batch tries again. Only
@@ -165,6 +166,8 @@ impl Writer {
         let mut in_tx = false;
         let mut intact = true;
         let mut max_seq: Option<i64> = None;
+        // The counter changes of the commands kept so far, applied once before the COMMIT.
+        let mut deltas = CounterDeltas::default();
 
         for mut cmd in batch.drain(..) {
             if !in_tx {
@@ -181,6 +184,7 @@ impl Writer {
                 if self.conn.is_autocommit() {
                     self.fail(&mut pending, "the transaction was rolled back");
                     max_seq = None;
+                    deltas.clear();
                     in_tx = false;
                     intact = false;
                 }
@@ -190,6 +194,7 @@ impl Writer {
             let mut db = Db::new(&self.conn);
             let ok = cmd.run(&mut db);
             let appended = db.appended;
+            let cmd_deltas = std::mem::take(&mut db.deltas);
 
             // SQLite rolls the whole transaction back by itself after some errors (disk full,
             // I/O error): everything this batch did so far is gone, so nobody may hear "ok".
@@ -197,6 +202,7 @@ impl Writer {
                 pending.push(cmd);
                 self.fail(&mut pending, "the transaction was rolled back by sqlite");
                 max_seq = None;
+                deltas.clear();
                 in_tx = false;
                 intact = false;
                 continue;
@@ -212,6 +218,7 @@ impl Writer {
                 Ok(()) => {
                     if ok {
                         max_seq = max_seq.max(appended);
+                        deltas.merge(cmd_deltas);
                     }
                 }
                 Err(e) => {
@@ -220,6 +227,7 @@ impl Writer {
                     let _ = self.exec("ROLLBACK");
                     self.fail(&mut pending, &format!("savepoint failed: {e}"));
                     max_seq = None;
+                    deltas.clear();
                     in_tx = false;
                     intact = false;
                 }
@@ -228,6 +236,12 @@ impl Writer {
 
         if !in_tx {
             return intact;
+        }
+        if let Err(e) = counters::apply(&self.conn, &deltas) {
+            tracing::error!(error = %e, "sqlite writer could not update the counters");
+            let _ = self.exec("ROLLBACK");
+            self.fail(&mut pending, &format!("updating the counters failed: {e}"));
+            return false;
         }
         if let Err(e) = self.exec("COMMIT") {
             tracing::error!(error = %e, "sqlite commit failed");

@@ -164,7 +164,7 @@ const ACTIVITY: &str = "MAX(t.last_activity_at, t.updated_at, COALESCE(t.closed_
 const CANDIDATE_SELECT: &str = concat!(
     "SELECT t.id, t.status, t.approval_policy, t.approval_state, \
      t.owner_kind, t.owner_ref, t.priority, \
-     MAX(t.last_activity_at, t.updated_at, COALESCE(t.closed_at, 0)), t.latest_run_status, \
+     MAX(t.last_activity_at, t.updated_at, COALESCE(t.closed_at, 0)), t.latest_run_failed, \
      t.id IN (SELECT r.task_id FROM task_runs r WHERE r.claimed_by_kind = ?1 \
              AND r.claimed_by_ref = ?2 AND ",
     open_run!("r.status"),
@@ -399,7 +399,7 @@ impl ObserveStore for Db<'_> {
         let mut sql = format!(
             "{CANDIDATE_SELECT} WHERE t.id IN ( \
                SELECT id FROM tasks WHERE status = 'blocked' \
-               UNION ALL SELECT id FROM tasks WHERE latest_run_status = 'failed' \
+               UNION ALL SELECT id FROM tasks WHERE latest_run_failed = 1 \
                UNION ALL SELECT id FROM tasks WHERE owner_kind = ?3 AND owner_ref = ?2 \
                  AND status IN ('pending', 'ready', 'in_progress', 'blocked') \
                UNION ALL SELECT task_id FROM task_runs WHERE claimed_by_kind = ?1 AND claimed_by_ref = ?2 \
@@ -497,12 +497,12 @@ impl ObserveStore for Db<'_> {
             ),
             Lane::FailedRuns => (
                 "tasks_inbox_failed",
-                "t.latest_run_status = 'failed' AND NOT (t.status = 'blocked' \
+                "t.latest_run_failed = 1 AND NOT (t.status = 'blocked' \
                  AND t.approval_policy = 'manual' AND t.approval_state = 'pending')",
             ),
             Lane::Blocked => (
                 "tasks_inbox_blocked",
-                "t.status = 'blocked' AND t.latest_run_status IS NOT 'failed' \
+                "t.status = 'blocked' AND t.latest_run_failed = 0 \
                  AND NOT (t.approval_policy = 'manual' AND t.approval_state = 'pending')",
             ),
             Lane::MyWork => (
@@ -510,7 +510,7 @@ impl ObserveStore for Db<'_> {
                 concat!(
                     "t.owner_kind = ?3 AND t.owner_ref = ?4 AND NOT ",
                     not_open_work!("t.status"),
-                    " AND t.latest_run_status IS NOT 'failed'"
+                    " AND t.latest_run_failed = 0"
                 ),
             ),
             // Only triage rows put a task there: the corrections carry every archived item.
@@ -723,7 +723,6 @@ fn candidate_from_row(row: &rusqlite::Row<'_>, actor: &Ref) -> Result<InboxCandi
             .flatten()
             .unwrap_or_default(),
     });
-    let latest: Option<String> = row.get(8).map_err(sql_err)?;
     let triage = match row.get::<_, Option<bool>>(10).map_err(sql_err)? {
         None => None,
         Some(read) => Some(TriageRecord {
@@ -743,7 +742,7 @@ fn candidate_from_row(row: &rusqlite::Row<'_>, actor: &Ref) -> Result<InboxCandi
         owner,
         priority: Priority::parse(&text(6)?)?,
         latest_activity_at: Ts(row.get(7).map_err(sql_err)?),
-        latest_run_status: latest.as_deref().map(parse_run_status).transpose()?,
+        latest_run_failed: row.get(8).map_err(sql_err)?,
         claimed_by_caller: row.get(9).map_err(sql_err)?,
         triage,
         task_id,

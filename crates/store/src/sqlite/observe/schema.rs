@@ -1,8 +1,8 @@
-//! The observe migration: triage, the counters behind the dashboard and the indexes behind the
-//! inbox. Appended to `schema::MIGRATIONS` after the lease/token migration.
+//! The observe migrations: triage, the counters behind the dashboard and the indexes behind the
+//! inbox ([`MIGRATION`], the third), and the move of counter maintenance out of triggers
+//! ([`MIGRATION_DELTAS`], the seventh).
 //!
-//! Counters are maintained by triggers, so every write path (today's and any later one) keeps them
-//! exact inside its own transaction without the core write rules knowing about them:
+//! The counter tables (bucket formulas: `tasklane_core::observe::counters`):
 //! - `obs_task_counts`: tasks per (task dimensions, status, approval state, has-dependencies,
 //!   approval policy, latest-run-failed): the dashboard's totals and the inbox's base lane counts;
 //! - `obs_run_counts`: runs per (task dimensions, run channel, run origin, status), with the
@@ -10,6 +10,15 @@
 //!
 //! Dimensions that may be NULL are stored as '' because a NULL key would never match on upsert.
 //! Latency maxima never decrease: deleting a task leaves its runs' maxima in place (documented).
+//!
+//! The first version kept them with triggers, row by row. Since migration 7 the write primitives
+//! report their changes as deltas and the writer applies the net sum once per batch
+//! (`sqlite/counters.rs`): a trigger costs two upserts per changed row, and the run triggers also
+//! rewrote the task row on every run status change to keep `latest_run_status`, of which the inbox
+//! only ever asks "failed?". That column became the flag `latest_run_failed`, written only when it
+//! flips.
+
+use crate::sqlite::status_sets::not_open_work;
 
 pub(crate) const MIGRATION: &str = r#"
 ALTER TABLE tasks ADD COLUMN dependency_count INTEGER NOT NULL DEFAULT 0;
@@ -257,3 +266,35 @@ BEGIN
         ORDER BY r.attempt DESC, r.queued_at DESC, r.id DESC LIMIT 1) WHERE id = OLD.task_id;
 END;
 "#;
+
+/// Counters by deltas instead of triggers, and `latest_run_status` reduced to the flag the inbox
+/// reads. The three inbox indexes that mention it are rebuilt on the flag.
+pub(crate) const MIGRATION_DELTAS: &str = concat!(
+    r#"
+DROP TRIGGER obs_tasks_insert;
+DROP TRIGGER obs_tasks_delete;
+DROP TRIGGER obs_tasks_update;
+DROP TRIGGER obs_tasks_move_runs;
+DROP TRIGGER obs_tasks_delete_runs;
+DROP TRIGGER obs_deps_insert;
+DROP TRIGGER obs_deps_delete;
+DROP TRIGGER obs_runs_insert;
+DROP TRIGGER obs_runs_update;
+DROP TRIGGER obs_runs_delete;
+DROP INDEX tasks_inbox_failed;
+DROP INDEX tasks_inbox_blocked;
+DROP INDEX tasks_inbox_open;
+ALTER TABLE tasks ADD COLUMN latest_run_failed INTEGER NOT NULL DEFAULT 0;
+UPDATE tasks SET latest_run_failed = 1 WHERE latest_run_status = 'failed';
+ALTER TABLE tasks DROP COLUMN latest_run_status;
+CREATE INDEX tasks_inbox_failed ON tasks (MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)), id)
+    WHERE latest_run_failed = 1;
+CREATE INDEX tasks_inbox_blocked ON tasks (MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)), id)
+    WHERE status = 'blocked' AND latest_run_failed = 0
+      AND NOT (approval_policy = 'manual' AND approval_state = 'pending');
+CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, MAX(last_activity_at, updated_at, COALESCE(closed_at, 0)), id)
+    WHERE owner_kind IS NOT NULL AND NOT "#,
+    not_open_work!("status"),
+    r#" AND latest_run_failed = 0;
+"#
+);
