@@ -5,6 +5,11 @@ mod fd_limit;
 mod serve;
 mod token;
 
+/// SQLite and the HTTP stack allocate a few hundred small blocks per request; mimalloc serves
+/// them in fewer instructions than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
