@@ -149,7 +149,7 @@ fn claim(out: &Printer, body: &Value) {
         ("priority", scalar(claim, &["task", "priority"])),
         ("session", scalar(claim, &["lease", "session_id"])),
         ("lease until", until(&claim["lease"])),
-        ("claim", scalar(claim, &["lease", "claim_token_hash"])),
+        ("claim hash", scalar(claim, &["lease", "claim_token_hash"])),
     ]);
 }
 

@@ -99,42 +99,38 @@ impl Printer {
         self.print_table(&table);
     }
 
-    /// A status word, coloured by what it means.
+    /// A status word as a table cell, coloured by what it means.
     pub fn status(&self, status: &str) -> Cell {
-        let colour = match status {
-            "completed" | "approved" | "ok" | "current" => Some(Color::Green),
-            "failed" | "rejected" | "needs_attention" | "critical" => Some(Color::Red),
-            "in_progress" | "running" | "starting" | "claimed" | "warning" | "stale" => {
-                Some(Color::Yellow)
-            }
-            "blocked" | "pending" => Some(Color::Magenta),
-            "queued" | "ready" => Some(Color::Cyan),
-            "canceled" | "draft" => Some(Color::DarkGrey),
-            _ => None,
-        };
         let cell = Cell::new(status);
-        match colour {
-            Some(c) if self.colour => cell.fg(c),
+        match tone(status) {
+            Some((colour, _)) if self.colour => cell.fg(colour),
             _ => cell,
         }
     }
 
-    /// The same as `status`, for free text (one line per event).
+    /// A status word in free text (fields, one line per event), coloured as in tables.
     pub fn paint(&self, status: &str) -> String {
-        if !self.colour {
-            return status.to_string();
+        match tone(status) {
+            Some((_, ansi)) if self.colour => format!("\x1b[{ansi}m{status}\x1b[0m"),
+            _ => status.to_string(),
         }
-        let code = match status {
-            "completed" | "approved" => "32",
-            "failed" | "rejected" | "needs_attention" => "31",
-            "in_progress" | "running" | "starting" | "claimed" => "33",
-            "blocked" | "pending" => "35",
-            "queued" | "ready" => "36",
-            "canceled" | "draft" => "90",
-            _ => return status.to_string(),
-        };
-        format!("\x1b[{code}m{status}\x1b[0m")
     }
+}
+
+/// The colour of a status word (task, run, approval or health), for tables and for free text:
+/// green done, red failed, yellow in flight, magenta waiting, cyan ready to go, grey out of play.
+fn tone(status: &str) -> Option<(Color, &'static str)> {
+    Some(match status {
+        "completed" | "approved" | "ok" | "current" => (Color::Green, "32"),
+        "failed" | "rejected" | "needs_attention" | "critical" | "stuck" => (Color::Red, "31"),
+        "in_progress" | "running" | "starting" | "claimed" | "warn" | "warning" | "stale" => {
+            (Color::Yellow, "33")
+        }
+        "blocked" | "pending" => (Color::Magenta, "35"),
+        "queued" | "ready" => (Color::Cyan, "36"),
+        "canceled" | "draft" => (Color::DarkGrey, "90"),
+        _ => return None,
+    })
 }
 
 /// Writes and flushes stdout. When the reader has gone (`tasklane task watch | head`), there is
