@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -108,17 +108,19 @@ fn run_bounded(mut cmd: Command, what: &[String]) -> Ran {
     let mut child = cmd.spawn().expect("spawn tasklane");
     let stdout = drain(child.stdout.take().expect("stdout"));
     let stderr = drain(child.stderr.take().expect("stderr"));
-    let deadline = Instant::now() + COMMAND_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for tasklane") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+    let pid = child.id() as i32;
+    let (done, exited) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait());
+    });
+    let status = match exited.recv_timeout(COMMAND_DEADLINE) {
+        Ok(status) => status.expect("wait for tasklane"),
+        Err(_) => {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
             panic!("tasklane {what:?} did not finish within {COMMAND_DEADLINE:?}");
         }
-        std::thread::sleep(Duration::from_millis(5));
     };
     Ran {
         code: status.code().unwrap_or(-1),
