@@ -86,6 +86,8 @@ pub(crate) struct Db<'c> {
     appended: Option<i64>,
     /// Counter changes of the current command, applied by the writer if its savepoint is kept.
     deltas: CounterDeltas,
+    /// Activity and sequence raises the current command owes its tasks (see `write::TaskMark`).
+    marks: Vec<write::TaskMark>,
 }
 
 impl<'c> Db<'c> {
@@ -94,6 +96,7 @@ impl<'c> Db<'c> {
             conn,
             appended: None,
             deltas: CounterDeltas::default(),
+            marks: Vec::new(),
         }
     }
 }

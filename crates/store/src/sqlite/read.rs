@@ -167,10 +167,17 @@ impl ReadStore for Db<'_> {
                 " FROM tasks WHERE id = ?1"
             ))
             .map_err(sql_err)?;
-        first(&mut stmt, [id], task_from_row)
+        let mut task = first(&mut stmt, [id], task_from_row)?;
+        if let Some(t) = task.as_mut() {
+            self.overlay_marks(t);
+        }
+        Ok(task)
     }
 
+    // Reads of several tasks order them by activity: the command's pending marks are written
+    // first so that the order is the one every other reader will see.
     fn tasks_by_ids(&mut self, ids: &[String]) -> Result<Vec<Task>> {
+        self.flush_task_marks()?;
         let mut stmt = self
             .conn
             .prepare_cached(concat!(
@@ -192,6 +199,7 @@ impl ReadStore for Db<'_> {
     }
 
     fn list_tasks(&mut self, filter: &TaskFilter) -> Result<Vec<Task>> {
+        self.flush_task_marks()?;
         with_task_list_query(filter, |sql, params| {
             let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
             collect(&mut stmt, rusqlite::params_from_iter(params), task_from_row)
@@ -199,6 +207,7 @@ impl ReadStore for Db<'_> {
     }
 
     fn children_of(&mut self, parent_id: &str) -> Result<Vec<Task>> {
+        self.flush_task_marks()?;
         let mut stmt = self
             .conn
             .prepare_cached(concat!(

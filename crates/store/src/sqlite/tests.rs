@@ -626,10 +626,24 @@ async fn run_writes_raise_task_activity() {
     r.claimed_at = Some(Ts(160));
     r.ended_at = Some(Ts(400));
     let r2 = r.clone();
-    store.write(move |w| w.update_run(&r2)).await.unwrap();
+    // Within the command the raise (written when the command ends) is already visible, and a
+    // list read in it sees the same order every later reader will.
+    let (seen, listed) = store
+        .write(move |w| {
+            w.update_run(&r2)?;
+            w.append_event(&event("e1", "t", 390))?;
+            let seen = w.task("t")?.unwrap();
+            let listed = w.children_of("none")?.len();
+            Ok((seen, listed))
+        })
+        .await
+        .unwrap();
+    assert_eq!((seen.last_activity_at, seen.latest_event_seq), (Ts(400), 1));
+    assert_eq!(listed, 0);
+    let stored = get_task(&store, "t").await.unwrap();
     assert_eq!(
-        get_task(&store, "t").await.unwrap().last_activity_at,
-        Ts(400)
+        (stored.last_activity_at, stored.latest_event_seq),
+        (Ts(400), 1)
     );
     let mut newer = task("t", 300);
     newer.created_at = Ts(100);

@@ -14,18 +14,67 @@ use super::rows::{
 };
 use super::Db;
 
+/// What the current command owes a task's maintained columns: the activity time to raise
+/// `last_activity_at` to and the latest sequence appended for it.
+#[derive(Clone, Debug)]
+pub(super) struct TaskMark {
+    task_id: String,
+    activity: Ts,
+    latest_seq: Option<i64>,
+}
+
 impl Db<'_> {
-    /// Activity never moves backwards. A row already at or past `at` is not written at all, so
-    /// the several raises of one operation cost one index update.
-    fn raise_task_activity(&self, task_id: &str, at: Ts) -> Result<()> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "UPDATE tasks SET last_activity_at = ?2 WHERE id = ?1 AND last_activity_at < ?2",
-            )
-            .map_err(sql_err)?;
-        stmt.execute(rusqlite::params![task_id, at.0])
-            .map_err(sql_err)?;
+    /// Records that `task_id` saw activity at `at` (and an event `seq`). One operation raises a
+    /// task's activity several times (the run written, each event appended), and each raise
+    /// written at once would rewrite the task row and its list and inbox index entries; the
+    /// marks are written once per task when the command ends ([`Db::flush_task_marks`]).
+    fn mark_task(&mut self, task_id: &str, at: Ts, seq: Option<i64>) {
+        match self.marks.iter_mut().find(|m| m.task_id == task_id) {
+            Some(m) => {
+                m.activity = m.activity.max(at);
+                m.latest_seq = m.latest_seq.max(seq);
+            }
+            None => self.marks.push(TaskMark {
+                task_id: task_id.to_string(),
+                activity: at,
+                latest_seq: seq,
+            }),
+        }
+    }
+
+    /// Applies the marks of the current command to a task read back in it.
+    pub(super) fn overlay_marks(&self, task: &mut Task) {
+        if let Some(m) = self.marks.iter().find(|m| m.task_id == task.id) {
+            task.last_activity_at = task.last_activity_at.max(m.activity);
+            if let Some(seq) = m.latest_seq {
+                task.latest_event_seq = task.latest_event_seq.max(seq);
+            }
+        }
+    }
+
+    /// Writes the marks. Activity never moves backwards, and a row already at or past the mark
+    /// is not written at all; `latest_event_seq` is in no index, so it is set on its own.
+    pub(super) fn flush_task_marks(&mut self) -> Result<()> {
+        for m in std::mem::take(&mut self.marks) {
+            if let Some(seq) = m.latest_seq {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached(
+                        "UPDATE tasks SET latest_event_seq = ?2 WHERE id = ?1 AND latest_event_seq < ?2",
+                    )
+                    .map_err(sql_err)?;
+                stmt.execute(rusqlite::params![m.task_id, seq])
+                    .map_err(sql_err)?;
+            }
+            let mut stmt = self
+                .conn
+                .prepare_cached(
+                    "UPDATE tasks SET last_activity_at = ?2 WHERE id = ?1 AND last_activity_at < ?2",
+                )
+                .map_err(sql_err)?;
+            stmt.execute(rusqlite::params![m.task_id, m.activity.0])
+                .map_err(sql_err)?;
+        }
         Ok(())
     }
 }
@@ -107,7 +156,8 @@ impl WriteStore for Db<'_> {
         bind_run(&mut stmt, run)?;
         stmt.raw_execute().map_err(sql_err)?;
         self.count_inserted_run(run)?;
-        self.raise_task_activity(&run.task_id, run.activity_at())
+        self.mark_task(&run.task_id, run.activity_at(), None);
+        Ok(())
     }
 
     fn update_run(&mut self, run: &Run) -> Result<()> {
@@ -132,7 +182,8 @@ impl WriteStore for Db<'_> {
             stmt.raw_execute().map_err(sql_err)?;
             self.count_updated_run(&current, run)?;
         }
-        self.raise_task_activity(&run.task_id, run.activity_at())
+        self.mark_task(&run.task_id, run.activity_at(), None);
+        Ok(())
     }
 
     fn insert_dependency(&mut self, dep: &Dependency) -> Result<()> {
@@ -204,15 +255,7 @@ impl WriteStore for Db<'_> {
         // `sequence` is the rowid alias, so the rowid just inserted is the sequence.
         let sequence = self.conn.last_insert_rowid();
 
-        // Two statements: `latest_event_seq` is in no index, so setting it alone is cheap, and
-        // the activity raise is skipped when the operation already raised it.
-        let mut stmt = self
-            .conn
-            .prepare_cached("UPDATE tasks SET latest_event_seq = ?2 WHERE id = ?1")
-            .map_err(sql_err)?;
-        stmt.execute(rusqlite::params![event.task_id, sequence])
-            .map_err(sql_err)?;
-        self.raise_task_activity(&event.task_id, event.timestamp)?;
+        self.mark_task(&event.task_id, event.timestamp, Some(sequence));
 
         self.appended = Some(self.appended.map_or(sequence, |s| s.max(sequence)));
         Ok(sequence)

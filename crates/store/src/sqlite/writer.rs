@@ -73,8 +73,11 @@ where
         }
         // A panic must not take the writer thread (and every later write) down with it; the
         // command's savepoint is rolled back like any other failure.
-        let result = catch_unwind(AssertUnwindSafe(|| f(db)))
-            .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())));
+        // The command's pending task marks are written inside its savepoint, before it is kept.
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            f(db).and_then(|r| db.flush_task_marks().map(|()| r))
+        }))
+        .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())));
         let ok = result.is_ok();
         self.result = Some(result);
         ok
