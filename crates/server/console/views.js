@@ -157,7 +157,9 @@ export async function inbox(main, { params, ctx, signal }) {
   const lane = LANES.some(([l]) => l === params.get('lane')) ? params.get('lane') : 'approvals';
   const problem = h('p', { class: 'error', role: 'alert', tabindex: '-1', hidden: true });
   const tabs = h('nav', { class: 'lanes', 'aria-label': 'Lanes' });
-  const list = h('ul', { class: 'inbox-list', id: 'inbox-items', role: 'listbox', 'aria-label': label(lane), tabindex: '0' });
+  // A plain list (its items hold links and buttons, which a listbox may not): the keys move a
+  // highlight marked with aria-current, and Tab still reaches every control.
+  const list = h('ul', { class: 'inbox-list', id: 'inbox-items', 'aria-label': label(lane), tabindex: '0' });
   clear(main, h('h1', {}, 'Inbox'),
     h('p', { class: 'hint' }, 'Keys: ', h('kbd', {}, 'j'), '/', h('kbd', {}, 'k'), ' move, ', h('kbd', {}, 'Enter'), ' open, ',
       h('kbd', {}, 'r'), ' mark read, ', h('kbd', {}, 'd'), ' dismiss, ', h('kbd', {}, 'a'), ' archive.'),
@@ -169,9 +171,11 @@ export async function inbox(main, { params, ctx, signal }) {
   const select = (i) => {
     selected = Math.max(0, Math.min(items.length - 1, i));
     selectedId = items[selected]?.task.id ?? null;
-    list.querySelectorAll('[role=option]').forEach((li, j) => li.setAttribute('aria-selected', String(j === selected)));
-    const li = list.children[selected];
-    if (li) { list.setAttribute('aria-activedescendant', li.id); li.scrollIntoView({ block: 'nearest' }); }
+    list.querySelectorAll('li[data-task-id]').forEach((li, j) => {
+      if (j === selected) li.setAttribute('aria-current', 'true');
+      else li.removeAttribute('aria-current');
+    });
+    list.children[selected]?.scrollIntoView({ block: 'nearest' });
   };
 
   const triage = async (item, action) => {
@@ -209,11 +213,11 @@ export async function inbox(main, { params, ctx, signal }) {
     }
     const mayApprove = ctx.me.may.approve_task;
     clear(list, items.map((item, i) => h('li', {
-      id: `inbox-${item.task.id}`, role: 'option', 'aria-selected': 'false', class: item.triage?.read ? 'read' : 'unread',
+      id: `inbox-${item.task.id}`, class: item.triage?.read ? 'read' : 'unread',
       dataset: { taskId: item.task.id }, onclick: () => select(i),
     },
     h('div', { class: 'item-main' },
-      h('a', { href: `#/tasks/${enc(item.task.id)}`, tabindex: '-1' }, item.task.title),
+      h('a', { href: `#/tasks/${enc(item.task.id)}` }, item.task.title, item.triage?.read ? null : h('span', { class: 'sr-only' }, ' (unread)')),
       h('span', { class: 'meta' }, badge('status', item.task.status), ' ', badge('priority', item.task.priority),
         item.blocking_reason ? ` ${label(item.blocking_reason)}` : '', ' · ', time(item.latest_activity_at))),
     h('div', { class: 'item-actions' },

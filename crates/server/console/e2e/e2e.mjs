@@ -163,6 +163,13 @@ async function main() {
   await scenario('approval loop: create in the console, approve from the approvals lane, watch the run live', async () => {
     const page = await newPage(browser, open.base);
     await page.goto('/#/new');
+    // The workspace field shows only for a workspace scope.
+    await page.getByLabel('Scope').waitFor();
+    assert.equal(await page.getByLabel('Workspace').isVisible(), false);
+    await page.getByLabel('Scope').selectOption('workspace');
+    await page.getByLabel('Workspace').waitFor();
+    await page.getByLabel('Scope').selectOption('global');
+    await page.getByLabel('Workspace').waitFor({ state: 'hidden' });
     await page.getByLabel('Title').fill('Deploy release 42');
     await page.getByLabel('Priority').selectOption('high');
     await page.getByLabel('Requires manual approval before it runs').check();
@@ -270,9 +277,9 @@ async function main() {
     }
     const page = await newPage(browser, open.base);
     await page.goto('/#/inbox?lane=approvals');
-    await page.locator('#inbox-items li[role=option]').nth(1).waitFor();
-    await page.locator('#inbox-items li[aria-selected=true]').first().waitFor();
-    const selectedId = () => page.locator('#inbox-items li[aria-selected=true]').getAttribute('data-task-id');
+    await page.locator('#inbox-items li[data-task-id]').nth(1).waitFor();
+    await page.locator('#inbox-items li[aria-current=true]').waitFor();
+    const selectedId = () => page.locator('#inbox-items li[aria-current=true]').getAttribute('data-task-id');
     const first = await selectedId();
     await page.keyboard.press('j');
     const second = await selectedId();
