@@ -95,6 +95,18 @@ async function newPage(browser, base, options = {}) {
   return page;
 }
 
+/** At phone width (390 px) the page does not scroll sideways; restores the desktop size. */
+async function fitsPhone(page, what) {
+  await page.setViewportSize({ width: 390, height: 844 });
+  const fits = await page.evaluate(() => {
+    if (document.documentElement.scrollWidth <= window.innerWidth) return true;
+    return [...document.querySelectorAll('body *')].filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
+      .slice(0, 5).map((e) => `${e.tagName}.${e.className}#${e.id} ${Math.round(e.getBoundingClientRect().right)}`).join(', ');
+  });
+  await page.setViewportSize({ width: 1280, height: 860 });
+  assert.equal(fits, true, `${what}: no horizontal scroll at 390 px`);
+}
+
 async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   cleanups.unshift(() => browser.close());
@@ -208,6 +220,7 @@ async function main() {
     await page.locator('#runs-table tr[data-run-status="completed"]', { hasText: 'v42' }).waitFor();
     await page.locator('.task-head [data-status="completed"]').waitFor();
     if (SHOTS) await page.screenshot({ path: join(SHOTS, 'task.png'), fullPage: true });
+    await fitsPhone(page, 'task page');
     assert.deepEqual(page.problems, []);
     await page.context().close();
   });
@@ -267,6 +280,10 @@ async function main() {
     await again.goto('/#/tasks?include_drafts=true');
     await again.locator('#tasks-table tbody tr').first().waitFor();
     if (SHOTS) await again.screenshot({ path: join(SHOTS, 'tasks.png'), fullPage: true });
+    await fitsPhone(again, 'task list');
+    await again.goto('/#/inbox?lane=approvals');
+    await again.locator('#inbox-items').waitFor();
+    await fitsPhone(again, 'inbox');
     await again.context().close();
     await page.context().close();
   });
