@@ -491,7 +491,7 @@ async fn every_layer_answers_errors_in_the_error_shape() {
             "invalid_json",
         ),
         // The router.
-        ("GET", "/".into(), vec![], "", 404, "not_found"),
+        ("GET", "/nowhere".into(), vec![], "", 404, "not_found"),
         ("GET", "/api/nope".into(), vec![], "", 404, "not_found"),
         (
             "PUT",

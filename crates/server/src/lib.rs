@@ -5,6 +5,7 @@ mod auth;
 mod body;
 mod browser;
 mod connections;
+mod console;
 mod error;
 mod identity;
 mod leases;
@@ -109,6 +110,7 @@ fn router(state: AppState, policy: BrowserPolicy) -> Router {
         .route("/api/agent/tasks/{run_id}/fail", post(agent::fail))
         .route("/api/agent/tasks/{run_id}/release", post(agent::release));
     app = app.merge(routes::observe::router(&state));
+    app = app.merge(console::router());
     if state.manual_clock.is_some() {
         app = app.route("/api/_test/clock/advance", post(testing::advance_clock));
     }
