@@ -1,9 +1,11 @@
 //! The `tasklane` binary: the server (`serve`), token administration (`token`), and a client
 //! for every operation of a running server.
 
+mod backup;
 mod client;
 mod database;
 mod fd_limit;
+mod logging;
 mod serve;
 mod token;
 
@@ -32,6 +34,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Manage API tokens (for `serve --auth token`).
     Token(token::TokenArgs),
+    /// Copy the database to a new file, consistently, also while the server runs.
+    Backup(backup::BackupArgs),
     #[command(flatten)]
     Client(Box<client::ClientCommand>),
     /// Print a shell completion script.
@@ -55,12 +59,16 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::SUCCESS;
         }
         Command::Serve(args) => {
-            init_logging();
+            logging::init(args.log_format());
             serve::run(args)
         }
         Command::Token(args) => {
-            init_logging();
+            logging::init(logging::LogFormat::Text);
             token::run(args)
+        }
+        Command::Backup(args) => {
+            logging::init(logging::LogFormat::Text);
+            backup::run(args)
         }
     };
     match outcome {
@@ -70,14 +78,4 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
 }

@@ -11,6 +11,7 @@ use tasklane_store::{SqliteStore, StoreOptions};
 
 use tokio::net::TcpListener;
 
+use crate::logging::LogFormat;
 use crate::{database, fd_limit};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -67,11 +68,23 @@ pub struct ServeArgs {
     /// Seconds a client may take to send a request's body.
     #[arg(long, env = "TASKLANE_BODY_TIMEOUT", default_value = "60", value_parser = seconds)]
     body_timeout: Duration,
+    /// Serve /metrics on this address, without authentication, instead of on --listen.
+    #[arg(long, env = "TASKLANE_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+    /// Log format on stderr: text, or json (one object per line).
+    #[arg(long, env = "TASKLANE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// Run on a manual clock moved by POST /api/_test/clock/advance. For tests only.
     #[arg(long, env = "TASKLANE_TEST_CLOCK", hide = true,
           value_parser = clap::builder::BoolishValueParser::new(),
           action = clap::ArgAction::SetTrue)]
     test_clock: bool,
+}
+
+impl ServeArgs {
+    pub fn log_format(&self) -> LogFormat {
+        self.log_format
+    }
 }
 
 pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -99,6 +112,15 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         idle_timeout: args.idle_timeout,
         body_timeout: args.body_timeout,
     };
+    let metrics_addr: Option<SocketAddr> = args
+        .metrics_listen
+        .as_deref()
+        .map(|a| {
+            a.parse().map_err(|e| {
+                format!("--metrics-listen {a:?} is not an address like 127.0.0.1:9480: {e}")
+            })
+        })
+        .transpose()?;
     let path = database::sqlite_path(&args.database)?;
     let store = SqliteStore::open(
         &path,
@@ -126,8 +148,22 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
         tracing::info!(%local, database = %path.display(), "tasklane serving");
+        let metrics_listener = match metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         println!("tasklane listening on http://{local}");
-        let http = HttpSettings { limits, browser };
+        if let Some(listener) = &metrics_listener {
+            println!(
+                "tasklane metrics on http://{}/metrics",
+                listener.local_addr()?
+            );
+        }
+        let http = HttpSettings {
+            limits,
+            browser,
+            metrics_listener,
+        };
         tasklane_server::serve(listener, state, http, shutdown_signal()).await?;
         tracing::info!("tasklane stopped");
         Ok(())

@@ -18,6 +18,7 @@ const N: bool = false;
 #[derive(Clone, Copy, Debug)]
 enum Op {
     Read,
+    ReadMetrics,
     CreateTask,
     CreateTaskWithApprovalPolicy,
     CreateChild,
@@ -57,6 +58,7 @@ enum Op {
 const RIGHTS: &[(Op, [bool; 3])] = &[
     //                                   operator agent viewer
     (Op::Read,                           [Y,       Y,    Y]),
+    (Op::ReadMetrics,                    [Y,       N,    Y]),
     (Op::CreateTask,                     [Y,       Y,    N]),
     (Op::CreateTaskWithApprovalPolicy,   [Y,       N,    N]),
     (Op::CreateChild,                    [Y,       Y,    N]),
@@ -215,6 +217,7 @@ impl Fixture {
                 format!("/api/tasks/{}", self.task(case, json!({})).await),
                 None,
             ),
+            Op::ReadMetrics => (Method::GET, "/metrics".into(), None),
             Op::CreateTask => post("/api/tasks".into(), new_task),
             Op::CreateTaskWithApprovalPolicy => post("/api/tasks".into(), with_policy),
             Op::CreateChild => {

@@ -11,6 +11,8 @@ use crate::model::{ApprovalPolicy, ApprovalState, Role, Task};
 pub enum Operation {
     /// Every GET: tasks, runs, timeline, tree, dashboard, inbox, and the SSE stream.
     Read,
+    /// `GET /metrics`: the server's operational figures, for monitoring.
+    ReadMetrics,
     CreateTask,
     CreateChild,
     UpdateTask,
@@ -60,13 +62,15 @@ const N: bool = false;
 /// - Agents read, write tasks, and work through the agent API only: approving is a human's
 ///   decision, and the operator run paths would let one token's agents claim, finish or cancel
 ///   runs leased by another token's sessions.
-/// - Viewers read.
+/// - Viewers read, metrics included: a monitoring system scrapes with a viewer token. Agents do
+///   not read metrics; they are workers, not observers of the whole server.
 #[rustfmt::skip]
 const fn rights(op: Operation) -> [bool; 3] {
     use Operation::*;
     match op {
         //                   operator agent viewer
         Read             => [Y,       Y,    Y],
+        ReadMetrics      => [Y,       N,    Y],
         CreateTask       => [Y,       Y,    N],
         CreateChild      => [Y,       Y,    N],
         UpdateTask       => [Y,       Y,    N],

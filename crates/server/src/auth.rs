@@ -102,7 +102,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Identity {
 fn operation(method: &Method, path: &str) -> Operation {
     use Operation::*;
     if method == Method::GET || method == Method::HEAD {
-        return Read;
+        return if path == "/metrics" {
+            ReadMetrics
+        } else {
+            Read
+        };
     }
     let segments: Vec<&str> = path.split('/').collect();
     match (method.as_str(), &segments[..]) {
@@ -453,6 +457,7 @@ mod tests {
         for (method, path, want) in [
             (Method::GET, "/api/tasks", Read),
             (Method::GET, "/api/tasks/t/stream", Read),
+            (Method::GET, "/metrics", ReadMetrics),
             (Method::POST, "/api/tasks", CreateTask),
             (Method::POST, "/api/tasks/t/approve", ApproveTask),
             (Method::PATCH, "/api/tasks/approve", UpdateTask),

@@ -18,11 +18,13 @@ pub async fn recover_all(state: &AppState, reason: &'static str) -> ApiResult<us
     let max = state.max_lease_expirations;
     let mut total = 0;
     loop {
-        let n = state
+        let recovered = state
             .write(sweeper_caller(), move |op| {
                 recover_expired_leases(op, BATCH, max, reason)
             })
             .await?;
+        crate::metrics::leases_recovered(recovered);
+        let n = recovered.total();
         total += n;
         if (n as i64) < BATCH {
             return Ok(total);

@@ -7,10 +7,13 @@ mod browser;
 mod connections;
 mod console;
 mod error;
+mod health;
 mod identity;
 mod leases;
+mod metrics;
 mod path;
 mod query;
+mod request_id;
 mod routes;
 mod sse_hub;
 mod state;
@@ -66,11 +69,15 @@ impl AppState {
 pub struct HttpSettings {
     pub limits: ConnectionLimits,
     pub browser: BrowserPolicy,
+    /// Serve `/metrics` on this listener, without authentication, instead of on the API's.
+    pub metrics_listener: Option<TcpListener>,
 }
 
-fn router(state: AppState, policy: BrowserPolicy) -> Router {
+fn router(state: AppState, policy: BrowserPolicy, metrics_here: bool) -> Router {
     use routes::{agent, runs, tasks, testing};
     let mut app = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/api/tasks", get(tasks::list).post(tasks::create))
         .route(
             "/api/tasks/{id}",
@@ -114,14 +121,20 @@ fn router(state: AppState, policy: BrowserPolicy) -> Router {
     if state.manual_clock.is_some() {
         app = app.route("/api/_test/clock/advance", post(testing::advance_clock));
     }
+    if metrics_here {
+        app = app.route("/metrics", get(metrics::endpoint));
+    }
     app.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
         ))
-        // Outermost: a refused browser request never reaches authentication or a handler.
+        // Outside authentication: a refused browser request never reaches it or a handler.
         .layer(axum::middleware::from_fn_with_state(policy, browser::guard))
+        // Around everything above, so refused requests are counted and logged with their id too.
+        .layer(axum::middleware::from_fn(metrics::track_requests))
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
@@ -142,6 +155,7 @@ pub async fn serve(
     http: HttpSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    metrics::install();
     let recovered = leases::recover_all(&state, "orphaned_on_boot")
         .await
         .map_err(|e| {
@@ -163,7 +177,11 @@ pub async fn serve(
     leases::spawn_sweeper(state.clone());
     let store = state.store.clone();
     let stopping = state.shutting_down.clone();
-    let app = router(state, http.browser);
+    let metrics_here = http.metrics_listener.is_none();
+    if let Some(listener) = http.metrics_listener {
+        metrics::serve_alone(listener, state.clone());
+    }
+    let app = router(state, http.browser, metrics_here);
     connections::serve(listener, app, http.limits, async move {
         shutdown.await;
         stopping.send_replace(true);

@@ -60,6 +60,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        crate::metrics::sse_unsubscribed();
         self.hub.unregister(&self.root, self.id);
     }
 }
@@ -119,6 +120,7 @@ impl Hub {
             tokio::spawn(pump(Arc::downgrade(self), self.store.committed_sequence()));
         }
         let (tx, rx) = mpsc::channel(SUBSCRIBER_BUFFER);
+        crate::metrics::sse_subscribed();
         let mut reg = self.lock();
         reg.next_id += 1;
         let id = reg.next_id;

@@ -412,17 +412,32 @@ pub fn sweeper_caller() -> Caller {
     }
 }
 
+/// What one lease recovery did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Runs whose lease expired and that went back to the queue.
+    pub requeued: usize,
+    /// Runs failed on their `max_lease_expirations`-th expiry (poison runs).
+    pub failed: usize,
+}
+
+impl Recovered {
+    pub fn total(self) -> usize {
+        self.requeued + self.failed
+    }
+}
+
 /// Recovers up to `limit` runs whose lease has lapsed: each goes back to the queue, or, on its
 /// `max_lease_expirations`-th expiry, is failed so a run that crashes its agents cannot loop for
-/// ever. Returns how many runs were recovered.
+/// ever.
 pub fn recover_expired_leases(
     op: &mut Op<'_>,
     limit: i64,
     max_lease_expirations: i64,
     reason: &str,
-) -> Result<usize> {
+) -> Result<Recovered> {
     let expired = op.store.expired_leases(op.now, limit)?;
-    let recovered = expired.len();
+    let mut recovered = Recovered::default();
     for mut run in expired {
         let mut task = op.load_task(&run.task_id)?;
         let previous_hash = run.claim_token_hash.clone();
@@ -434,6 +449,7 @@ pub fn recover_expired_leases(
             run.result = None;
             let extra = hash_payload(&run).set("reason", "lease_expired");
             finish_failure(op, &mut run, &mut task, None, extra)?;
+            recovered.failed += 1;
             continue;
         }
         let payload = requeue(op, &mut run, &mut task)?
@@ -447,6 +463,7 @@ pub fn recover_expired_leases(
             .set("lease_expirations", run.lease_expirations)
             .build();
         op.record(&mut task, Some(&run.id), "task.run_lease_expired", payload)?;
+        recovered.requeued += 1;
     }
     Ok(recovered)
 }

@@ -37,6 +37,7 @@ pub async fn claim_next(
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds as u64);
     let mut work = s.work.subscribe();
     let mut shutdown = s.shutting_down.subscribe();
+    let mut parked: Option<crate::metrics::Parked> = None;
     loop {
         // Marked seen before trying, so a commit during the attempt still wakes the wait below.
         work.borrow_and_update();
@@ -50,6 +51,7 @@ pub async fn claim_next(
         if !req.wait {
             return Ok(StatusCode::NO_CONTENT.into_response());
         }
+        parked.get_or_insert_with(crate::metrics::Parked::start);
         tokio::select! {
             changed = work.changed() => {
                 if changed.is_err() {

@@ -4,10 +4,12 @@
 //! pool of read-only connections, each inside one read transaction. In WAL mode readers see the
 //! last committed state and never wait for the writer.
 
+pub mod backup;
 mod checkpoint;
 mod counters;
 mod error;
 mod lock;
+pub mod monitor;
 mod observe;
 mod read;
 mod rows;

@@ -139,6 +139,7 @@ impl Writer {
                 }
             }
             self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+            metrics::histogram!("tasklane_writer_batch_size").record(batch.len() as f64);
             let bytes = batch.iter().map(|cmd| cmd.bytes()).sum();
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
             if self.recovering {
@@ -246,6 +247,7 @@ impl Writer {
             self.fail(&mut pending, &format!("updating the counters failed: {e}"));
             return false;
         }
+        let committing = std::time::Instant::now();
         if let Err(e) = self.exec("COMMIT") {
             tracing::error!(error = %e, "sqlite commit failed");
             if !self.conn.is_autocommit() {
@@ -255,6 +257,7 @@ impl Writer {
             return false;
         }
         self.shared.commits.fetch_add(1, Ordering::Relaxed);
+        metrics::histogram!("tasklane_writer_commit_seconds").record(committing.elapsed());
         // Published before anyone is answered, so a client that saw its write acknowledged never
         // finds the watch behind its own event.
         if let Some(seq) = max_seq {

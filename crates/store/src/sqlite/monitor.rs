@@ -1,0 +1,182 @@
+//! What a monitoring scrape and a readiness probe read: the queue's shape, active leases, the
+//! WAL's size and whether the database answers. Every query is an index range or a counter
+//! table, so a scrape costs the same whether the database holds a thousand tasks or ten million.
+
+use std::collections::HashMap;
+
+use rusqlite::OptionalExtension;
+use tasklane_core::{Error, Result};
+
+use super::error::sql_err;
+use super::status_sets::active_run;
+use super::{schema, wal_path, SqliteStore};
+
+/// Workspaces given their own label in [`QueueGauges::by_workspace`]; the rest are summed under
+/// [`Workspace::Other`], so a deployment with thousands of workspaces still exports a bounded
+/// number of series.
+pub const TOP_WORKSPACES: usize = 20;
+
+/// Queued runs of one group and when the oldest of them was queued (µs since the epoch).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueStat {
+    pub depth: i64,
+    pub oldest_queued_at: Option<i64>,
+}
+
+/// A workspace label of the queue gauges.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Workspace {
+    /// Tasks of global scope.
+    Global,
+    Named(String),
+    /// Every workspace beyond the [`TOP_WORKSPACES`] with the most queued runs.
+    Other,
+}
+
+/// The queue and lease figures of one scrape.
+#[derive(Clone, Debug, Default)]
+pub struct QueueGauges {
+    /// Indexed by priority rank (low 0, medium 1, high 2, urgent 3).
+    pub by_priority: [QueueStat; 4],
+    /// Only workspaces with queued runs; at most [`TOP_WORKSPACES`] named ones.
+    pub by_workspace: Vec<(Workspace, QueueStat)>,
+    /// Claimed, starting or running runs that hold a lease.
+    pub active_leases: i64,
+}
+
+impl SqliteStore {
+    /// Whether the database answers a read on a pooled connection and carries the schema this
+    /// binary migrates to. `Err` says why not.
+    pub async fn check_ready(&self) -> Result<()> {
+        let path = self.path().to_path_buf();
+        // A database file removed or unmounted under a running server still answers from the open
+        // descriptors, but nothing written any more would survive a restart.
+        if !path.exists() {
+            return Err(Error::Unavailable(format!(
+                "database file {} is missing",
+                path.display()
+            )));
+        }
+        let version: i64 = self
+            .read_db(|db| {
+                db.conn
+                    .query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .map_err(sql_err)
+            })
+            .await?;
+        if version != schema::SCHEMA_VERSION {
+            return Err(Error::Unavailable(format!(
+                "database schema version {version}, expected {}",
+                schema::SCHEMA_VERSION
+            )));
+        }
+        Ok(())
+    }
+
+    /// Size in bytes of the write-ahead log file (0 when there is none).
+    pub fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(wal_path(self.path())).map_or(0, |m| m.len())
+    }
+
+    /// The queue per priority and per workspace, and the active leases, in one read snapshot.
+    pub async fn queue_gauges(&self) -> Result<QueueGauges> {
+        self.read_db(|db| {
+            let conn = db.conn;
+            let mut gauges = QueueGauges::default();
+            // Per priority: a count over, and a seek into, the claim index (priority, age).
+            for (rank, stat) in gauges.by_priority.iter_mut().enumerate() {
+                let (depth, oldest) = conn
+                    .prepare_cached(
+                        "SELECT COUNT(*), MIN(queued_at) FROM task_runs \
+                         WHERE status = 'queued' AND priority_rank = ?1",
+                    )
+                    .and_then(|mut s| s.query_row([rank as i64], |r| Ok((r.get(0)?, r.get(1)?))))
+                    .map_err(sql_err)?;
+                *stat = QueueStat {
+                    depth,
+                    oldest_queued_at: oldest,
+                };
+            }
+
+            // Per workspace: depths from the run counters the dashboard keeps.
+            let mut depths: Vec<(String, i64)> = conn
+                .prepare_cached(
+                    "SELECT workspace_id, SUM(n) FROM obs_run_counts WHERE status = 'queued' \
+                     GROUP BY workspace_id HAVING SUM(n) > 0",
+                )
+                .and_then(|mut s| {
+                    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<rusqlite::Result<_>>()
+                })
+                .map_err(sql_err)?;
+            depths.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let mut stats: HashMap<Workspace, QueueStat> = HashMap::new();
+            let mut named = 0;
+            for (ws, depth) in depths {
+                let label = if ws.is_empty() {
+                    Workspace::Global
+                } else if named < TOP_WORKSPACES {
+                    named += 1;
+                    Workspace::Named(ws)
+                } else {
+                    Workspace::Other
+                };
+                stats.entry(label).or_default().depth += depth;
+            }
+
+            // Oldest per label: walk the queue oldest first until every label has its oldest
+            // run. Usually a few rows; at worst (a label whose runs are all recent) the queue.
+            let mut missing = stats.len();
+            if missing > 0 {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT COALESCE(t.workspace_id, ''), r.queued_at FROM task_runs r \
+                         JOIN tasks t ON t.id = r.task_id \
+                         WHERE r.status = 'queued' ORDER BY r.queued_at, r.id",
+                    )
+                    .map_err(sql_err)?;
+                let mut rows = stmt.query([]).map_err(sql_err)?;
+                while let Some(row) = rows.next().map_err(sql_err)? {
+                    let ws: String = row.get(0).map_err(sql_err)?;
+                    let at: i64 = row.get(1).map_err(sql_err)?;
+                    let named = Workspace::Named(ws.clone());
+                    let label = if ws.is_empty() {
+                        Workspace::Global
+                    } else if stats.contains_key(&named) {
+                        named
+                    } else {
+                        Workspace::Other
+                    };
+                    if let Some(stat) = stats.get_mut(&label) {
+                        if stat.oldest_queued_at.is_none() {
+                            stat.oldest_queued_at = Some(at);
+                            missing -= 1;
+                            if missing == 0 {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            let mut by_workspace: Vec<_> = stats.into_iter().collect();
+            by_workspace.sort_by(|a, b| a.0.cmp(&b.0));
+            gauges.by_workspace = by_workspace;
+
+            gauges.active_leases = conn
+                .query_row(
+                    concat!(
+                        "SELECT COUNT(*) FROM task_runs WHERE ",
+                        active_run!("status"),
+                        " AND lease_until IS NOT NULL"
+                    ),
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql_err)?
+                .unwrap_or(0);
+            Ok(gauges)
+        })
+        .await
+    }
+}
