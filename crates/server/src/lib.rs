@@ -8,6 +8,7 @@ mod connections;
 mod error;
 mod identity;
 mod leases;
+mod openapi;
 mod path;
 mod query;
 mod routes;
@@ -109,6 +110,7 @@ fn router(state: AppState, policy: BrowserPolicy) -> Router {
         .route("/api/agent/tasks/{run_id}/fail", post(agent::fail))
         .route("/api/agent/tasks/{run_id}/release", post(agent::release));
     app = app.merge(routes::observe::router(&state));
+    app = app.merge(openapi::router());
     if state.manual_clock.is_some() {
         app = app.route("/api/_test/clock/advance", post(testing::advance_clock));
     }
