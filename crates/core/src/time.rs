@@ -46,6 +46,26 @@ impl Serialize for Ts {
     }
 }
 
+/// On the wire a timestamp is an RFC 3339 string in UTC with microseconds.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Ts {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .examples(["2026-01-02T03:04:05.123456Z"])
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Ts {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("Timestamp")
+    }
+}
+
 /// Serializes a missing timestamp as the zero time, for fields the contract marks as always present.
 pub fn serialize_or_zero<S: Serializer>(ts: &Option<Ts>, s: S) -> Result<S::Ok, S::Error> {
     match ts {

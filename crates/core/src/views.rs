@@ -25,6 +25,7 @@ fn is_zero(n: &i64) -> bool {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskPayload {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -102,6 +103,7 @@ impl From<&Task> for TaskPayload {
 
 /// A task as other records refer to it (dependency targets, run detail).
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskReference {
     pub id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -134,6 +136,7 @@ impl From<&Task> for TaskReference {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunPayload {
     pub id: String,
     pub task_id: String,
@@ -210,6 +213,7 @@ impl From<&Run> for RunPayload {
 /// The compact run shown as a task summary's `active_run`, and in timeline items, tree nodes and
 /// inbox items (`max_attempts` is the task's).
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActiveRunChip {
     pub id: String,
     pub task_id: String,
@@ -274,6 +278,7 @@ impl ActiveRunChip {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DependencyReference {
     pub task_id: String,
     pub depends_on_task_id: String,
@@ -283,6 +288,7 @@ pub struct DependencyReference {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskSummary {
     #[serde(flatten)]
     pub task: TaskPayload,
@@ -298,6 +304,7 @@ pub struct TaskSummary {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventPayload {
     pub sequence: i64,
     pub id: String,
@@ -328,6 +335,7 @@ impl From<Event> for EventPayload {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskDetail {
     pub summary: TaskSummary,
     pub task: TaskPayload,
@@ -347,6 +355,7 @@ pub struct TaskDetail {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionPayload {
     pub session_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -357,12 +366,14 @@ pub struct SessionPayload {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunSummary {
     #[serde(serialize_with = "serialize_or_zero")]
     pub last_activity_at: Option<Ts>,
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunDetail {
     pub run: RunPayload,
     pub task: TaskReference,
@@ -559,6 +570,7 @@ const MESSAGE_KINDS: [&str; 7] = [
 
 /// The channel agents use to talk about one run of a workspace task.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CoordinationChannel {
     pub id: String,
     pub channel: String,
@@ -597,6 +609,7 @@ impl CoordinationChannel {
 
 /// The state of a lease, as the agent endpoints answer it.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LeaseSummary {
     pub task_id: String,
     pub run_id: String,
@@ -636,6 +649,7 @@ impl From<&Run> for LeaseSummary {
 
 /// A successful claim-next: `{task, run, lease, coordination_channel?}`.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Claim {
     pub task: TaskReference,
     pub run: ClaimedRun,
@@ -646,6 +660,7 @@ pub struct Claim {
 
 /// A run payload with its coordination channel, as claim-next returns it.
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClaimedRun {
     #[serde(flatten)]
     pub run: RunPayload,

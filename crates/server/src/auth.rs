@@ -395,7 +395,8 @@ fn is_public(method: &Method, path: &str) -> bool {
         && (matches!(
             path,
             "/" | "/healthz" | "/readyz" | "/openapi.json" | "/docs"
-        ) || path.starts_with("/console/"))
+        ) || path.starts_with("/console/")
+            || path.starts_with("/docs/"))
 }
 
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -445,10 +446,14 @@ mod tests {
         assert!(is_public(&Method::GET, "/"));
         assert!(is_public(&Method::GET, "/console/app.js"));
         assert!(is_public(&Method::HEAD, "/healthz"));
+        assert!(is_public(&Method::GET, "/openapi.json"));
+        assert!(is_public(&Method::GET, "/docs/redoc.standalone.js"));
+        assert!(!is_public(&Method::POST, "/docs"));
         assert!(!is_public(&Method::POST, "/"));
         assert!(!is_public(&Method::GET, "/api/tasks"));
         assert!(!is_public(&Method::GET, "/metrics"));
         assert!(!is_public(&Method::GET, "/consolex"));
+        assert!(!is_public(&Method::GET, "/docsx"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod health;
 mod identity;
 mod leases;
 mod metrics;
+mod openapi;
 mod path;
 mod query;
 mod request_id;
@@ -118,6 +119,7 @@ fn router(state: AppState, policy: BrowserPolicy, metrics_here: bool) -> Router 
         .route("/api/agent/tasks/{run_id}/release", post(agent::release));
     app = app.merge(routes::observe::router(&state));
     app = app.merge(console::router());
+    app = app.merge(openapi::router());
     if state.manual_clock.is_some() {
         app = app.route("/api/_test/clock/advance", post(testing::advance_clock));
     }

@@ -37,6 +37,7 @@ impl Default for Thresholds {
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Totals {
     pub tasks_total: i64,
     pub draft_tasks: i64,
@@ -61,6 +62,7 @@ pub struct Totals {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InProgressCard {
     pub tasks: i64,
     pub active_runs: i64,
@@ -72,6 +74,7 @@ pub struct InProgressCard {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockedCard {
     pub tasks: i64,
     pub awaiting_approval: i64,
@@ -80,6 +83,7 @@ pub struct BlockedCard {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FailedCard {
     pub tasks: i64,
     pub failed_runs: i64,
@@ -88,6 +92,7 @@ pub struct FailedCard {
 }
 
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LatencyStat {
     pub samples: i64,
     pub average_ms: i64,
@@ -95,12 +100,14 @@ pub struct LatencyStat {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LatencyCard {
     pub claim_latency_ms: LatencyStat,
     pub start_latency_ms: LatencyStat,
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cards {
     pub in_progress: InProgressCard,
     pub blocked: BlockedCard,
@@ -109,6 +116,7 @@ pub struct Cards {
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BreakdownRow {
     pub status: TaskStatus,
     pub count: i64,
@@ -116,6 +124,7 @@ pub struct BreakdownRow {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DepthRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network_channel: Option<String>,
@@ -125,6 +134,7 @@ pub struct DepthRow {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Queue {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub depth: Vec<DepthRow>,
@@ -138,6 +148,7 @@ pub struct Queue {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: &'static str,
     pub stuck_runs: i64,
@@ -146,6 +157,7 @@ pub struct Health {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActiveRunItem {
     pub task_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -176,6 +188,7 @@ pub struct ActiveRunItem {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActiveRuns {
     pub total: i64,
     pub running: i64,
@@ -187,6 +200,7 @@ pub struct ActiveRuns {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Freshness {
     pub observed_at: Ts,
     #[serde(serialize_with = "serialize_or_zero")]
@@ -199,6 +213,7 @@ pub struct Freshness {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Dashboard {
     pub totals: Totals,
     pub cards: Cards,

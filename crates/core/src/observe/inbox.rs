@@ -20,6 +20,7 @@ use crate::time::Ts;
 use crate::views::TaskReference;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Lane {
     MyWork,
@@ -76,6 +77,7 @@ pub struct InboxQuery {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InboxItem {
     pub task: TaskReference,
     pub lane: Lane,
@@ -90,6 +92,7 @@ pub struct InboxItem {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct InboxGroup {
     pub lane: Lane,
     pub count: i64,
@@ -99,6 +102,7 @@ pub struct InboxGroup {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Inbox {
     pub total: i64,
     pub unread_total: i64,

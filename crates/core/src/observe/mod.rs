@@ -111,6 +111,7 @@ pub struct InboxClassCount {
 
 /// One caller's stored triage state of one task.
 #[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TriageRecord {
     pub task_id: String,
     pub actor: Ref,

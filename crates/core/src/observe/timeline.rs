@@ -14,6 +14,7 @@ use crate::time::Ts;
 use crate::views::TaskReference;
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TimelineItem {
     pub sequence: i64,
     pub event_id: String,

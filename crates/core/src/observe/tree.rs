@@ -15,6 +15,7 @@ use crate::time::Ts;
 use crate::views::TaskReference;
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TreeNode {
     pub task: TaskReference,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,6 +33,7 @@ fn is_zero(n: &i64) -> bool {
 }
 
 #[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tree {
     pub root: TreeNode,
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -29,6 +29,7 @@ use crate::views::{RunPayload, TaskPayload};
 /// What publish, start and approve answer: the task and the run they enqueued. Approving a draft
 /// grants the approval without enqueuing, so `run` may be absent there.
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Execution {
     pub task: TaskPayload,
     #[serde(skip_serializing_if = "Option::is_none")]
