@@ -82,6 +82,9 @@ pub(crate) struct Db<'c> {
     /// Highest sequence appended by the current command; the writer publishes it only once the
     /// command's savepoint is kept and the batch committed.
     appended: Option<i64>,
+    /// `appended` as it was when the open item began (`WriteStore::begin_item`), restored if the
+    /// item is rolled back so that no rolled-back sequence is ever published.
+    item_start: Option<Option<i64>>,
 }
 
 impl<'c> Db<'c> {
@@ -89,6 +92,7 @@ impl<'c> Db<'c> {
         Db {
             conn,
             appended: None,
+            item_start: None,
         }
     }
 }

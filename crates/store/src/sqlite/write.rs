@@ -316,4 +316,43 @@ impl WriteStore for Db<'_> {
         .map_err(sql_err)?;
         Ok(())
     }
+
+    fn begin_item(&mut self) -> Result<()> {
+        if self.item_start.is_some() {
+            return Err(Error::Storage("an item is already open".to_string()));
+        }
+        self.exec_cached("SAVEPOINT item")?;
+        self.item_start = Some(self.appended);
+        Ok(())
+    }
+
+    fn end_item(&mut self, keep: bool) -> Result<()> {
+        let Some(start) = self.item_start.take() else {
+            return Err(Error::Storage("no item is open".to_string()));
+        };
+        // After some failures (disk full, I/O error) SQLite has already rolled the whole
+        // transaction back: no item of it may be reported as done.
+        if self.conn.is_autocommit() {
+            return Err(Error::Unavailable(
+                "the transaction was rolled back by sqlite".to_string(),
+            ));
+        }
+        if keep {
+            self.exec_cached("RELEASE item")
+        } else {
+            self.appended = start;
+            self.exec_cached("ROLLBACK TO item")?;
+            self.exec_cached("RELEASE item")
+        }
+    }
+}
+
+impl Db<'_> {
+    fn exec_cached(&self, sql: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(sql_err)
+    }
 }
