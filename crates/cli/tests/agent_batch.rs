@@ -163,7 +163,13 @@ async fn claim_batch_shares_the_claim_next_criteria_and_idempotency() {
         json!({"owner": {"kind": "agent_session", "ref": "w-2"}}),
     )
     .await;
-    // priority_min 20 leaves out the low run; only w-2 may take the run it owns; nobody offers gpu.
+    let (_, pooled) = queued(
+        &srv,
+        "for the builder pool",
+        json!({"owner": {"kind": "pool", "ref": "builder"}, "priority": "low"}),
+    )
+    .await;
+    // priority_min 20 leaves out the low runs; only w-2 may take the run it owns; nobody offers gpu.
     let body = json!({"sessions": ["w-1", "w-2"], "priority_min": 20, "idempotency_key": "k-1"});
     let claims = expect_claims(claim_batch(&srv, body.clone()).await);
     assert_eq!(claims.len(), 1, "{claims:?}");
@@ -186,6 +192,23 @@ async fn claim_batch_shares_the_claim_next_criteria_and_idempotency() {
     assert_eq!(
         got,
         vec![("w-1".to_string(), gpu), ("w-3".to_string(), low)]
+    );
+    // A run owned by a pool goes to the sessions of a worker announcing that agent name.
+    let (s, v) = claim_batch(&srv, json!({"sessions": ["w-4"]})).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    let claims = expect_claims(
+        claim_batch_with(
+            &srv,
+            &[("X-AGH-Agent", "builder".to_string())],
+            json!({"sessions": ["w-4"]}),
+        )
+        .await,
+    );
+    assert_eq!(run_of(&claims[0].1), pooled);
+    let detail = srv.get(&format!("/api/task-runs/{pooled}")).await.1;
+    assert_eq!(
+        detail["run"]["session"]["agent_name"], "builder",
+        "{detail}"
     );
 }
 

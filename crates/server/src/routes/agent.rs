@@ -6,7 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use tasklane_core::input::{
@@ -23,6 +23,7 @@ use super::json;
 use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::identity::{header_value, AGENT_HEADER};
 use crate::path::Path;
 use crate::state::AppState;
 
@@ -64,11 +65,12 @@ pub async fn claim_next(
 pub async fn claim_batch(
     State(s): State<AppState>,
     who: Identity,
+    headers: HeaderMap,
     JsonBody(input, _): JsonBody<ClaimBatchInput>,
 ) -> ApiResult<Response> {
     let req = agent::validate_claim(&input.claim())?;
     let sessions = batch::validate_sessions(input.sessions.as_deref())?;
-    let caller = who.caller("claim_batch");
+    let caller = batch_caller(&who, &headers, "claim_batch")?;
     let claimed = park(&s, &who, &req, || {
         let (attempt, sessions) = (req.clone(), sessions.clone());
         claim_delivered(
@@ -94,6 +96,17 @@ pub async fn claim_batch(
         Some(claims) => json(StatusCode::OK, json!({ "claims": claims })),
         None => StatusCode::NO_CONTENT.into_response(),
     })
+}
+
+/// The caller whose sessions a batch acts as. Without `X-AGH-Session-ID` an open-mode caller is
+/// not an agent session, so the agent name the worker announces (`X-AGH-Agent`) is read here;
+/// it is the name every session of the batch claims and is recorded under.
+fn batch_caller(who: &Identity, headers: &HeaderMap, action: &str) -> ApiResult<Caller> {
+    let mut caller = who.caller(action);
+    if caller.agent_name.is_none() {
+        caller.agent_name = header_value(headers, AGENT_HEADER)?;
+    }
+    Ok(caller)
 }
 
 /// Tries `attempt` once, and with `wait` again after each commit that may have made work
@@ -182,11 +195,13 @@ where
 pub async fn complete_batch(
     State(s): State<AppState>,
     who: Identity,
+    headers: HeaderMap,
     JsonBody(input, body_bytes): JsonBody<ReportBatchInput>,
 ) -> ApiResult<Response> {
     batch::validate_reports(input.items.as_deref())?;
+    let caller = batch_caller(&who, &headers, "complete_batch")?;
     let results = s
-        .write_body(who.caller("complete_batch"), body_bytes, move |op| {
+        .write_body(caller, body_bytes, move |op| {
             batch::report_batch(op, input.items.as_deref().unwrap_or(&[]))
         })
         .await?;
