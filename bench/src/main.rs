@@ -65,6 +65,11 @@ struct Args {
     /// Workload: give up after this many seconds.
     #[arg(long, default_value_t = 1800)]
     timeout_s: u64,
+    /// Workload burn-down/deep: each worker hosts this many agent sessions and works in batches
+    /// (claim-batch for all of them, then one complete-batch); 0 = one session per worker,
+    /// claim-next → complete.
+    #[arg(long, default_value_t = 0)]
+    batch: usize,
 }
 
 struct Server {
@@ -303,6 +308,7 @@ async fn main() {
             database,
             tasklane_bin: args.tasklane_bin.clone(),
             timeout_s: args.timeout_s,
+            batch: args.batch,
         })
         .await;
         println!("{row}");

@@ -4,7 +4,8 @@
 //!
 //! A job is a task with a queued run: "enqueue" is `POST /api/tasks/{id}/start` on a task created
 //! beforehand, and a worker is an agent session looping `claim-next` → `complete` with a no-op
-//! handler. Every loop is bounded by a count and by the workload's deadline.
+//! handler, or (with `batch` K) a worker process hosting K sessions that loops `claim-batch` for
+//! all K → one `complete-batch`. Every loop is bounded by a count and by the workload's deadline.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +33,9 @@ pub struct Params {
     pub tasklane_bin: String,
     /// The whole workload gives up after this long.
     pub timeout_s: u64,
+    /// Burn-down and deep: agent sessions per worker, worked in batches (0: one session per
+    /// worker, claim-next → complete).
+    pub batch: usize,
 }
 
 type Res<T> = Result<T, String>;
@@ -214,6 +218,13 @@ async fn burn_down(
     for w in 0..p.workers {
         let (http, base, done) = (http.clone(), base.clone(), done.clone());
         let cap = p.jobs + 1;
+        if p.batch > 0 {
+            let sessions: Vec<String> = (0..p.batch).map(|k| format!("agent-{w}-{k}")).collect();
+            handles.push(tokio::spawn(batched_worker(
+                http, base, sessions, cap, done, deadline,
+            )));
+            continue;
+        }
         handles.push(tokio::spawn(async move {
             let session = format!("agent-{w}");
             for _ in 0..cap {
@@ -248,6 +259,50 @@ async fn burn_down(
         "jobs_per_s": round2(done as f64 / elapsed),
         "server_cpu_s": round2(server.cpu_seconds() - cpu0),
     }))
+}
+
+/// A worker process hosting `sessions`: claims a run for each in one `claim-batch`, runs the
+/// no-op handlers, and reports every completion in one `complete-batch`, until nothing is left.
+async fn batched_worker(
+    http: reqwest::Client,
+    base: String,
+    sessions: Vec<String>,
+    cap: usize,
+    done: Arc<AtomicUsize>,
+    deadline: Instant,
+) -> Res<()> {
+    for _ in 0..cap {
+        if Instant::now() > deadline {
+            return Err("deadline".to_string());
+        }
+        let url = format!("{base}/api/agent/tasks/claim-batch");
+        let (status, v) = send(&http, url, None, json!({ "sessions": sessions }))
+            .await
+            .map_err(|e| e.to_string())?;
+        if status == StatusCode::NO_CONTENT {
+            return Ok(());
+        }
+        if !status.is_success() {
+            return Err(format!("claim-batch: {status} {v}"));
+        }
+        let items: Vec<Value> = v["claims"]
+            .as_array()
+            .ok_or("no claims")?
+            .iter()
+            .map(|c| {
+                json!({"run_id": c["run"]["id"], "session_id": c["session_id"],
+                       "outcome": "completed"})
+            })
+            .collect();
+        let url = format!("{base}/api/agent/tasks/complete-batch");
+        let v = expect_ok(&http, url, None, json!({ "items": items })).await?;
+        let results = v["results"].as_array().ok_or("no results")?;
+        if let Some(bad) = results.iter().find(|r| r["ok"] != true) {
+            return Err(format!("complete-batch: {bad}"));
+        }
+        done.fetch_add(results.len(), Ordering::Relaxed);
+    }
+    Ok(())
 }
 
 /// Agents parked in `claim-next` (wait) that claim and complete until `target` jobs are picked.

@@ -46,6 +46,8 @@ enum Op {
     AgentComplete,
     AgentFail,
     Release,
+    ClaimBatch,
+    CompleteBatch,
     /// On a task under manual approval (the gated rows of the table).
     UpdateApprovedManualTask,
     DeleteManualTask,
@@ -86,6 +88,8 @@ const RIGHTS: &[(Op, [bool; 3])] = &[
     (Op::AgentComplete,                  [N,       Y,    N]),
     (Op::AgentFail,                      [N,       Y,    N]),
     (Op::Release,                        [N,       Y,    N]),
+    (Op::ClaimBatch,                     [N,       Y,    N]),
+    (Op::CompleteBatch,                  [N,       Y,    N]),
     (Op::UpdateApprovedManualTask,       [Y,       N,    N]),
     (Op::DeleteManualTask,               [Y,       N,    N]),
     (Op::EnqueueRunAwaitingApproval,     [Y,       N,    N]),
@@ -348,6 +352,20 @@ impl Fixture {
                     _ => ("release", json!({})),
                 };
                 post(format!("/api/agent/tasks/{rid}/{action}"), body)
+            }
+            Op::ClaimBatch => {
+                self.queued(case).await;
+                post(
+                    "/api/agent/tasks/claim-batch".into(),
+                    json!({"workspace_id": case, "sessions": [case]}),
+                )
+            }
+            Op::CompleteBatch => {
+                let (_, rid) = self.leased(case, &self.agent, case).await;
+                post(
+                    "/api/agent/tasks/complete-batch".into(),
+                    json!({"items": [{"run_id": rid, "session_id": case, "outcome": "completed"}]}),
+                )
             }
             Op::UpdateApprovedManualTask => {
                 let tid = self.task(case, json!({"approval_policy": "manual"})).await;

@@ -187,3 +187,56 @@ pub struct HeartbeatInput {
 pub struct ReleaseInput {
     pub reason: Option<String>,
 }
+
+/// Body of `claim-batch`: the claim-next fields, and the sessions to claim for.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ClaimBatchInput {
+    pub sessions: Option<Vec<String>>,
+    pub idempotency_key: Option<String>,
+    pub lease_seconds: Option<i64>,
+    pub priority_min: Option<i64>,
+    pub required_capabilities: Option<Vec<String>>,
+    pub wait: Option<bool>,
+    pub wait_seconds: Option<i64>,
+    pub workspace_id: Option<String>,
+}
+
+impl ClaimBatchInput {
+    /// The fields every session's claim shares, as claim-next takes them.
+    pub fn claim(&self) -> ClaimNextInput {
+        ClaimNextInput {
+            idempotency_key: self.idempotency_key.clone(),
+            lease_seconds: self.lease_seconds,
+            priority_min: self.priority_min,
+            required_capabilities: self.required_capabilities.clone(),
+            wait: self.wait,
+            wait_seconds: self.wait_seconds,
+            workspace_id: self.workspace_id.clone(),
+        }
+    }
+}
+
+/// Body of `complete-batch`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReportBatchInput {
+    pub items: Option<Vec<ReportItemInput>>,
+}
+
+/// One lease report of `complete-batch`: the fields of complete, fail or release, with the run
+/// and the session that holds its lease.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ReportItemInput {
+    pub run_id: Option<String>,
+    pub session_id: Option<String>,
+    /// `completed`, `failed` or `released`.
+    pub outcome: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub result: Option<Value>,
+    pub error: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub metadata: Option<Value>,
+    pub reason: Option<String>,
+}

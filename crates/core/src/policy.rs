@@ -40,6 +40,10 @@ pub enum Operation {
     AgentComplete,
     AgentFail,
     Release,
+    /// `claim-batch` and `complete-batch`: the agent API for many sessions of one worker, with the
+    /// rights of claim-next and of complete/fail/release.
+    ClaimBatch,
+    CompleteBatch,
     /// Any other write: an endpoint the table does not name (unknown paths, the test clock's
     /// control). Operators only, so a route added without its row is closed, not open.
     Other,
@@ -95,6 +99,8 @@ const fn rights(op: Operation) -> [bool; 3] {
         AgentComplete    => [N,       Y,    N],
         AgentFail        => [N,       Y,    N],
         Release          => [N,       Y,    N],
+        ClaimBatch       => [N,       Y,    N],
+        CompleteBatch    => [N,       Y,    N],
         Other            => [Y,       N,    N],
     }
 }
@@ -183,7 +189,8 @@ impl Operation {
         }
     }
 
-    /// The operations of the agent API, which need an agent session identity.
+    /// The operations of the agent API that act as the session of the request's identity, so
+    /// need one. The batch operations name their sessions in the body instead.
     pub fn is_agent_api(self) -> bool {
         matches!(
             self,
@@ -248,5 +255,24 @@ mod tests {
             assert!(allows(Some(Role::Operator), op), "{op:?}");
         }
         assert!(!allows_field(Some(Role::Agent), Field::ApprovalPolicy));
+    }
+
+    #[test]
+    fn batches_have_the_rights_of_their_single_run_counterparts() {
+        for role in [Role::Operator, Role::Agent, Role::Viewer] {
+            let claim = allows(Some(role), Operation::ClaimNext);
+            assert_eq!(allows(Some(role), Operation::ClaimBatch), claim, "{role:?}");
+            for single in [
+                Operation::AgentComplete,
+                Operation::AgentFail,
+                Operation::Release,
+            ] {
+                assert_eq!(
+                    allows(Some(role), Operation::CompleteBatch),
+                    allows(Some(role), single),
+                    "{role:?} {single:?}"
+                );
+            }
+        }
     }
 }

@@ -193,4 +193,11 @@ pub trait WriteStore: ReadStore {
         agent_name: Option<&str>,
         now: crate::time::Ts,
     ) -> Result<()>;
+
+    /// Opens a nested savepoint for one item of a batched operation (one level deep), so the
+    /// item can be undone without undoing the rest of the operation.
+    fn begin_item(&mut self) -> Result<()>;
+    /// Closes the item opened by [`WriteStore::begin_item`]: keeps its writes, or rolls them back
+    /// (events included). Fails with `Unavailable` if storage lost the whole transaction.
+    fn end_item(&mut self, keep: bool) -> Result<()>;
 }

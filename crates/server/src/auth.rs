@@ -136,6 +136,8 @@ fn operation(method: &Method, path: &str) -> Operation {
             _ => Other,
         },
         ("POST", ["", "api", "agent", "tasks", "claim-next"]) => ClaimNext,
+        ("POST", ["", "api", "agent", "tasks", "claim-batch"]) => ClaimBatch,
+        ("POST", ["", "api", "agent", "tasks", "complete-batch"]) => CompleteBatch,
         ("POST", ["", "api", "agent", "tasks", _, action]) => match *action {
             "heartbeat" => Heartbeat,
             "complete" => AgentComplete,
@@ -477,6 +479,12 @@ mod tests {
             (Method::POST, "/api/task-runs/r/cancel", CancelRun),
             (Method::POST, "/api/agent/tasks/claim-next", ClaimNext),
             (Method::POST, "/api/agent/tasks/r/release", Release),
+            (Method::POST, "/api/agent/tasks/claim-batch", ClaimBatch),
+            (
+                Method::POST,
+                "/api/agent/tasks/complete-batch",
+                CompleteBatch,
+            ),
             (Method::POST, "/api/no-such-endpoint", Other),
             (Method::POST, "/api/tasks/t/unknown", Other),
         ] {

@@ -25,6 +25,16 @@ impl ApiError {
         ApiError(Error::bad_request("invalid_json", message))
     }
 
+    /// The error of one item of a batch, in the batch's answer: `{"code","message","status"}`,
+    /// the status being the one the single-item endpoint would have answered.
+    pub fn item_json(&self) -> serde_json::Value {
+        json!({
+            "code": self.0.code(),
+            "message": self.public_message(),
+            "status": self.status().as_u16(),
+        })
+    }
+
     pub fn status(&self) -> StatusCode {
         match &self.0 {
             Error::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -43,8 +53,21 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        // Server-side failures are logged in full and masked for the client.
-        let message = match &self.0 {
+        let message = self.public_message();
+        let mut response = error_response(status, self.0.code(), &message);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl ApiError {
+    /// What the client is told. Server-side failures are logged in full and masked for the client.
+    fn public_message(&self) -> String {
+        match &self.0 {
             Error::Storage(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 "internal server error".to_string()
@@ -61,14 +84,7 @@ impl IntoResponse for ApiError {
                 "service temporarily unavailable; retry shortly".to_string()
             }
             other => other.to_string(),
-        };
-        let mut response = error_response(status, self.0.code(), &message);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
-        response
     }
 }
 

@@ -110,6 +110,11 @@ fn router(state: AppState, policy: BrowserPolicy, metrics_here: bool) -> Router 
         .route("/api/task-runs/{id}/fail", post(runs::fail))
         .route("/api/task-runs/{id}/cancel", post(runs::cancel))
         .route("/api/agent/tasks/claim-next", post(agent::claim_next))
+        .route("/api/agent/tasks/claim-batch", post(agent::claim_batch))
+        .route(
+            "/api/agent/tasks/complete-batch",
+            post(agent::complete_batch),
+        )
         .route(
             "/api/agent/tasks/{run_id}/heartbeat",
             post(agent::heartbeat),

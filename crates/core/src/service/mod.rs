@@ -4,6 +4,7 @@
 //! allows it; where it does not, the enclosing transaction still guarantees no partial write.
 
 pub mod agent;
+pub mod batch;
 mod graph;
 mod runs;
 mod tasks;

@@ -124,3 +124,33 @@ pub struct Whoami {
     /// the role table allows it. Rules that depend on the task are still the server's to apply.
     pub may: std::collections::BTreeMap<String, bool>,
 }
+
+/// `{"claims": […]}`: one claim per session that got one, in the order the sessions were listed.
+#[derive(Serialize, ToSchema)]
+pub struct ClaimBatchAnswer {
+    pub claims: Vec<tasklane_core::service::batch::SessionClaim>,
+}
+
+/// `{"results": […]}`: one result per item, in request order.
+#[derive(Serialize, ToSchema)]
+pub struct ReportBatchAnswer {
+    pub results: Vec<ReportItemResult>,
+}
+
+/// One item's outcome: `ok` with the lease as the single-run endpoint answers it, or the error
+/// that endpoint would have answered (the item then changed nothing).
+#[derive(Serialize, ToSchema)]
+pub struct ReportItemResult {
+    pub run_id: String,
+    pub ok: bool,
+    pub lease: Option<LeaseSummary>,
+    pub error: Option<ItemError>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ItemError {
+    pub code: String,
+    pub message: String,
+    /// The HTTP status the single-run endpoint would have answered.
+    pub status: u16,
+}

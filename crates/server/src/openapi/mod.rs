@@ -66,6 +66,8 @@ use crate::state::AppState;
         operations::agent_complete,
         operations::agent_fail,
         operations::release,
+        operations::claim_batch,
+        operations::complete_batch,
         operations::dashboard,
         operations::inbox,
         operations::timeline,

@@ -593,3 +593,32 @@ pub fn triage_archive() {}
     )
 )]
 pub fn whoami() {}
+
+#[utoipa::path(
+    post,
+    path = "/api/agent/tasks/claim-batch",
+    operation_id = "claim_batch",
+    tag = "agent",
+    summary = "Claim runs for many sessions at once",
+    description = "For a worker hosting many agent sessions: the claim-next fields plus `sessions` (1 to 100 distinct ids). Each session gets at most one claim, as if it had called claim-next in list order; all claims commit together. Sessions already holding a lease are skipped (409 `lease_held` when all are). With `wait: true` the request parks until at least one claim is possible. Tasklane extension.",
+    request_body = ClaimBatchInput,
+    responses(
+        (status = 200, description = "The claims made", body = ClaimBatchAnswer),
+        (status = 204, description = "Nothing claimable (after waiting, with `wait`)")
+    )
+)]
+pub fn claim_batch() {}
+
+#[utoipa::path(
+    post,
+    path = "/api/agent/tasks/complete-batch",
+    operation_id = "complete_batch",
+    tag = "agent",
+    summary = "Complete, fail or release many leased runs at once",
+    description = "Up to 100 items, each `{run_id, session_id, outcome: completed|failed|released, …}`, fenced exactly like the single-run endpoints and atomic on its own: a refused item changes nothing and is answered with its error; the others still apply. Tasklane extension.",
+    request_body = ReportBatchInput,
+    responses(
+        (status = 200, description = "One result per item, in request order", body = ReportBatchAnswer)
+    )
+)]
+pub fn complete_batch() {}

@@ -1,17 +1,20 @@
-//! `/api/agent/tasks/...`: the agent protocol. Every handler needs an agent session identity
-//! (enforced by the auth middleware).
+//! `/api/agent/tasks/...`: the agent protocol. Every handler acts as an agent session: the
+//! request's identity (enforced by the auth middleware), or for the batch endpoints, the sessions
+//! the body names.
 
+use std::future::Future;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{json, Value};
 use tasklane_core::input::{
-    ClaimNextInput, CompleteInput, FailInput, HeartbeatInput, ReleaseInput,
+    ClaimBatchInput, ClaimNextInput, CompleteInput, FailInput, HeartbeatInput, ReleaseInput,
+    ReportBatchInput,
 };
 use tasklane_core::model::Caller;
-use tasklane_core::service::agent;
+use tasklane_core::service::{agent, batch, Op};
 use tasklane_core::views::Claim;
 use tasklane_core::Error;
 use tokio::sync::oneshot;
@@ -20,6 +23,7 @@ use super::json;
 use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
+use crate::identity::{header_value, AGENT_HEADER};
 use crate::path::Path;
 use crate::state::AppState;
 
@@ -34,6 +38,89 @@ pub async fn claim_next(
 ) -> ApiResult<Response> {
     let req = agent::validate_claim(&input)?;
     let caller = who.caller("claim_next");
+    let claimed = park(&s, &who, &req, || {
+        let attempt = req.clone();
+        claim_delivered(
+            &s,
+            &caller,
+            move |op| agent::claim_next(op, &attempt),
+            |claim: Option<Claim>| {
+                let run_id = claim?.run.run.id;
+                Some(Box::new(move |op: &mut Op<'_>| {
+                    agent::release(op, &run_id, &undelivered_release()).map(drop)
+                }) as Undo)
+            },
+        )
+    })
+    .await?;
+    Ok(match claimed {
+        Some(claim) => json(StatusCode::OK, json!({ "claim": claim })),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// `POST /api/agent/tasks/claim-batch`: claim-next for each of the listed sessions of one worker,
+/// in one transaction. Answers the claims made, or 204 when none could be; parks like claim-next
+/// with `wait: true` until at least one claim is made.
+pub async fn claim_batch(
+    State(s): State<AppState>,
+    who: Identity,
+    headers: HeaderMap,
+    JsonBody(input, _): JsonBody<ClaimBatchInput>,
+) -> ApiResult<Response> {
+    let req = agent::validate_claim(&input.claim())?;
+    let sessions = batch::validate_sessions(input.sessions.as_deref())?;
+    let caller = batch_caller(&who, &headers, "claim_batch")?;
+    let claimed = park(&s, &who, &req, || {
+        let (attempt, sessions) = (req.clone(), sessions.clone());
+        claim_delivered(
+            &s,
+            &caller,
+            move |op| {
+                let claims = batch::claim_batch(op, &sessions, &attempt)?;
+                Ok((!claims.is_empty()).then_some(claims))
+            },
+            |claims: Option<Vec<batch::SessionClaim>>| {
+                let held: Vec<(String, String)> = claims?
+                    .into_iter()
+                    .map(|c| (c.session_id, c.claim.run.run.id))
+                    .collect();
+                Some(Box::new(move |op: &mut Op<'_>| {
+                    batch::release_undelivered(op, &held).map(drop)
+                }) as Undo)
+            },
+        )
+    })
+    .await?;
+    Ok(match claimed {
+        Some(claims) => json(StatusCode::OK, json!({ "claims": claims })),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// The caller whose sessions a batch acts as. Without `X-AGH-Session-ID` an open-mode caller is
+/// not an agent session, so the agent name the worker announces (`X-AGH-Agent`) is read here;
+/// it is the name every session of the batch claims and is recorded under.
+fn batch_caller(who: &Identity, headers: &HeaderMap, action: &str) -> ApiResult<Caller> {
+    let mut caller = who.caller(action);
+    if caller.agent_name.is_none() {
+        caller.agent_name = header_value(headers, AGENT_HEADER)?;
+    }
+    Ok(caller)
+}
+
+/// Tries `attempt` once, and with `wait` again after each commit that may have made work
+/// claimable, until it claims something or the wait ends (`None`). A revoked token answers 401.
+async fn park<T, F, Fut>(
+    s: &AppState,
+    who: &Identity,
+    req: &agent::ClaimRequest,
+    mut attempt: F,
+) -> ApiResult<Option<T>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ApiResult<Option<T>>>,
+{
     let deadline = tokio::time::Instant::now() + Duration::from_secs(req.wait_seconds as u64);
     let mut work = s.work.subscribe();
     let mut shutdown = s.shutting_down.subscribe();
@@ -44,51 +131,58 @@ pub async fn claim_next(
         if who.is_revoked() {
             return Err(Identity::revoked_error());
         }
-        let claim = claim_once(&s, &caller, &req).await?;
-        if let Some(claim) = claim {
-            return Ok(json(StatusCode::OK, json!({ "claim": claim })));
+        if let Some(claimed) = attempt().await? {
+            return Ok(Some(claimed));
         }
         if !req.wait {
-            return Ok(StatusCode::NO_CONTENT.into_response());
+            return Ok(None);
         }
         parked.get_or_insert_with(crate::metrics::Parked::start);
         tokio::select! {
             changed = work.changed() => {
                 if changed.is_err() {
-                    return Ok(StatusCode::NO_CONTENT.into_response());
+                    return Ok(None);
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => return Ok(StatusCode::NO_CONTENT.into_response()),
-            _ = shutdown.wait_for(|s| *s) => return Ok(StatusCode::NO_CONTENT.into_response()),
+            _ = tokio::time::sleep_until(deadline) => return Ok(None),
+            _ = shutdown.wait_for(|s| *s) => return Ok(None),
             () = who.revoked() => return Err(Identity::revoked_error()),
         }
     }
 }
 
+/// Puts back claims their client never received.
+type Undo = Box<dyn FnOnce(&mut Op<'_>) -> tasklane_core::Result<()> + Send>;
+
+fn undelivered_release() -> ReleaseInput {
+    ReleaseInput {
+        reason: Some(batch::UNDELIVERED_REASON.to_string()),
+    }
+}
+
 /// One claim attempt that is never lost: it runs in its own task, and if the client has gone
-/// by the time it commits, the claim is released at once instead of holding the run until its
-/// lease expires (which would also count towards the run's poison limit).
-async fn claim_once(
+/// by the time it commits, what it claimed is released at once (`undo`) instead of holding the
+/// runs until their leases expire (which would also count towards each run's poison limit).
+async fn claim_delivered<T, F, U>(
     s: &AppState,
     caller: &Caller,
-    req: &agent::ClaimRequest,
-) -> ApiResult<Option<Claim>> {
+    attempt: F,
+    undo: U,
+) -> ApiResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Op<'_>) -> tasklane_core::Result<T> + Send + 'static,
+    U: FnOnce(T) -> Option<Undo> + Send + 'static,
+{
     let (answer, answered) = oneshot::channel();
-    let (state, caller, attempt) = (s.clone(), caller.clone(), req.clone());
+    let (state, caller) = (s.clone(), caller.clone());
     tokio::spawn(async move {
-        let claimer = caller.clone();
-        let result = state
-            .write(claimer, move |op| agent::claim_next(op, &attempt))
-            .await;
-        if let Err(Ok(Some(undelivered))) = answer.send(result) {
-            let run_id = undelivered.run.run.id.clone();
-            let release = ReleaseInput {
-                reason: Some("claimant disconnected before receiving the claim".to_string()),
+        let result = state.write(caller.clone(), attempt).await;
+        if let Err(Ok(undelivered)) = answer.send(result) {
+            let Some(release) = undo(undelivered) else {
+                return;
             };
-            if let Err(e) = state
-                .write(caller, move |op| agent::release(op, &run_id, &release))
-                .await
-            {
+            if let Err(e) = state.write(caller, release).await {
                 tracing::warn!(error = ?e.0, "releasing an undelivered claim failed");
             }
         }
@@ -96,6 +190,31 @@ async fn claim_once(
     answered
         .await
         .map_err(|_| ApiError(Error::Unavailable("the claim attempt was lost".to_string())))?
+}
+
+/// `POST /api/agent/tasks/complete-batch`: completes, fails or releases many leases in one
+/// transaction, each item on its own; answers every item's result in request order.
+pub async fn complete_batch(
+    State(s): State<AppState>,
+    who: Identity,
+    headers: HeaderMap,
+    JsonBody(input, body_bytes): JsonBody<ReportBatchInput>,
+) -> ApiResult<Response> {
+    batch::validate_reports(input.items.as_deref())?;
+    let caller = batch_caller(&who, &headers, "complete_batch")?;
+    let results = s
+        .write_body(caller, body_bytes, move |op| {
+            batch::report_batch(op, input.items.as_deref().unwrap_or(&[]))
+        })
+        .await?;
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r.outcome {
+            Ok(lease) => json!({ "run_id": r.run_id, "ok": true, "lease": lease }),
+            Err(e) => json!({ "run_id": r.run_id, "ok": false, "error": ApiError(e).item_json() }),
+        })
+        .collect();
+    Ok(json(StatusCode::OK, json!({ "results": results })))
 }
 
 macro_rules! lease_operation {

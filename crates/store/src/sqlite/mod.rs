@@ -90,6 +90,10 @@ pub(crate) struct Db<'c> {
     deltas: CounterDeltas,
     /// Activity and sequence raises the current command owes its tasks (see `write::TaskMark`).
     marks: Vec<write::TaskMark>,
+    /// What the open item (`WriteStore::begin_item`) restores if it is rolled back: `appended`
+    /// (so that no rolled-back sequence is ever published) and the command's counter changes
+    /// from before the item.
+    item_start: Option<write::ItemStart>,
 }
 
 impl<'c> Db<'c> {
@@ -99,6 +103,7 @@ impl<'c> Db<'c> {
             appended: None,
             deltas: CounterDeltas::default(),
             marks: Vec::new(),
+            item_start: None,
         }
     }
 }

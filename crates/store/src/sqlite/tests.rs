@@ -1592,3 +1592,43 @@ async fn counters_stay_equal_to_a_recount_through_every_kind_of_write() {
     let kept = rows_as_text(&conn, "SELECT id, dependency_count FROM tasks");
     assert_eq!(kept, vec!["b|0", "c|0"]);
 }
+
+#[tokio::test]
+async fn a_rolled_back_item_undoes_only_itself_and_publishes_no_sequence_of_it() {
+    let (dir, store) = temp_store(StoreOptions::default());
+    insert(&store, vec![task("a", 1), task("b", 1)]).await;
+    let kept = store
+        .write(|w| {
+            w.begin_item()?;
+            w.append_event(&event("e-1", "a", 2))?;
+            w.end_item(true)?;
+            w.begin_item()?;
+            w.append_event(&event("e-2", "b", 3))?;
+            w.insert_run(&run("r-b", "b", RunStatus::Failed, 3))?;
+            w.update_task(&Task {
+                title: "renamed".into(),
+                ..task("b", 1)
+            })?;
+            w.end_item(false)?;
+            // An item cannot nest, and cannot end twice.
+            w.begin_item()?;
+            assert!(w.begin_item().is_err());
+            w.end_item(true)?;
+            assert!(w.end_item(true).is_err());
+            Ok(())
+        })
+        .await;
+    kept.unwrap();
+    assert_eq!(get_task(&store, "a").await.unwrap().latest_event_seq, 1);
+    let b = get_task(&store, "b").await.unwrap();
+    assert_eq!((b.latest_event_seq, b.title.as_str()), (0, "title of b"));
+    // Its counter changes went with it.
+    assert_counters_match_a_recount(&raw(&dir.path().join("tasklane.db")));
+    // The rolled-back event's sequence was never published and is the next one used.
+    assert_eq!(*store.committed_sequence().borrow(), 1);
+    let seq = store
+        .write(|w| w.append_event(&event("e-3", "b", 4)))
+        .await
+        .unwrap();
+    assert_eq!(seq, 2);
+}

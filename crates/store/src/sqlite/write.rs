@@ -14,6 +14,13 @@ use super::rows::{
 };
 use super::Db;
 
+/// The command's state when an item began, restored if the item is rolled back.
+#[derive(Debug)]
+pub(super) struct ItemStart {
+    appended: Option<i64>,
+    deltas: tasklane_core::observe::counters::CounterDeltas,
+}
+
 /// What the current command owes a task's maintained columns: the activity time to raise
 /// `last_activity_at` to and the latest sequence appended for it.
 #[derive(Clone, Debug)]
@@ -365,5 +372,54 @@ impl WriteStore for Db<'_> {
         ])
         .map_err(sql_err)?;
         Ok(())
+    }
+
+    fn begin_item(&mut self) -> Result<()> {
+        if self.item_start.is_some() {
+            return Err(Error::Storage("an item is already open".to_string()));
+        }
+        // Marks owed from before the item are written outside it, so that the item's own
+        // marks are all a rollback has to forget.
+        self.flush_task_marks()?;
+        self.exec_cached("SAVEPOINT item")?;
+        self.item_start = Some(ItemStart {
+            appended: self.appended,
+            deltas: std::mem::take(&mut self.deltas),
+        });
+        Ok(())
+    }
+
+    fn end_item(&mut self, keep: bool) -> Result<()> {
+        let Some(start) = self.item_start.take() else {
+            return Err(Error::Storage("no item is open".to_string()));
+        };
+        // After some failures (disk full, I/O error) SQLite has already rolled the whole
+        // transaction back: no item of it may be reported as done.
+        if self.conn.is_autocommit() {
+            return Err(Error::Unavailable(
+                "the transaction was rolled back by sqlite".to_string(),
+            ));
+        }
+        let item_deltas = std::mem::replace(&mut self.deltas, start.deltas);
+        if keep {
+            self.deltas.merge(item_deltas);
+            self.flush_task_marks()?;
+            self.exec_cached("RELEASE item")
+        } else {
+            self.appended = start.appended;
+            self.marks.clear();
+            self.exec_cached("ROLLBACK TO item")?;
+            self.exec_cached("RELEASE item")
+        }
+    }
+}
+
+impl Db<'_> {
+    fn exec_cached(&self, sql: &str) -> Result<()> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(sql_err)
     }
 }
