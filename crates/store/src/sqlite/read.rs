@@ -29,13 +29,25 @@ const ID_CHUNK: usize = 500;
 const TASK_ORDER_SQL: &str =
     " ORDER BY last_activity_at DESC, updated_at DESC, created_at DESC, id DESC";
 
-/// The oldest queued run of the first claim class of audience ?1 after (priority ?2, caps ?3),
-/// with its `claim_caps`: one seek of `task_runs_claim_class`.
-pub(super) const NEXT_CLAIM_CLASS_SQL: &str = concat!(
+/// The oldest queued run, with its `claim_caps`, of the next claim class of audience ?1 at
+/// priority ?2 after capability class ?3: one seek of `task_runs_claim_class`. (A row-value
+/// bound `(priority_rank, claim_caps) > (?, ?)` would read like one seek too, but SQLite seeks on
+/// its first column only and filters the rest, walking the whole last class.)
+pub(super) const NEXT_CLASS_OF_PRIORITY_SQL: &str = concat!(
     "SELECT ",
     run_columns!(),
     ", claim_caps FROM task_runs INDEXED BY task_runs_claim_class \
-     WHERE claim_audience = ?1 AND status = 'queued' AND (priority_rank, claim_caps) > (?2, ?3) \
+     WHERE claim_audience = ?1 AND status = 'queued' AND priority_rank = ?2 AND claim_caps > ?3 \
+     ORDER BY claim_caps, queued_at, id LIMIT 1"
+);
+
+/// The oldest queued run, with its `claim_caps`, of the first claim class of audience ?1 above
+/// priority ?2: one seek of `task_runs_claim_class`.
+pub(super) const FIRST_CLASS_ABOVE_PRIORITY_SQL: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    ", claim_caps FROM task_runs INDEXED BY task_runs_claim_class \
+     WHERE claim_audience = ?1 AND status = 'queued' AND priority_rank > ?2 \
      ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1"
 );
 
@@ -445,21 +457,36 @@ impl ReadStore for Db<'_> {
     fn claim_class_heads(&mut self, audience: &str, min_priority: Priority) -> Result<Vec<Run>> {
         // A skip-scan of the claim index: each seek lands on the first run after the previous
         // class, which is the oldest run of the next class because the index continues with
-        // (queued_at, id). Every queued run's claim_caps is non-empty JSON, so starting after
-        // (min_priority, '') starts at the first class of that priority.
-        let mut stmt = self
+        // (queued_at, id). One seek per class, plus one per priority band and a last one.
+        let mut same_priority = self
             .conn
-            .prepare_cached(NEXT_CLAIM_CLASS_SQL)
+            .prepare_cached(NEXT_CLASS_OF_PRIORITY_SQL)
+            .map_err(sql_err)?;
+        let mut higher_priority = self
+            .conn
+            .prepare_cached(FIRST_CLASS_ABOVE_PRIORITY_SQL)
             .map_err(sql_err)?;
         let mut heads = Vec::new();
-        let mut after = (min_priority.rank(), String::new());
-        while let Some((head, caps)) = first(
-            &mut stmt,
-            rusqlite::params![audience, after.0, after.1],
+        let mut next = first(
+            &mut higher_priority,
+            rusqlite::params![audience, min_priority.rank() - 1],
             run_and_claim_caps_from_row,
-        )? {
-            after = (head.priority.rank(), caps);
+        )?;
+        while let Some((head, caps)) = next {
+            let rank = head.priority.rank();
             heads.push(head);
+            next = first(
+                &mut same_priority,
+                rusqlite::params![audience, rank, caps],
+                run_and_claim_caps_from_row,
+            )?;
+            if next.is_none() {
+                next = first(
+                    &mut higher_priority,
+                    rusqlite::params![audience, rank],
+                    run_and_claim_caps_from_row,
+                )?;
+            }
         }
         Ok(heads)
     }
