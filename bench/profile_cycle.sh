@@ -8,22 +8,43 @@
 # CYCLES runs (default 300) with instrumentation off, then counts the server's instructions over
 # CYCLES claim-next -> complete cycles of one agent. Prints instructions per cycle and leaves the
 # profile (callgrind_annotate it) in the printed directory.
+#
+# With BACKLOG=N the agent works through a backlog of N queued runs instead, seeded by direct SQL
+# (bench/seed_backlog.py, benchmark only) into a database the binary created, after WARMUP
+# (default 20) unmeasured cycles. MODE=caps seeds runs with required and preferred capabilities
+# and the agent offers `cpu,fast` (see seed_backlog.py); MODE=plain (default) seeds plain runs.
+#
+#   BACKLOG=1000000 MODE=caps bench/profile_cycle.sh target/release/tasklane 100
 set -euo pipefail
 bin=${1:-target/release/tasklane}
 cycles=${2:-300}
+backlog=${BACKLOG:-0}
+mode=${MODE:-plain}
+warmup=${WARMUP:-20}
+offer='[]'
+[ "$mode" = caps ] && offer='["cpu","fast"]'
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 bin=$(realpath "$bin")
+here=$(dirname "$(realpath "$0")")
 dir=$(mktemp -d /tmp/tasklane-profile.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+if [ "$backlog" -gt 0 ]; then
+  # Let the binary create its schema, then seed the backlog while it is stopped.
+  "$bin" serve --listen "127.0.0.1:$port" --database "$dir/tasklane.db" >"$dir/create.log" 2>&1 &
+  created=$!
+  for _ in $(seq 1 100); do grep -q listening "$dir/create.log" && break; sleep 0.1; done
+  kill "$created"; wait "$created" || true
+  python3 "$here/seed_backlog.py" "$dir/tasklane.db" "$backlog" "$mode"
+fi
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
   "$bin" serve --listen "127.0.0.1:$port" --database "$dir/tasklane.db" >"$dir/server.log" 2>&1 &
 vg=$!
 trap 'kill $vg 2>/dev/null || true' EXIT
-for _ in $(seq 1 200); do grep -q listening "$dir/server.log" && break; sleep 0.2; done
+for _ in $(seq 1 900); do grep -q listening "$dir/server.log" && break; sleep 0.2; done
 drive() {
-python3 - "http://127.0.0.1:$port" "$cycles" "$1" <<'PY'
+python3 - "http://127.0.0.1:$port" "$2" "$1" "$offer" <<'PY'
 import json, sys, urllib.request
-base, n, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+base, n, mode, offer = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
 def post(path, body, headers={}):
     req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
                                  headers={"content-type": "application/json", **headers})
@@ -37,14 +58,19 @@ if mode == "queue":
 else:
     agent = {"X-AGH-Session-ID": "profile-agent"}
     for _ in range(n):
-        run = post("/api/agent/tasks/claim-next", {"lease_seconds": 60}, agent)["claim"]["run"]["id"]
+        body = {"lease_seconds": 60, "required_capabilities": offer}
+        run = post("/api/agent/tasks/claim-next", body, agent)["claim"]["run"]["id"]
         post(f"/api/agent/tasks/{run}/complete", {"result": {"ok": True}}, agent)
 PY
 }
-drive queue
+if [ "$backlog" -gt 0 ]; then
+  drive cycle "$warmup"
+else
+  drive queue "$cycles"
+fi
 callgrind_control -i on $vg >/dev/null
-drive cycle
+drive cycle "$cycles"
 callgrind_control -d $vg >/dev/null
 total=$(callgrind_annotate "$dir/callgrind.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
-echo "server instructions per claim-next -> complete cycle: $((total / cycles)) ($total over $cycles cycles)"
+echo "server instructions per claim-next -> complete cycle: $((total / cycles)) ($total over $cycles cycles; backlog $backlog $mode)"
 echo "profile: $dir/callgrind.out.1"

@@ -181,6 +181,7 @@ fn run_of(t: &Task, status: RunStatus) -> Run {
         priority: t.priority,
         claim_idempotency_key: None,
         session_token: None,
+        claim_audience: tasklane_core::claim_audience::of_task(t),
     }
 }
 

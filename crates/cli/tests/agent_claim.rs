@@ -683,3 +683,119 @@ async fn claimable_work_behind_a_long_backlog_of_unmatched_runs_is_found() {
     );
     assert_eq!(id(&v["claim"]["run"]), cpu);
 }
+
+#[tokio::test]
+async fn a_head_of_the_queue_the_caller_may_not_take_does_not_hide_its_work() {
+    let srv = clock_server();
+    // Older and more urgent runs this caller may not take: another workspace, a capability it
+    // lacks, another session's task, a task blocked after its run was queued.
+    let other_ws = id(&srv
+        .create_task(
+            json!({"scope": "workspace", "workspace": "beta", "title": "beta",
+                            "priority": "urgent"}),
+        )
+        .await);
+    srv.enqueue(&other_ws).await;
+    let (_, gpu) = queued(
+        &srv,
+        "gpu",
+        json!({"scope": "workspace", "workspace": "alpha", "priority": "urgent",
+               "required_capabilities": ["gpu"]}),
+    )
+    .await;
+    queued(
+        &srv,
+        "someone else's",
+        json!({"scope": "workspace", "workspace": "alpha", "priority": "urgent",
+               "owner": {"kind": "agent_session", "ref": "s-other"}}),
+    )
+    .await;
+    let blocker = srv.task("blocker").await;
+    let (late_blocked, blocked_run) = queued(
+        &srv,
+        "blocked later",
+        json!({"scope": "workspace", "workspace": "alpha", "priority": "urgent"}),
+    )
+    .await;
+    srv.add_dep(&late_blocked, &blocker).await;
+    assert_eq!(srv.status_of(&late_blocked).await, "blocked");
+    advance(&srv, 1.0).await;
+    let (_, mine) = queued(
+        &srv,
+        "alpha work",
+        json!({"scope": "workspace", "workspace": "alpha", "priority": "low",
+               "required_capabilities": ["cpu"]}),
+    )
+    .await;
+
+    let alpha_cpu = json!({"workspace_id": "alpha", "required_capabilities": ["cpu"]});
+    assert_eq!(run_of(&claim(&srv, "s-1", alpha_cpu.clone()).await), mine);
+    claim_nothing(&srv, "s-2", alpha_cpu).await;
+    // Offering the capability reaches the urgent run.
+    let alpha_gpu = json!({"workspace_id": "alpha", "required_capabilities": ["gpu"]});
+    assert_eq!(run_of(&claim(&srv, "s-3", alpha_gpu).await), gpu);
+    // Unblocking the task makes its run claimable again.
+    srv.complete_task(&blocker).await;
+    assert_eq!(
+        run_of(&claim(&srv, "s-4", json!({"workspace_id": "alpha"})).await),
+        blocked_run
+    );
+}
+
+#[tokio::test]
+async fn changing_the_owner_of_a_queued_task_changes_who_may_claim_it() {
+    let srv = clock_server();
+    let (task, rid) = queued(
+        &srv,
+        "pool work",
+        json!({"owner": {"kind": "pool", "ref": "builders"}}),
+    )
+    .await;
+    claim_nothing(&srv, "s-plain", json!({})).await;
+    let (s, v) = srv
+        .patch(
+            &format!("/api/tasks/{task}"),
+            json!({"owner": {"kind": "agent_session", "ref": "s-owner"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    expect_nothing(
+        "s-builder",
+        claim_next_with(&srv, &agent_named("s-builder", "builders"), json!({})).await,
+    );
+    let (s, v) = srv
+        .patch(&format!("/api/tasks/{task}"), json!({"clear_owner": true}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(run_of(&claim(&srv, "s-plain", json!({})).await), rid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_capabilities_rank_over_any_number_of_older_candidates() {
+    use futures::stream::{self, StreamExt};
+    let srv = clock_server();
+    // More older runs of the same priority than any window a claim could scan.
+    const OLDER: usize = 1100;
+    let created: Vec<()> = stream::iter(0..OLDER)
+        .map(|i| {
+            let api = srv.api.clone();
+            async move {
+                queued(&api, &format!("plain {i}"), json!({})).await;
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    assert_eq!(created.len(), OLDER);
+    advance(&srv, 1.0).await;
+    let (_, preferred) = queued(
+        &srv,
+        "prefers fast",
+        json!({"preferred_capabilities": ["fast"]}),
+    )
+    .await;
+    assert_eq!(
+        run_of(&claim(&srv, "s-fast", json!({"required_capabilities": ["fast"]})).await),
+        preferred
+    );
+}

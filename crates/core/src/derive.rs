@@ -127,6 +127,7 @@ mod tests {
             priority: crate::model::Priority::Medium,
             claim_idempotency_key: None,
             session_token: None,
+            claim_audience: None,
         }
     }
 

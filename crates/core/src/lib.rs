@@ -2,6 +2,7 @@
 //! operation. Storage is reached only through the primitives of [`store`], so the same rules run on
 //! every backend.
 
+pub mod claim_audience;
 pub mod derive;
 pub mod error;
 pub mod model;

@@ -283,6 +283,8 @@ pub struct Run {
     /// The API token whose agent session `session_id` holds or held the lease (token mode;
     /// internal): sessions are namespaced by token, so this and `session_id` name the session.
     pub session_token: Option<String>,
+    /// Who may claim the run while it is queued (`claim_audience::of_task` of its task; internal).
+    pub claim_audience: Option<String>,
 }
 
 impl Run {

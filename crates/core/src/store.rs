@@ -45,25 +45,6 @@ pub struct RunFilter {
     pub limit: Option<i64>,
 }
 
-/// Which queued runs claim-next may consider, before the capability rules (applied by the caller).
-#[derive(Clone, Debug)]
-pub struct ClaimQuery {
-    /// `Some(ws)`: workspace tasks of `ws` only; `None`: global tasks only.
-    pub workspace_id: Option<String>,
-    /// Lowest task priority accepted.
-    pub min_priority: Priority,
-    /// The claiming session: tasks owned by `agent_session:<session>` are eligible.
-    pub session_id: String,
-    /// The claiming agent's name: tasks owned by `pool:<agent name>` are eligible.
-    pub agent_name: Option<String>,
-    /// The capabilities the caller offers: only runs whose required capabilities are all among
-    /// them are returned.
-    pub offered: Vec<String>,
-    /// Resume after this (priority, queued_at, run id) position of the claim order.
-    pub after: Option<(Priority, Ts, String)>,
-    pub limit: i64,
-}
-
 /// Reads, usable on a read-only snapshot or inside a write transaction.
 ///
 /// Ordering contracts (every backend must honour them):
@@ -120,11 +101,12 @@ pub trait ReadStore {
         token: Option<&str>,
     ) -> Result<Option<AgentSessionRecord>>;
 
-    /// Queued runs that claim-next may hand out, in claim order: priority DESC, `queued_at` ASC,
-    /// run id ASC. Only runs whose required capabilities are all offered, of tasks whose status is
-    /// not draft, blocked or canceled and whose owner is empty, the claiming session, or the
-    /// claiming agent's pool.
-    fn claim_candidates(&mut self, query: &ClaimQuery) -> Result<Vec<Run>>;
+    /// The oldest queued run (`queued_at`, then id) of each claim class of `audience` at
+    /// `min_priority` or above, in no particular order. A claim class is the runs of one
+    /// (priority, set of required capabilities, set of preferred capabilities) among the queued
+    /// runs whose `claim_audience` is `audience`. Costs one index seek per class, however many
+    /// runs are queued.
+    fn claim_class_heads(&mut self, audience: &str, min_priority: Priority) -> Result<Vec<Run>>;
     /// Claimed, starting and running runs bound to the session.
     fn active_runs_of_session(&mut self, session_id: &str, token: Option<&str>)
         -> Result<Vec<Run>>;
@@ -165,6 +147,9 @@ pub trait WriteStore: ReadStore {
     fn insert_run(&mut self, run: &Run) -> Result<()>;
     /// Also raises the task's `last_activity_at` to the run's activity time.
     fn update_run(&mut self, run: &Run) -> Result<()>;
+    /// Sets `claim_audience` on every unfinished run of the task. `insert_run` writes a run's
+    /// audience; `update_run` never does, so a stale copy of a run cannot undo this.
+    fn set_claim_audience(&mut self, task_id: &str, audience: Option<&str>) -> Result<()>;
 
     fn insert_dependency(&mut self, dep: &Dependency) -> Result<()>;
     /// Returns false when no such edge existed.

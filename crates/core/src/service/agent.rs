@@ -8,10 +8,10 @@ use sha2::{Digest, Sha256};
 
 use super::runs::{finish_completion, finish_failure};
 use super::{Op, Payload};
+use crate::claim_audience;
 use crate::error::{Error, Result};
 use crate::input::{ClaimNextInput, CompleteInput, FailInput, HeartbeatInput, ReleaseInput};
 use crate::model::{Caller, Priority, Ref, Run, RunStatus, Task};
-use crate::store::ClaimQuery;
 use crate::time::Ts;
 use crate::validate::{self, non_empty, RESULT_LIMIT};
 use crate::views::{Claim, LeaseSummary};
@@ -20,13 +20,6 @@ pub const DEFAULT_LEASE_SECONDS: i64 = 300;
 pub const MAX_LEASE_SECONDS: i64 = 86_400;
 pub const DEFAULT_WAIT_SECONDS: i64 = 30;
 pub const MAX_WAIT_SECONDS: i64 = 300;
-/// Eligible candidates of the top priority band compared by preferred-capability matches. Bounds
-/// the work of one claim; every candidate is eligible, so the bound only limits that ranking.
-const PREFERENCE_WINDOW: usize = 1024;
-/// Most claims take the first candidate, so the first page is small; pages then grow.
-const FIRST_PAGE: i64 = 4;
-const MAX_PAGE: i64 = 256;
-
 /// A validated claim-next request.
 #[derive(Clone, Debug)]
 pub struct ClaimRequest {
@@ -167,60 +160,65 @@ pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> 
     Ok(Some(Claim::new(&task, &run)))
 }
 
-/// The best eligible queued run: highest priority, then (when the caller offers capabilities)
-/// most preferred capabilities matched, then oldest, then lowest id. Storage returns only runs
-/// this caller may claim, in claim order.
+/// The best queued run this caller may claim: highest priority, then (when the caller offers
+/// capabilities) most preferred capabilities matched, then oldest, then lowest id.
+///
+/// Every run of a claim class shares its priority and capability sets, so the class's oldest run
+/// stands for the whole class: the rules are applied to one head per class of the caller's
+/// audiences, and the cost of a claim follows the number of classes, not of queued runs.
 fn best_candidate(
     op: &mut Op<'_>,
     req: &ClaimRequest,
     session: &str,
     min_priority: Priority,
 ) -> Result<Option<Run>> {
-    let mut query = ClaimQuery {
-        workspace_id: req.workspace_id.clone(),
-        min_priority,
-        session_id: session.to_string(),
-        agent_name: op.caller.agent_name.clone(),
-        offered: req.offered.clone(),
-        after: None,
-        limit: FIRST_PAGE,
-    };
-    let mut best: Option<(usize, Run)> = None;
-    let mut scanned = 0;
-    loop {
-        let page = op.store.claim_candidates(&query)?;
-        let exhausted = (page.len() as i64) < query.limit;
-        query.limit = (query.limit * 4).min(MAX_PAGE);
-        for run in page {
-            scanned += 1;
-            query.after = Some((run.priority, run.queued_at, run.id.clone()));
-            if let Some((_, b)) = &best {
-                if run.priority != b.priority {
-                    return Ok(best.map(|(_, r)| r));
-                }
-            }
-            if !run
-                .required_capabilities
-                .iter()
-                .all(|c| req.offered.contains(c))
-            {
+    let audiences = claim_audience::of_claimer(
+        req.workspace_id.as_deref(),
+        session,
+        op.caller.agent_name.as_deref(),
+    );
+    let mut best: Option<(ClaimRank, Run)> = None;
+    for audience in &audiences {
+        for head in op.store.claim_class_heads(audience, min_priority)? {
+            let Some(rank) = ClaimRank::of(&head, &req.offered) else {
                 continue;
+            };
+            if best.as_ref().is_none_or(|(b, _)| rank > *b) {
+                best = Some((rank, head));
             }
-            if req.offered.is_empty() {
-                return Ok(Some(run));
-            }
-            let matched = run
+        }
+    }
+    Ok(best.map(|(_, run)| run))
+}
+
+/// How a claimable run ranks for a caller; greater wins. Preferred matches only count when the
+/// caller offers capabilities (with none offered every run matches none, so nothing changes).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ClaimRank {
+    priority: i64,
+    preferred_matched: usize,
+    older: std::cmp::Reverse<(Ts, String)>,
+}
+
+impl ClaimRank {
+    /// `None` when the caller lacks one of the run's required capabilities.
+    fn of(run: &Run, offered: &[String]) -> Option<Self> {
+        if !run
+            .required_capabilities
+            .iter()
+            .all(|c| offered.contains(c))
+        {
+            return None;
+        }
+        Some(ClaimRank {
+            priority: run.priority.rank(),
+            preferred_matched: run
                 .preferred_capabilities
                 .iter()
-                .filter(|c| req.offered.contains(c))
-                .count();
-            if best.as_ref().is_none_or(|(m, _)| matched > *m) {
-                best = Some((matched, run));
-            }
-        }
-        if exhausted || scanned >= PREFERENCE_WINDOW {
-            return Ok(best.map(|(_, r)| r));
-        }
+                .filter(|c| offered.contains(c))
+                .count(),
+            older: std::cmp::Reverse((run.queued_at, run.id.clone())),
+        })
     }
 }
 

@@ -19,6 +19,7 @@ use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
+use crate::claim_audience;
 use crate::derive::{self, DeriveInput};
 use crate::error::{Error, Result};
 use crate::ids;
@@ -182,6 +183,15 @@ impl<'a> Op<'a> {
             .map(|r| r.id.clone());
         if always_write || before != (task.status, task.closed_at, task.current_run_id.clone()) {
             self.store.update_task(task)?;
+        }
+        // Status and owner decide who may claim the task's queued runs.
+        let audience = claim_audience::of_task(task);
+        if runs
+            .iter()
+            .any(|r| r.status.is_open() && r.claim_audience != audience)
+        {
+            self.store
+                .set_claim_audience(&task.id, audience.as_deref())?;
         }
         Ok(changed)
     }

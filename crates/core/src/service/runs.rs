@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use super::tasks::{validate_execute, ExecuteRequest};
 use super::{Op, Payload};
+use crate::claim_audience;
 use crate::derive;
 use crate::error::{Error, Result};
 use crate::ids;
@@ -102,6 +103,7 @@ pub(crate) fn enqueue(op: &mut Op<'_>, task: &mut Task, req: ExecuteRequest) -> 
         priority: task.priority,
         claim_idempotency_key: None,
         session_token: None,
+        claim_audience: claim_audience::of_task(task),
     };
     op.store.insert_run(&run)?;
     bind_idempotency_key(op, req.idempotency_key.as_deref(), &run)?;

@@ -5,18 +5,20 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use rusqlite::types::ToSql;
-use tasklane_core::model::{ApiToken, Dependency, Event, IdempotencyRecord, Ref, Run, Task};
-use tasklane_core::store::{AgentSessionRecord, ClaimQuery, ReadStore, RunFilter, TaskFilter};
+use tasklane_core::model::{
+    ApiToken, Dependency, Event, IdempotencyRecord, Priority, Ref, Run, Task,
+};
+use tasklane_core::store::{AgentSessionRecord, ReadStore, RunFilter, TaskFilter};
 use tasklane_core::time::Ts;
-use tasklane_core::{Error, Result};
+use tasklane_core::Result;
 
 use super::error::sql_err;
 use super::rows::{
     agent_session_from_row, collect, dependency_columns, dependency_from_row, event_columns,
-    event_from_row, first, idempotency_from_row, prefixed_run_columns, run_columns, run_from_row,
-    task_columns, task_from_row, token_columns, token_from_row,
+    event_from_row, first, idempotency_from_row, run_and_claim_caps_from_row, run_columns,
+    run_from_row, task_columns, task_from_row, token_columns, token_from_row,
 };
-use super::status_sets::{active_run, finished_run, unclaimable_task};
+use super::status_sets::{active_run, finished_run};
 use super::Db;
 
 /// Ids per query for the `*_of_tasks` lookups. The ids travel as one JSON array parameter (so
@@ -26,6 +28,28 @@ const ID_CHUNK: usize = 500;
 
 const TASK_ORDER_SQL: &str =
     " ORDER BY last_activity_at DESC, updated_at DESC, created_at DESC, id DESC";
+
+/// The oldest queued run, with its `claim_caps`, of the next claim class of audience ?1 at
+/// priority ?2 after capability class ?3: one seek of `task_runs_claim_class`. (A row-value
+/// bound `(priority_rank, claim_caps) > (?, ?)` would read like one seek too, but SQLite seeks on
+/// its first column only and filters the rest, walking the whole last class.)
+pub(super) const NEXT_CLASS_OF_PRIORITY_SQL: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    ", claim_caps FROM task_runs INDEXED BY task_runs_claim_class \
+     WHERE claim_audience = ?1 AND status = 'queued' AND priority_rank = ?2 AND claim_caps > ?3 \
+     ORDER BY claim_caps, queued_at, id LIMIT 1"
+);
+
+/// The oldest queued run, with its `claim_caps`, of the first claim class of audience ?1 above
+/// priority ?2: one seek of `task_runs_claim_class`.
+pub(super) const FIRST_CLASS_ABOVE_PRIORITY_SQL: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    ", claim_caps FROM task_runs INDEXED BY task_runs_claim_class \
+     WHERE claim_audience = ?1 AND status = 'queued' AND priority_rank > ?2 \
+     ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1"
+);
 
 /// Unique ids, in first-seen order, as JSON arrays of at most [`ID_CHUNK`] ids.
 pub(crate) fn id_chunks(ids: &[String]) -> Vec<String> {
@@ -439,53 +463,41 @@ impl ReadStore for Db<'_> {
         )
     }
 
-    fn claim_candidates(&mut self, q: &ClaimQuery) -> Result<Vec<Run>> {
-        // Rows come from the partial index on queued runs in claim order; the task join filters
-        // status, scope and owner. The cursor resumes strictly after the last row seen.
-        let (after_rank, after_queued, after_id) = match &q.after {
-            Some((p, ts, id)) => (Some(p.rank()), Some(ts.0), Some(id.as_str())),
-            None => (None, None, None),
-        };
-        let mut stmt = self
+    fn claim_class_heads(&mut self, audience: &str, min_priority: Priority) -> Result<Vec<Run>> {
+        // A skip-scan of the claim index: each seek lands on the first run after the previous
+        // class, which is the oldest run of the next class because the index continues with
+        // (queued_at, id). One seek per class, plus one per priority band and a last one.
+        let mut same_priority = self
             .conn
-            .prepare_cached(concat!(
-                "SELECT ",
-                prefixed_run_columns!(),
-                // The claim order comes from this index; without the hint the planner may
-                // prefer an index on tasks and sort every queued run on each claim.
-                " FROM task_runs r INDEXED BY task_runs_claim JOIN tasks t ON t.id = r.task_id \
-                 WHERE r.status = 'queued' AND r.priority_rank >= ?1 \
-                 AND NOT ",
-                unclaimable_task!("t.status"),
-                " \
-                 AND ((?2 IS NULL AND t.scope = 'global') \
-                      OR (t.scope = 'workspace' AND t.workspace_id = ?2)) \
-                 AND (t.owner_kind IS NULL \
-                      OR (t.owner_kind = 'agent_session' AND t.owner_ref = ?3) \
-                      OR (t.owner_kind = 'pool' AND t.owner_ref = ?4)) \
-                 AND (?5 IS NULL OR r.priority_rank < ?5 \
-                      OR (r.priority_rank = ?5 AND (r.queued_at > ?6 \
-                          OR (r.queued_at = ?6 AND r.id > ?7)))) \
-                 AND NOT EXISTS (SELECT 1 FROM json_each(r.required_capabilities) c \
-                      WHERE NOT EXISTS (SELECT 1 FROM json_each(?9) o WHERE o.value = c.value)) \
-                 ORDER BY r.priority_rank DESC, r.queued_at, r.id LIMIT ?8"
-            ))
+            .prepare_cached(NEXT_CLASS_OF_PRIORITY_SQL)
             .map_err(sql_err)?;
-        collect(
-            &mut stmt,
-            rusqlite::params![
-                q.min_priority.rank(),
-                q.workspace_id,
-                q.session_id,
-                q.agent_name,
-                after_rank,
-                after_queued,
-                after_id,
-                q.limit,
-                serde_json::to_string(&q.offered).map_err(|e| Error::Storage(e.to_string()))?
-            ],
-            run_from_row,
-        )
+        let mut higher_priority = self
+            .conn
+            .prepare_cached(FIRST_CLASS_ABOVE_PRIORITY_SQL)
+            .map_err(sql_err)?;
+        let mut heads = Vec::new();
+        let mut next = first(
+            &mut higher_priority,
+            rusqlite::params![audience, min_priority.rank() - 1],
+            run_and_claim_caps_from_row,
+        )?;
+        while let Some((head, caps)) = next {
+            let rank = head.priority.rank();
+            heads.push(head);
+            next = first(
+                &mut same_priority,
+                rusqlite::params![audience, rank, caps],
+                run_and_claim_caps_from_row,
+            )?;
+            if next.is_none() {
+                next = first(
+                    &mut higher_priority,
+                    rusqlite::params![audience, rank],
+                    run_and_claim_caps_from_row,
+                )?;
+            }
+        }
+        Ok(heads)
     }
 
     fn active_runs_of_session(

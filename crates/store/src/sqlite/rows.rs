@@ -337,33 +337,21 @@ macro_rules! run_columns {
          origin_ref, idempotency_key, network_channel, coordination_channel_id, claim_token_hash, \
          lease_until, heartbeat_at, lease_expirations, queued_at, claimed_at, started_at, \
          ended_at, error, metadata, result, required_capabilities, preferred_capabilities, \
-         priority_rank, claim_idempotency_key, session_token"
+         priority_rank, claim_idempotency_key, session_token, claim_audience"
     };
 }
 pub(crate) use run_columns;
 
-/// The run columns qualified with the alias `r`, for joins.
-macro_rules! prefixed_run_columns {
-    () => {
-        "r.id, r.task_id, r.status, r.attempt, r.claimed_by_kind, r.claimed_by_ref, r.session_id, \
-         r.origin_kind, r.origin_ref, r.idempotency_key, r.network_channel, \
-         r.coordination_channel_id, r.claim_token_hash, r.lease_until, r.heartbeat_at, \
-         r.lease_expirations, r.queued_at, r.claimed_at, r.started_at, r.ended_at, r.error, \
-         r.metadata, r.result, r.required_capabilities, r.preferred_capabilities, \
-         r.priority_rank, r.claim_idempotency_key, r.session_token"
-    };
-}
-pub(crate) use prefixed_run_columns;
-
 /// The run columns whose value differs between `old` and `new`, with their parameter index in
-/// [`bind_run`] (the `id` is parameter 1).
+/// [`bind_run`] (the `id` is parameter 1). `claim_audience` is never among them: only
+/// `set_claim_audience` moves it.
 pub(crate) fn changed_run_columns(old: &Run, new: &Run) -> Vec<(&'static str, usize)> {
     let claimant = |r: &Run| {
         r.claimed_by
             .as_ref()
             .map(|c| (c.kind.clone(), c.reference.clone()))
     };
-    let candidates: [(&'static str, usize, bool); 27] = [
+    let candidates: [(&'static str, usize, bool); 28] = [
         ("task_id", 2, old.task_id != new.task_id),
         ("status", 3, old.status != new.status),
         ("attempt", 4, old.attempt != new.attempt),
@@ -435,6 +423,12 @@ pub(crate) fn changed_run_columns(old: &Run, new: &Run) -> Vec<(&'static str, us
             old.claim_idempotency_key != new.claim_idempotency_key,
         ),
         ("session_token", 28, old.session_token != new.session_token),
+        (
+            "claim_caps",
+            30,
+            old.required_capabilities != new.required_capabilities
+                || old.preferred_capabilities != new.preferred_capabilities,
+        ),
     ];
     candidates
         .into_iter()
@@ -472,7 +466,27 @@ pub(crate) fn bind_run(stmt: &mut Statement<'_>, r: &Run) -> Result<()> {
     bind(stmt, 26, r.priority.rank())?;
     bind(stmt, 27, &r.claim_idempotency_key)?;
     bind(stmt, 28, &r.session_token)?;
+    bind(stmt, 29, &r.claim_audience)?;
+    bind(stmt, 30, claim_caps(r))?;
     Ok(())
+}
+
+/// The run's capability class: its required and preferred capability sets, sorted, as one JSON
+/// text (`[["req",…],["pref",…]]`), so runs asking for the same sets share a claim class. The
+/// migration that added the column computes the same text in SQL; a run whose text differed
+/// would only form a class of its own, never join a wrong one.
+fn claim_caps(r: &Run) -> String {
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    serde_json::to_string(&(
+        sorted(&r.required_capabilities),
+        sorted(&r.preferred_capabilities),
+    ))
+    .unwrap_or_default()
 }
 
 pub(crate) fn run_from_row(row: &Row<'_>) -> Result<Run> {
@@ -503,7 +517,13 @@ pub(crate) fn run_from_row(row: &Row<'_>) -> Result<Run> {
         priority: priority_from_rank(get(row, 25)?)?,
         claim_idempotency_key: get(row, 26)?,
         session_token: get(row, 27)?,
+        claim_audience: get(row, 28)?,
     })
+}
+
+/// A run selected with `claim_caps` after its columns.
+pub(crate) fn run_and_claim_caps_from_row(row: &Row<'_>) -> Result<(Run, String)> {
+    Ok((run_from_row(row)?, get(row, 29)?))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
-use super::status_sets::{active_run, not_open_work, open_run};
+use super::status_sets::{active_run, finished_run, not_open_work, open_run, unclaimable_task};
 
 const MIGRATION_1: &str = r#"
 CREATE TABLE tasks (
@@ -248,6 +248,43 @@ CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, MAX(last_activity
 "
 );
 
+/// Claim classes: claim-next seeks the oldest run of each (audience, priority, capability class)
+/// instead of walking the queue past runs the caller may not take (see `claim_class_heads`).
+/// - `claim_audience`: who may claim the run while it is queued (`claim_audience::of_task` of its
+///   task), NULL when nobody can (a draft, blocked or canceled task, an owner that never claims);
+///   such runs stay out of the index.
+/// - `claim_caps`: the run's required and preferred capability sets, sorted, as JSON.
+///
+/// Finished runs keep NULL / '': no claim ever reads them.
+const MIGRATION_8: &str = concat!(
+    "ALTER TABLE task_runs ADD COLUMN claim_audience TEXT;
+ALTER TABLE task_runs ADD COLUMN claim_caps TEXT NOT NULL DEFAULT '';
+UPDATE task_runs SET
+    claim_caps = json_array(
+        json((SELECT json_group_array(value) FROM
+            (SELECT DISTINCT value FROM json_each(task_runs.required_capabilities) ORDER BY value))),
+        json((SELECT json_group_array(value) FROM
+            (SELECT DISTINCT value FROM json_each(task_runs.preferred_capabilities) ORDER BY value)))),
+    claim_audience = (SELECT CASE
+        WHEN ",
+    unclaimable_task!("t.status"),
+    " THEN NULL
+        WHEN t.owner_kind IS NOT NULL AND t.owner_kind <> 'agent_session' AND t.owner_kind <> 'pool'
+            THEN NULL
+        WHEN t.scope = 'global' THEN 'g|'
+        WHEN t.workspace_id IS NULL THEN NULL
+        ELSE 'w:' || t.workspace_id || '|' END
+        || COALESCE(t.owner_kind || ':' || t.owner_ref, '')
+        FROM tasks t WHERE t.id = task_runs.task_id)
+WHERE NOT ",
+    finished_run!("status"),
+    ";
+DROP INDEX task_runs_claim;
+CREATE INDEX task_runs_claim_class ON task_runs (claim_audience, priority_rank, claim_caps, queued_at, id)
+    WHERE status = 'queued' AND claim_audience IS NOT NULL;
+"
+);
+
 /// Every migration in order; the schema version is the number applied.
 pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
@@ -257,6 +294,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_5,
     MIGRATION_6,
     super::observe::schema::MIGRATION_DELTAS,
+    MIGRATION_8,
 ];
 
 /// The schema version this binary creates and understands.

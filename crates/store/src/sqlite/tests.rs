@@ -95,6 +95,7 @@ fn run(id: &str, task_id: &str, status: RunStatus, queued_at: i64) -> Run {
         priority: Priority::Medium,
         claim_idempotency_key: None,
         session_token: None,
+        claim_audience: None,
     }
 }
 
@@ -1631,4 +1632,226 @@ async fn a_rolled_back_item_undoes_only_itself_and_publishes_no_sequence_of_it()
         .await
         .unwrap();
     assert_eq!(seq, 2);
+}
+
+/// Runs of one task each, with the given audience, priority and capabilities.
+fn class_run(
+    id: &str,
+    audience: Option<&str>,
+    priority: Priority,
+    required: &[&str],
+    queued_at: i64,
+) -> (Task, Run) {
+    let t = task(&format!("t-{id}"), queued_at);
+    let r = Run {
+        priority,
+        required_capabilities: required.iter().map(|c| c.to_string()).collect(),
+        claim_audience: audience.map(str::to_string),
+        ..run(id, &t.id, RunStatus::Queued, queued_at)
+    };
+    (t, r)
+}
+
+async fn insert_runs(store: &SqliteStore, rows: Vec<(Task, Run)>) {
+    store
+        .write(move |w| {
+            rows.iter().try_for_each(|(t, r)| {
+                w.insert_task(t)?;
+                w.insert_run(r)
+            })
+        })
+        .await
+        .unwrap();
+}
+
+async fn heads(store: &SqliteStore, audience: &str, min: Priority) -> Vec<String> {
+    let audience = audience.to_string();
+    let mut ids: Vec<String> = store
+        .read(move |r| r.claim_class_heads(&audience, min))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claim_class_heads_are_the_oldest_run_of_each_class_of_the_audience() {
+    use Priority::{Low, Medium, Urgent};
+    let (dir, store) = temp_store(StoreOptions::default());
+    let g = Some("g|");
+    insert_runs(
+        &store,
+        vec![
+            class_run("r1", g, Medium, &[], 5),
+            class_run("r2", g, Medium, &[], 3),
+            // The same set of required capabilities in another order: one class.
+            class_run("r3", g, Medium, &["b", "a"], 4),
+            class_run("r4", g, Medium, &["a", "b"], 2),
+            class_run("r5", g, Urgent, &[], 9),
+            class_run("r6", g, Low, &[], 1),
+            class_run("r7", Some("w:x|"), Medium, &[], 1),
+            class_run("r8", None, Medium, &[], 1),
+        ],
+    )
+    .await;
+    store
+        .write(|w| {
+            let mut claimed = w.run("r5")?.unwrap();
+            claimed.status = RunStatus::Claimed;
+            w.update_run(&claimed)?;
+            w.insert_run(&Run {
+                status: RunStatus::Queued,
+                id: "r9".into(),
+                queued_at: Ts(20),
+                ..claimed
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(heads(&store, "g|", Medium).await, ["r2", "r4", "r9"]);
+    assert_eq!(heads(&store, "g|", Low).await, ["r2", "r4", "r6", "r9"]);
+    assert_eq!(heads(&store, "w:x|", Low).await, ["r7"]);
+    assert!(heads(&store, "g|pool:x", Low).await.is_empty());
+
+    // An audience change leaves the index at once; update_run never moves it back.
+    store
+        .write(|w| {
+            w.set_claim_audience("t-r2", None)?;
+            let mut stale = w.run("r2")?.unwrap();
+            stale.claim_audience = Some("g|".into());
+            stale.metadata = Some(json!({"touched": true}));
+            w.update_run(&stale)
+        })
+        .await
+        .unwrap();
+    assert_eq!(heads(&store, "g|", Medium).await, ["r1", "r4", "r9"]);
+    let r2 = store.read(|r| r.run("r2")).await.unwrap().unwrap();
+    assert_eq!(r2.claim_audience, None);
+
+    // One seek of the claim index per class: no scan, no sort.
+    let conn = raw(&dir.path().join("tasklane.db"));
+    let params: [&dyn rusqlite::ToSql; 3] = [&"g|", &1, &""];
+    for (sql, seek) in [
+        (
+            super::read::NEXT_CLASS_OF_PRIORITY_SQL,
+            "(claim_audience=? AND priority_rank=? AND claim_caps>?)",
+        ),
+        (
+            super::read::FIRST_CLASS_ABOVE_PRIORITY_SQL,
+            "(claim_audience=? AND priority_rank>?)",
+        ),
+    ] {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan = stmt
+            .query_map(&params[..stmt.parameter_count()], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let expected = format!("SEARCH task_runs USING INDEX task_runs_claim_class {seek}");
+        assert!(plan.contains(&expected), "{plan}");
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrading_to_claim_classes_fills_them_for_open_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasklane.db");
+    let conn = raw(&path);
+    for step in &schema::MIGRATIONS[..6] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 6).unwrap();
+    conn.execute_batch(
+        "INSERT INTO tasks (id, scope, workspace_id, title, priority, max_attempts,
+             auto_enqueue_on_ready, status, approval_policy, approval_state, owner_kind, owner_ref,
+             created_by_kind, created_by_ref, origin_kind, origin_ref, created_at, updated_at,
+             last_activity_at)
+             VALUES ('g', 'global', NULL, 't', 'medium', 3, 0, 'ready', 'none', 'not_required',
+                     NULL, NULL, 'human', 'ops', 'http', 'tasks.create', 1, 1, 1),
+                    ('w', 'workspace', 'ws/1', 't', 'medium', 3, 0, 'ready', 'none',
+                     'not_required', 'pool', 'gpu', 'human', 'ops', 'http', 'tasks.create', 1, 1, 1),
+                    ('b', 'global', NULL, 't', 'medium', 3, 0, 'blocked', 'none', 'not_required',
+                     NULL, NULL, 'human', 'ops', 'http', 'tasks.create', 1, 1, 1),
+                    ('h', 'global', NULL, 't', 'medium', 3, 0, 'ready', 'none', 'not_required',
+                     'human', 'ann', 'human', 'ops', 'http', 'tasks.create', 1, 1, 1);
+         INSERT INTO task_runs (id, task_id, status, attempt, origin_kind, origin_ref, queued_at,
+             priority_rank, required_capabilities, preferred_capabilities)
+             VALUES ('rg', 'g', 'queued', 1, 'http', 'tasks.start', 1, 1, '[\"z\",\"a\"]', '[\"p\"]'),
+                    ('rw', 'w', 'queued', 1, 'http', 'tasks.start', 1, 1, '[]', '[]'),
+                    ('rb', 'b', 'queued', 1, 'http', 'tasks.start', 1, 1, '[]', '[]'),
+                    ('rh', 'h', 'queued', 1, 'http', 'tasks.start', 1, 1, '[]', '[]');",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    let audiences = store
+        .read(|r| {
+            ["rg", "rw", "rb", "rh"]
+                .iter()
+                .map(|id| Ok(r.run(id)?.unwrap().claim_audience))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .unwrap();
+    let tasks = store
+        .read(|r| {
+            ["g", "w", "b", "h"]
+                .iter()
+                .map(|id| Ok(r.task(id)?.unwrap()))
+                .collect::<Result<Vec<_>>>()
+        })
+        .await
+        .unwrap();
+    let expected: Vec<_> = tasks
+        .iter()
+        .map(tasklane_core::claim_audience::of_task)
+        .collect();
+    assert_eq!(audiences, expected);
+    assert_eq!(expected[0].as_deref(), Some("g|"));
+    assert_eq!(expected[1].as_deref(), Some("w:ws/1|pool:gpu"));
+
+    // A run the writer stores with the same capability sets joins the migrated run's class.
+    let newer = Run {
+        required_capabilities: vec!["a".into(), "z".into()],
+        preferred_capabilities: vec!["p".into()],
+        claim_audience: Some("g|".into()),
+        ..run("rg2", "g", RunStatus::Queued, 5)
+    };
+    store.write(move |w| w.insert_run(&newer)).await.unwrap();
+    assert_eq!(heads(&store, "g|", Priority::Low).await, ["rg"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn listing_claim_classes_does_not_walk_a_long_class() {
+    use rusqlite::StatementStatus;
+    let (_dir, store) = temp_store(StoreOptions::default());
+    let rows: Vec<_> = (0..3000)
+        .map(|i| class_run(&format!("r{i:05}"), Some("g|"), Priority::Medium, &[], i))
+        .chain([class_run("gpu", Some("g|"), Priority::Medium, &["gpu"], 1)])
+        .collect();
+    insert_runs(&store, rows).await;
+    let (heads, steps) = store
+        .read_db(|db| {
+            let heads = db.claim_class_heads("g|", Priority::Low)?;
+            let mut steps = 0;
+            for sql in [
+                super::read::NEXT_CLASS_OF_PRIORITY_SQL,
+                super::read::FIRST_CLASS_ABOVE_PRIORITY_SQL,
+            ] {
+                let stmt = db.conn.prepare_cached(sql).map_err(super::error::sql_err)?;
+                steps += stmt.get_status(StatementStatus::VmStep);
+            }
+            Ok((heads.len(), steps))
+        })
+        .await
+        .unwrap();
+    assert_eq!(heads, 2);
+    // A handful of seeks, each a few dozen VM steps; walking the class would take thousands.
+    assert!(steps < 500, "{steps} VM steps to list 2 classes");
 }

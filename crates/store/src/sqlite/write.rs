@@ -12,6 +12,7 @@ use super::rows::{
     bind_run, bind_task, changed_run_columns, changed_task_columns, payload_text, run_columns,
     task_columns, task_param,
 };
+use super::status_sets::finished_run;
 use super::Db;
 
 /// The command's state when an item began, restored if the item is rolled back.
@@ -156,8 +157,8 @@ impl WriteStore for Db<'_> {
             .prepare_cached(concat!(
                 "INSERT INTO task_runs (",
                 run_columns!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,",
-                " ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)"
+                ", claim_caps) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,",
+                " ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
             ))
             .map_err(sql_err)?;
         bind_run(&mut stmt, run)?;
@@ -190,6 +191,20 @@ impl WriteStore for Db<'_> {
             self.count_updated_run(&current, run)?;
         }
         self.mark_task(&run.task_id, run.activity_at(), None);
+        Ok(())
+    }
+
+    fn set_claim_audience(&mut self, task_id: &str, audience: Option<&str>) -> Result<()> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "UPDATE task_runs SET claim_audience = ?2 \
+                 WHERE task_id = ?1 AND claim_audience IS NOT ?2 AND NOT ",
+                finished_run!("status")
+            ))
+            .map_err(sql_err)?;
+        stmt.execute(rusqlite::params![task_id, audience])
+            .map_err(sql_err)?;
         Ok(())
     }
 
