@@ -15,12 +15,16 @@
 # and the agent offers `cpu,fast` (see seed_backlog.py); MODE=plain (default) seeds plain runs.
 #
 #   BACKLOG=1000000 MODE=caps bench/profile_cycle.sh target/release/tasklane 100
+#
+# With BATCH=K (K divides CYCLES) one worker hosting K sessions claims K runs with one
+# claim-batch and reports them with one complete-batch, CYCLES/K times.
 set -euo pipefail
 bin=${1:-target/release/tasklane}
 cycles=${2:-300}
 backlog=${BACKLOG:-0}
 mode=${MODE:-plain}
 warmup=${WARMUP:-20}
+batch=${BATCH:-0}
 offer='[]'
 [ "$mode" = caps ] && offer='["cpu","fast"]'
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
@@ -42,9 +46,10 @@ vg=$!
 trap 'kill $vg 2>/dev/null || true' EXIT
 for _ in $(seq 1 900); do grep -q listening "$dir/server.log" && break; sleep 0.2; done
 drive() {
-python3 - "http://127.0.0.1:$port" "$2" "$1" "$offer" <<'PY'
+python3 - "http://127.0.0.1:$port" "$2" "$1" "$offer" "$batch" <<'PY'
 import json, sys, urllib.request
 base, n, mode, offer = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+batch = int(sys.argv[5])
 def post(path, body, headers={}):
     req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
                                  headers={"content-type": "application/json", **headers})
@@ -55,6 +60,15 @@ if mode == "queue":
     for i in range(n):
         t = post("/api/tasks", {"scope": "global", "title": f"job {i}"})
         post(f"/api/tasks/{t['task']['id']}/start", {})
+elif batch > 0:
+    sessions = [f"profile-agent-{i}" for i in range(batch)]
+    for _ in range(n // batch):
+        body = {"lease_seconds": 60, "required_capabilities": offer, "sessions": sessions}
+        claims = post("/api/agent/tasks/claim-batch", body)["claims"]
+        items = [{"run_id": c["run"]["id"], "session_id": c["session_id"], "outcome": "completed",
+                  "result": {"ok": True}} for c in claims]
+        results = post("/api/agent/tasks/complete-batch", {"items": items})["results"]
+        assert len(claims) == batch and all(r["ok"] for r in results), results
 else:
     agent = {"X-AGH-Session-ID": "profile-agent"}
     for _ in range(n):
@@ -72,5 +86,5 @@ callgrind_control -i on $vg >/dev/null
 drive cycle "$cycles"
 callgrind_control -d $vg >/dev/null
 total=$(callgrind_annotate "$dir/callgrind.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
-echo "server instructions per claim-next -> complete cycle: $((total / cycles)) ($total over $cycles cycles; backlog $backlog $mode)"
+echo "server instructions per claim-next -> complete cycle: $((total / cycles)) ($total over $cycles cycles; backlog $backlog $mode; batch $batch)"
 echo "profile: $dir/callgrind.out.1"
