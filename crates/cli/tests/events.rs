@@ -1,5 +1,5 @@
-//! Events: every type and payload of lifecycle.md §7.2 (as SPEC.md amends it), actor and origin
-//! (§7.1), sequence ordering (SPEC §3, observe.md §4), detail order.
+//! Events: every event type and its payload, actor and origin, sequence ordering, and the order
+//! of a task detail's events.
 mod common;
 use common::*;
 
