@@ -1,6 +1,5 @@
 //! claim-next: response shape, validation, identity, one lease per session, idempotency,
-//! eligibility (status, scope/workspace, priority, capabilities, owner) and ordering
-//! (SPEC §2, §5; reference/leases.md §3; contract op 24).
+//! eligibility (status, scope/workspace, priority, capabilities, owner) and ordering.
 mod common;
 mod support_agent;
 

@@ -1,6 +1,6 @@
 //! The agent protocol under concurrent requests: many agents draining a queue complete each run
 //! exactly once; racing claims, racing lease operations and a heartbeat racing expiry each have
-//! exactly one outcome (SPEC §5; reference/leases.md §10).
+//! exactly one outcome.
 mod common;
 mod support_agent;
 

@@ -1,7 +1,6 @@
 //! Lease expiry: strict deadlines, requeue with `task.run_lease_expired`, fencing of a stale
 //! holder, poison runs failed on the Nth expiry (`--max-lease-expirations`), the background sweep
-//! on the real clock, and start-up recovery of leases that expired while the server was down
-//! (SPEC §5; reference/leases.md §8.2).
+//! on the real clock, and start-up recovery of leases that expired while the server was down.
 mod common;
 mod support_agent;
 

@@ -1,6 +1,5 @@
 //! The fenced lease operations: heartbeat, complete, fail and release; session-bound run
-//! resolution (403 foreign run / 409); the operator paths on leased runs; their events
-//! (SPEC §2, §5; reference/leases.md §4-§8, §12; contract ops 25-28).
+//! resolution (403 foreign run / 409); the operator paths on leased runs; their events.
 mod common;
 mod support_agent;
 

@@ -1,7 +1,7 @@
 //! claim-next with `wait: true`: a parked claim is woken by the write that made work claimable
 //! (enqueue, release, expiry, dependency resolution, approval), ignores work it may not take,
 //! answers 204 after `wait_seconds`, claims nothing once its client has gone, and ends when the
-//! server shuts down (SPEC §5 "Long poll without polling").
+//! server shuts down.
 //!
 //! Every waiter is known to be parked before the waking write: [`parked_waiter`] watches the
 //! session's last-seen time move on the server, so no test sleeps to synchronize.

@@ -1,4 +1,4 @@
-//! The role table of token mode (SPEC §2) walked whole: every role × every operation and every
+//! The role table of token mode walked whole: every role × every operation and every
 //! restricted field, each on a fresh fixture where the request would succeed, answers 2xx when the
 //! role allows it and 403 `forbidden_role` when it does not. Then the two rules the table exists
 //! for: an agent can never make work runnable that awaits or was refused approval, and an agent

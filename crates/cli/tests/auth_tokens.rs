@@ -1,4 +1,4 @@
-//! Token mode (SPEC §2): `tasklane token create|list|revoke`, bearer authentication, the operator /
+//! Token mode: `tasklane token create|list|revoke`, bearer authentication, the operator /
 //! agent / viewer roles, actors recorded per role, tokens created or revoked while the server
 //! runs, and the refusal of open mode on a non-loopback address.
 mod common;

@@ -1,5 +1,5 @@
 //! Concurrency: the one-open-run rule, compare-and-set claims, session binding and concurrent creates
-//! hold under simultaneous requests (SPEC §3, §4; lifecycle.md §3.6).
+//! hold under simultaneous requests.
 mod common;
 use common::*;
 
@@ -204,7 +204,7 @@ async fn many_concurrent_creates_are_all_visible() {
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_mixed_workload_keeps_every_task_consistent() {
     // Many tasks driven through their lifecycle in parallel; at the end every task's status is the
-    // one derived from its runs, and the list filters agree (SPEC §3: stored status = derived).
+    // one derived from its runs, and the list filters agree.
     let srv = Server::start();
     let n = 16;
     let futs = (0..n).map(|i| {

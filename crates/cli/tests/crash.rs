@@ -1,5 +1,5 @@
 //! Durability: nothing acknowledged is lost by `kill -9`, the server restarts cleanly on the same
-//! database, and SIGTERM is a graceful exit 0 (SPEC §3 "Durable acknowledgement", "Atomic operations").
+//! database, and SIGTERM is a graceful exit 0.
 mod common;
 use common::*;
 

@@ -1,5 +1,4 @@
-//! Dependencies: add/remove, cycles, limits, reconcile of dependents, auto_enqueue_on_ready
-//! (SPEC §3; lifecycle.md §2.1, §3.7, §4).
+//! Dependencies: add/remove, cycles, limits, reconcile of dependents, auto_enqueue_on_ready.
 mod common;
 use common::*;
 
@@ -269,7 +268,7 @@ async fn only_completed_blockers_resolve() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dependents_are_reconciled_and_persisted_through_a_chain() {
     // a <- b <- c (b waits for a, c waits for b); the stored status (used by the list filter) must
-    // always equal the derived one (SPEC §3).
+    // always equal the derived one.
     let srv = Server::start();
     let a = srv.task("a").await;
     let b = srv.task("b").await;

@@ -1,5 +1,5 @@
 //! Error contract: statuses and codes, JSON decoding, empty bodies, enum normalization, size limits,
-//! and "never 500 for client input" (SPEC §1; lifecycle.md §1.8, §6).
+//! and "never 500 for client input".
 mod common;
 use common::*;
 

@@ -155,7 +155,7 @@ async fn run_lifecycle_payloads_from_claim_to_complete() {
             "task.run_started",
             "task.run_completed"
         ],
-        "SPEC §4: start from claimed records run_starting then run_started"
+        "start from claimed records run_starting then run_started"
     );
     let ev = srv.events(&tid).await;
     for e in ev.iter().filter(|e| e["event_type"] != "task.created") {
@@ -420,7 +420,7 @@ async fn sequences_are_global_strictly_increasing_and_match_timestamps() {
     let mut dedup = seqs.clone();
     dedup.dedup();
     assert_eq!(seqs, dedup, "sequences are unique across tasks");
-    // Timestamps never disagree with the sequence (SPEC §3).
+    // Timestamps never disagree with the sequence.
     assert!(
         all.windows(2).all(|w| w[0].1 <= w[1].1),
         "timestamps must be non-decreasing in sequence order: {all:#?}"

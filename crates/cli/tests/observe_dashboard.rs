@@ -1,4 +1,4 @@
-//! `GET /api/observe/tasks/dashboard`: the reference's worked examples (observe.md §1.9) with the
+//! `GET /api/observe/tasks/dashboard`: the reference's worked examples with the
 //! same numbers, the thresholds on the injectable clock, filters and validation.
 
 mod common;
@@ -7,7 +7,7 @@ mod observe_support;
 use common::*;
 use observe_support::*;
 
-/// observe.md §1.9: six tasks, four runs; the clock is moved so the run times are exactly those
+/// Six tasks, four runs; the clock is moved so the run times are exactly those
 /// of the fixture (minutes before the dashboard is read at t = 9).
 #[tokio::test]
 async fn worked_example_aggregates_cards_and_breakdown() {
@@ -142,7 +142,7 @@ async fn worked_example_aggregates_cards_and_breakdown() {
     assert_eq!(d["cards"]["in_progress"]["tasks"], 1);
 }
 
-/// observe.md §1.9, second test: one run queued 20 minutes ago and nothing else.
+/// One run queued 20 minutes ago and nothing else.
 #[tokio::test]
 async fn old_queue_is_a_backlog_and_stale() {
     let srv = clock_server();
@@ -257,7 +257,7 @@ async fn stuck_runs_follow_the_clock() {
     );
 }
 
-/// SPEC §6: a starting/running run with neither a session nor a lease is an orphan.
+/// A starting/running run with neither a session nor a lease is an orphan.
 #[tokio::test]
 async fn running_run_without_session_or_lease_is_an_orphan() {
     let srv = clock_server();

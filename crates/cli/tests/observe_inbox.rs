@@ -1,5 +1,5 @@
 //! `GET /api/observe/tasks/inbox` and `POST /api/tasks/{id}/triage/*`: lanes, effective triage,
-//! ordering, per-lane limits, and the reference's worked examples (observe.md §2.5).
+//! ordering, per-lane limits, and the reference's worked examples.
 //! Over plain HTTP the caller is human/local-user; the reference's "alice" is that caller here.
 
 mod common;
@@ -12,7 +12,7 @@ fn me() -> Value {
     owner("human", "local-user")
 }
 
-/// observe.md §2.5, unit test fixture, built over HTTP on the test clock.
+/// Built over HTTP on the test clock.
 #[tokio::test]
 async fn worked_example_assigns_lanes_and_supports_filters() {
     let srv = clock_server();
@@ -126,7 +126,7 @@ async fn worked_example_assigns_lanes_and_supports_filters() {
     assert_eq!(item_ids(group(&q, "my_work")), vec![resurfaced.clone()]);
 }
 
-/// observe.md §2.5, integration test: approval and triage transitions.
+/// Approval and triage transitions.
 #[tokio::test]
 async fn worked_example_approval_and_triage_transitions() {
     let srv = clock_server();

@@ -80,7 +80,7 @@ async fn timeline_windows_by_sequence() {
     );
 }
 
-/// observe.md §6 fixture: root -> [child-active (running run, newer), child-idle], and a
+/// Root -> [child-active (running run, newer), child-idle], and a
 /// grandchild under child-active.
 #[tokio::test]
 async fn tree_orders_by_depth_then_activity() {

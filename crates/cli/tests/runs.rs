@@ -1,5 +1,5 @@
 //! Runs on the operator paths: enqueue, attempts, one open run, idempotency, claim, start, attach,
-//! complete, fail, cancel, list, detail (SPEC §3, §4; lifecycle.md §3).
+//! complete, fail, cancel, list, detail.
 mod common;
 use common::*;
 
@@ -884,7 +884,7 @@ async fn run_detail_shape() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn operator_complete_and_fail_refuse_leased_runs() {
-    // lifecycle.md §8.11, leases.md §9.3: a run claimed through claim-next needs token-fenced
+    // A run claimed through claim-next needs token-fenced
     // completion; the operator paths answer 409. Cancel still works.
     let srv = Server::start();
     let tid = srv.task("leased").await;
@@ -912,7 +912,7 @@ async fn operator_complete_and_fail_refuse_leased_runs() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn run_detail_session_reflects_what_tasklane_knows_of_the_agent() {
-    // SPEC §4: session = {session_id, agent_name?, state, created_at, updated_at} from the first and
+    // Session = {session_id, agent_name?, state, created_at, updated_at} from the first and
     // last time that agent session called the API.
     let srv = Server::start();
     let headers = vec![

@@ -1,5 +1,4 @@
-//! Task actions: publish, approve, reject, start, cancel (tree), children, tree view
-//! (SPEC §3; lifecycle.md §2.2, §2.3, §3.8, §5).
+//! Task actions: publish, approve, reject, start, cancel (tree), children, tree view.
 mod common;
 use common::*;
 
@@ -739,7 +738,7 @@ async fn tree_view_lists_descendants_breadth_first() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn execution_idempotency_keys_replay_without_rechecking() {
-    // lifecycle.md §3.8 (keys honoured only when sent, SPEC §3): a hit returns the stored {task, run}.
+    // A hit returns the stored {task, run}.
     let srv = Server::start();
     // publish: 200 both times, same run, even though the task is no longer a draft.
     let d = id(&srv.task_with("d", json!({"draft": true})).await);

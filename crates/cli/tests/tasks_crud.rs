@@ -1,4 +1,4 @@
-//! Task create / get / list / patch / delete (SPEC §1, §3; lifecycle.md §1.2, §1.9, §2.3, §5.4, §8).
+//! Task create / get / list / patch / delete.
 mod common;
 use common::*;
 
@@ -51,7 +51,7 @@ async fn create_minimal_task_has_documented_defaults() {
         "{t}"
     );
 
-    // Creating a task never enqueues a run (lifecycle §8.17).
+    // Creating a task never enqueues a run.
     assert!(srv.runs(&tid, "").await.is_empty());
     let d = srv.detail(&tid).await;
     assert!(d.get("runs").is_none() || d["runs"].as_array().unwrap().is_empty());
@@ -532,7 +532,7 @@ async fn patch_validation() {
     let srv = Server::start();
     let tid = srv.task("v").await;
     let path = format!("/api/tasks/{tid}");
-    // The patch is validated before the task is loaded (lifecycle.md §6.2).
+    // The patch is validated before the task is loaded.
     assert_err(
         &srv.patch("/api/tasks/task-missing", json!({})).await,
         422,

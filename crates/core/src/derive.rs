@@ -23,7 +23,7 @@ impl DeriveInput<'_> {
     }
 }
 
-/// Derives a task's status (reference/lifecycle.md §2.1).
+/// Derives a task's status.
 pub fn derive_status(input: &DeriveInput<'_>) -> TaskStatus {
     if matches!(input.stored, TaskStatus::Canceled | TaskStatus::Draft) {
         return input.stored;

@@ -1,5 +1,5 @@
 //! `GET /api/observe/tasks/dashboard`: totals, cards, breakdown, queue, health, active runs and
-//! freshness (reference observe.md §1). Counts come from maintained counters; only live runs are
+//! freshness. Counts come from maintained counters; only live runs are
 //! read one by one.
 
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::model::{ApprovalState, Priority, Ref, Run, RunStatus, Scope, Task, TaskStatus};
 use crate::time::{serialize_or_zero, Ts};
 
-/// The reference's dashboard constants (observe.md §9). Stuck and backlog compare with `>=`,
+/// The reference's dashboard constants. Stuck and backlog compare with `>=`,
 /// staleness with `>`.
 #[derive(Clone, Debug)]
 pub struct Thresholds {
@@ -328,7 +328,7 @@ fn totals(
         };
         *slot += c.count;
         if c.status == TaskStatus::Blocked {
-            // The approval policy is deliberately not checked here (reference §1.2).
+            // The approval policy is deliberately not checked here.
             if c.approval_state == ApprovalState::Pending {
                 t.awaiting_approval_tasks += c.count;
             }
@@ -432,7 +432,7 @@ fn queue(groups: Vec<super::QueueGroup>, now: Ts, th: &Thresholds) -> Queue {
     }
 }
 
-/// Purely time-based: the heartbeat is not considered (reference §1.6).
+/// Purely time-based: the heartbeat is not considered.
 pub fn is_stuck(r: &Run, now: Ts, th: &Thresholds) -> bool {
     let since_claim = r.claimed_at.unwrap_or(r.queued_at);
     match r.status {
@@ -445,7 +445,7 @@ pub fn is_stuck(r: &Run, now: Ts, th: &Thresholds) -> bool {
     }
 }
 
-/// SPEC §6: an active run whose lease expired but was not yet recovered, or a starting/running
+/// An active run whose lease expired but was not yet recovered, or a starting/running
 /// run with neither a session nor a lease. (A lease is over at `lease_until` itself.)
 pub fn is_orphan(r: &Run, now: Ts) -> bool {
     if !r.status.is_active() {

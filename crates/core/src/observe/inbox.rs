@@ -1,4 +1,4 @@
-//! `GET /api/observe/tasks/inbox`: the caller's lanes (reference observe.md §2).
+//! `GET /api/observe/tasks/inbox`: the caller's lanes.
 //!
 //! Storage hands over class counts, the caller's corrected tasks and each lane's newest tasks as
 //! compact rows (see [`inbox`]); the lane rules, effective triage, counts and ordering are
@@ -122,7 +122,7 @@ fn owner_kind_of(actor_kind: &str) -> Option<OwnerKind> {
     }
 }
 
-/// The triage the inbox acts on (§2.2): archived stays archived and read; otherwise any activity
+/// The triage the inbox acts on: archived stays archived and read; otherwise any activity
 /// newer than what the caller last saw makes the item unread and un-dismissed again.
 pub fn effective_triage(
     stored: Option<&TriageRecord>,
@@ -154,7 +154,7 @@ pub fn effective_triage(
     t
 }
 
-/// The first lane whose rule matches (§2.2 step 5), or None when the task is in no lane.
+/// The first lane whose rule matches, or None when the task is in no lane.
 pub fn lane_of(c: &InboxCandidate, triage: &TriageRecord, actor: &Ref) -> Option<Lane> {
     let blocked = c.status == TaskStatus::Blocked;
     if triage.archived {

@@ -1,5 +1,5 @@
-//! `GET /api/tasks/{id}/timeline` and the items of the SSE stream (reference observe.md §4, §5).
-//! Ordered by sequence (SPEC §6), which is commit order.
+//! `GET /api/tasks/{id}/timeline` and the items of the SSE stream.
+//! Ordered by sequence, which is commit order.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,4 @@
-//! `GET /api/tasks/{id}/tree` (reference observe.md §6): the task and every descendant, any
+//! `GET /api/tasks/{id}/tree`: the task and every descendant, any
 //! status, with depth, child count, active run and last activity.
 
 use std::cmp::Ordering;

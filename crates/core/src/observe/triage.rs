@@ -1,4 +1,4 @@
-//! `POST /api/tasks/{id}/triage/read|dismiss|archive` (reference observe.md §3). Triage is per
+//! `POST /api/tasks/{id}/triage/read|dismiss|archive`. Triage is per
 //! caller, records no event and never changes the task, so it cannot un-read itself.
 
 use super::{ObserveWriteStore, TriageRecord};

@@ -249,7 +249,7 @@ pub(crate) fn refuse_foreign_lease(op: &Op<'_>, run: &Run) -> Result<()> {
     Ok(())
 }
 
-/// Resolves the caller's live lease on `run_id` (reference/leases.md §4).
+/// Resolves the caller's live lease on `run_id`.
 fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
     let session = session_of(op.caller)?;
     let token = op.caller.session_token();

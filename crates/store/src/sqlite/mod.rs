@@ -436,7 +436,7 @@ fn open_writer(path: &Path, wal_limit: u64) -> Result<Connection> {
             path.display()
         )));
     }
-    // FULL: a commit is on disk before anyone is told it happened (SPEC: a 2xx is durable).
+    // FULL: a commit is on disk before anyone is told it happened.
     // journal_size_limit: when SQLite restarts the WAL by itself, the file shrinks back to the
     // limit instead of keeping the size of its largest burst. wal_autocheckpoint 0: checkpoints
     // run on their own thread (checkpoint.rs) and, past the limit, between the writer's batches.
