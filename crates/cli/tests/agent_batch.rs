@@ -406,6 +406,24 @@ async fn a_parked_claim_batch_answers_204_when_the_wait_ends() {
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
 }
 
+/// Waits until the server has seen every parked claim's client go.
+async fn until_nothing_parked(srv: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = srv.call(Method::GET, "/metrics", None, &[]).await;
+        let text = v.as_str().unwrap_or_default();
+        if text.lines().any(|l| l == "tasklane_parked_claimers 0") {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a parked claim stayed:
+{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_claim_batch_whose_client_has_gone_claims_nothing() {
     let srv = clock_server();
@@ -413,6 +431,7 @@ async fn a_claim_batch_whose_client_has_gone_claims_nothing() {
     let waiter = parked_batch(&srv, json!(["gone-1", "gone-2"]), &probe, 30).await;
     waiter.abort();
     assert!(waiter.await.unwrap_err().is_cancelled());
+    until_nothing_parked(&srv).await;
     let (tid, rid) = queued(&srv, "after the disconnect", json!({})).await;
     let (tid2, rid2) = queued(&srv, "and another", json!({})).await;
     // Let any (wrongly) surviving waiter act on the wake-up before looking.

@@ -217,6 +217,11 @@ fn refuse(code: &'static str, message: String) -> ApiError {
 
 /// Middleware: refuses what the policy refuses, before authentication.
 pub async fn guard(State(policy): State<BrowserPolicy>, req: Request, next: Next) -> Response {
+    // Orchestrators probe by the pod's or host's address, whatever Host the policy allows, and
+    // the probes answer nothing a page could use.
+    if crate::health::is_probe(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
     match policy.check(req.method(), req.headers()) {
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),

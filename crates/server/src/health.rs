@@ -13,26 +13,33 @@ use serde_json::json;
 use crate::routes::json;
 use crate::state::AppState;
 
+/// A liveness or readiness probe: answered whatever `Host` it carries (see `browser::guard`).
+pub(crate) fn is_probe(method: &axum::http::Method, path: &str) -> bool {
+    (method == axum::http::Method::GET || method == axum::http::Method::HEAD)
+        && matches!(path, "/healthz" | "/readyz")
+}
+
 /// `GET /healthz`: 200 `{"status":"ok"}` while the process serves.
 pub async fn healthz() -> Response {
     json(StatusCode::OK, json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 `{"status":"ready"}`, or 503 with the reason.
+/// `GET /readyz`: 200 `{"status":"ready"}`, or 503. Anyone may ask, so the answer says only
+/// which kind of cause it is; the storage detail (paths, versions) goes to the log.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let reason = if *state.shutting_down.borrow() {
-        Some("the server is shutting down".to_string())
+        Some("the server is shutting down")
+    } else if let Err(e) = state.store.check_ready().await {
+        tracing::warn!(error = %e, "not ready: the database check failed");
+        Some("the database is not ready")
     } else {
-        state.store.check_ready().await.err().map(|e| e.to_string())
+        None
     };
     match reason {
         None => json(StatusCode::OK, json!({ "status": "ready" })),
-        Some(why) => {
-            tracing::warn!(reason = %why, "not ready");
-            json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({ "status": "unavailable", "error": why, "code": "not_ready" }),
-            )
-        }
+        Some(why) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "status": "unavailable", "error": why, "code": "not_ready" }),
+        ),
     }
 }

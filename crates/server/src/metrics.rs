@@ -94,11 +94,11 @@ fn describe() {
     );
     describe_histogram!(
         CLAIM_WAIT,
-        "Time a claim-next with wait=true spent parked waiting for work"
+        "Time a claim-next or claim-batch with wait=true spent parked waiting for work"
     );
     describe_gauge!(
         PARKED_CLAIMERS,
-        "claim-next requests parked waiting for work"
+        "claim-next and claim-batch requests parked waiting for work"
     );
     describe_gauge!(SSE_SUBSCRIBERS, "Open event streams");
     describe_histogram!(
@@ -162,7 +162,7 @@ pub fn sse_unsubscribed() {
     gauge!(SSE_SUBSCRIBERS).decrement(1.0);
 }
 
-/// A claim-next parked waiting for work: counted while it lives; its whole wait is recorded when
+/// A claim-next or claim-batch parked waiting for work: counted while it lives; its whole wait is recorded when
 /// it ends, however the request ends.
 pub struct Parked {
     since: Instant,

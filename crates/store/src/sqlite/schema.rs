@@ -282,6 +282,10 @@ WHERE NOT ",
 DROP INDEX task_runs_claim;
 CREATE INDEX task_runs_claim_class ON task_runs (claim_audience, priority_rank, claim_caps, queued_at, id)
     WHERE status = 'queued' AND claim_audience IS NOT NULL;
+-- The queue by age also carries each run's priority, so that the depth and the oldest run per
+-- priority (metrics) are read from this index alone, without the table.
+DROP INDEX task_runs_queue_recent;
+CREATE INDEX task_runs_queue_recent ON task_runs (queued_at, id, priority_rank) WHERE status = 'queued';
 "
 );
 

@@ -1359,6 +1359,17 @@ async fn status_changes_build_no_temporary_btree_and_status_sets_use_their_index
             "{sql} builds a temporary b-tree:\n{program}"
         );
     }
+    // The queue per priority (metrics) is read from the age index alone.
+    let plan = explain(
+        &conn,
+        "SELECT priority_rank, COUNT(*), MIN(queued_at) FROM task_runs INDEXED BY task_runs_queue_recent \
+         WHERE status = 'queued' GROUP BY priority_rank",
+        true,
+    );
+    assert!(
+        plan.contains("COVERING INDEX task_runs_queue_recent"),
+        "{plan}"
+    );
     // The queries state each set exactly as the partial index does, so they still use it.
     for (sql, index) in [
         (

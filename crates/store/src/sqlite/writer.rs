@@ -72,10 +72,16 @@ where
             return false;
         }
         // A panic must not take the writer thread (and every later write) down with it; the
-        // command's savepoint is rolled back like any other failure.
-        // The command's pending task marks are written inside its savepoint, before it is kept.
+        // command's savepoint is rolled back like any other failure. The command's pending task
+        // marks are written inside its savepoint, before it is kept. A command that left an
+        // item open has its counter changes split between the item and the command: it fails.
         let result = catch_unwind(AssertUnwindSafe(|| {
-            f(db).and_then(|r| db.flush_task_marks().map(|()| r))
+            f(db).and_then(|r| {
+                if db.item_open() {
+                    return Err(Error::Storage("a command ended with an item open".into()));
+                }
+                db.flush_task_marks().map(|()| r)
+            })
         }))
         .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())));
         let ok = result.is_ok();
