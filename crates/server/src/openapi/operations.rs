@@ -485,6 +485,19 @@ pub fn inbox() {}
 
 #[utoipa::path(
     get,
+    path = "/api/observe/queue",
+    operation_id = "queue_health",
+    tag = "observe",
+    summary = "Queue health",
+    description = "Queued runs and the age of the oldest, per priority (all four, most urgent first) and per workspace (global tasks, the busiest workspaces by name, the rest summed as `other`): the figures `/metrics` exports, as JSON. Tasklane extension.",
+    responses(
+        (status = 200, description = "The queue", body = crate::routes::queue::QueueHealthAnswer)
+    )
+)]
+pub fn queue_health() {}
+
+#[utoipa::path(
+    get,
     path = "/api/tasks/{id}/timeline",
     operation_id = "timeline",
     tag = "observe",
