@@ -129,10 +129,11 @@ pub fn approve_task() {}
     operation_id = "reject_task",
     tag = "tasks",
     summary = "Reject a task",
-    description = "Records the rejection; the task cannot run until its approval policy changes.",
+    description = "Records the rejection; the task cannot run until its approval policy changes. The body is optional (the reference takes none): a `reason` is recorded in the `task.rejected` event and shown on the timeline (Tasklane extension).",
     params(
         ("id" = String, Path, description = "Task id")
     ),
+    request_body = RejectInput,
     responses(
         (status = 200, description = "The task", body = TaskAnswer)
     )
