@@ -31,8 +31,9 @@ async fn the_document_describes_every_operation_the_server_answers() {
     let doc: Value = resp.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let ops = operations(&doc);
-    // The reference's 35 operations, `GET /api/whoami` and the two batch agent operations.
-    assert_eq!(ops.len(), 38, "{ops:?}");
+    // The reference's 35 operations, `GET /api/whoami`, the two batch agent operations and
+    // `GET /api/observe/queue`.
+    assert_eq!(ops.len(), 39, "{ops:?}");
 
     // Each documented operation exists (no 404 `not_found` for the endpoint, no 405), and what it
     // answers to an unknown id and an empty body is among its documented responses.

@@ -223,8 +223,17 @@ async fn a_task_life_through_the_cli() {
         ])
         .await,
     );
-    let rejected = cli.ok(&["task", "reject", &refused, "-o", "json"]).await;
+    let rejected = cli
+        .ok(&[
+            "task", "reject", &refused, "--reason", "not now", "-o", "json",
+        ])
+        .await;
     assert_eq!(rejected.json()["task"]["approval_state"], "rejected");
+    let events = srv.events(&refused).await;
+    assert_eq!(
+        only_event(&events, "task.rejected")["payload"]["reason"],
+        "not now"
+    );
 
     // Observe and triage.
     let dashboard = cli.ok(&["dashboard"]).await;

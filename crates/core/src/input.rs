@@ -182,6 +182,16 @@ pub struct HeartbeatInput {
     pub lease_seconds: Option<i64>,
 }
 
+/// Body of reject; optional, as the reference takes none (a Tasklane extension).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RejectInput {
+    /// Why, for the timeline: recorded in the `task.rejected` event. Trimmed; blank means none;
+    /// at most 1000 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 1000))]
+    pub reason: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReleaseInput {

@@ -26,6 +26,24 @@ pub fn non_empty(value: Option<&str>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Longest reason a rejection may carry, in characters: enough for a paragraph on the timeline.
+pub const MAX_REASON_CHARS: usize = 1000;
+
+/// A reason given with a decision: trimmed, blank means none (as every reason field), and at most
+/// [`MAX_REASON_CHARS`] characters.
+pub fn reason(value: Option<&str>) -> Result<Option<String>> {
+    let reason = non_empty(value);
+    if let Some(r) = &reason {
+        let chars = r.chars().count();
+        if chars > MAX_REASON_CHARS {
+            return Err(Error::validation(format!(
+                "reason is {chars} characters; the limit is {MAX_REASON_CHARS}"
+            )));
+        }
+    }
+    Ok(reason)
+}
+
 /// Checks a JSON document against a size limit (413) and refuses any `claim_token` key at any depth
 /// (422): raw claim tokens must never be stored where responses could echo them.
 pub fn check_json(value: &Value, limit: usize, field: &str) -> Result<()> {

@@ -72,12 +72,13 @@ export function hideError(box) {
 }
 
 /**
- * Asks for confirmation in a modal dialog. With `reason`, also asks for an optional reason.
- * Resolves to `{reason}` when confirmed, `null` when cancelled.
+ * Asks for confirmation in a modal dialog. With `reason`, also asks for an optional reason (at
+ * most `reasonMax` characters when given). Resolves to `{reason}` when confirmed, `null` when
+ * cancelled.
  */
-export function confirmAction({ title, message, confirmLabel, reason = false, danger = true }) {
+export function confirmAction({ title, message, confirmLabel, reason = false, reasonMax, danger = true }) {
   return new Promise((resolve) => {
-    const input = reason ? h('textarea', { id: 'confirm-reason', name: 'reason', rows: 3 }) : null;
+    const input = reason ? h('textarea', { id: 'confirm-reason', name: 'reason', rows: 3, maxlength: reasonMax }) : null;
     const dialog = h('dialog', { class: 'confirm', 'aria-labelledby': 'confirm-title' },
       h('form', { method: 'dialog' },
         h('h2', { id: 'confirm-title' }, title),

@@ -4,6 +4,8 @@ import { api, enc, follow } from './api.js';
 import { h, clear, badge, time, ref, showError, hideError, notify, confirmAction } from './dom.js';
 
 const OPEN_RUN = ['queued', 'claimed', 'starting', 'running'];
+/** The server's limit on a rejection's reason, in characters. */
+const REASON_MAX = 1000;
 
 export async function taskPage(main, { id, ctx, signal }) {
   const may = ctx.me.may;
@@ -48,8 +50,8 @@ export async function taskPage(main, { id, ctx, signal }) {
     if (t.approval_policy === 'manual' && t.approval_state === 'pending') {
       list.push(button('Approve', may.approve_task, () => act('Approved', () => api('POST', `/tasks/${enc(t.id)}/approve`, {})), 'primary'));
       list.push(button('Reject', may.reject_task, async () => {
-        const ok = await confirmAction({ title: 'Reject this task?', message: `“${t.title}” will not run unless it is approved later.`, confirmLabel: 'Reject' });
-        if (ok) act('Rejected', () => api('POST', `/tasks/${enc(t.id)}/reject`));
+        const ok = await confirmAction({ title: 'Reject this task?', message: `“${t.title}” will not run unless its approval policy changes. The reason is kept on its timeline.`, confirmLabel: 'Reject', reason: true, reasonMax: REASON_MAX });
+        if (ok) act('Rejected', () => api('POST', `/tasks/${enc(t.id)}/reject`, ok.reason ? { reason: ok.reason } : {}));
       }, 'danger'));
     }
     if (t.status === 'ready' && !openRun) list.push(button('Start', may.start_task, () => act('Started: a run is queued', () => api('POST', `/tasks/${enc(t.id)}/start`, {})), 'primary'));
@@ -142,7 +144,15 @@ export async function taskPage(main, { id, ctx, signal }) {
     } }, h('label', { for: 'dep-id' }, 'Depends on task'), addInput, h('button', { type: 'submit', class: 'secondary' }, 'Add')) : null;
     clear(deps, h('h2', { id: 'deps-h' }, 'Dependencies'),
       refs.length ? depGraph(t, refs) : h('p', {}, 'Depends on nothing.'),
-      refs.length ? h('ul', { class: 'deps' }, refs.map((r) => h('li', {}, h('a', { href: `#/tasks/${enc(r.depends_on_task_id)}` }, r.depends_on?.title ?? r.depends_on_task_id), ' ', r.depends_on ? badge('status', r.depends_on.status) : null))) : null,
+      refs.length ? h('ul', { class: 'deps' }, refs.map((r) => {
+        const name = r.depends_on?.title ?? r.depends_on_task_id;
+        return h('li', { dataset: { dependsOn: r.depends_on_task_id } },
+          h('a', { href: `#/tasks/${enc(r.depends_on_task_id)}` }, name), ' ', r.depends_on ? badge('status', r.depends_on.status) : null,
+          may.remove_dependency ? h('button', { type: 'button', class: 'secondary', 'aria-label': `Remove the dependency on ${name}`, onclick: async () => {
+            const ok = await confirmAction({ title: 'Remove this dependency?', message: `“${t.title}” will no longer wait for “${name}”.`, confirmLabel: 'Remove' });
+            if (ok) act('Dependency removed', () => api('DELETE', `/tasks/${enc(t.id)}/dependencies/${enc(r.depends_on_task_id)}`));
+          } }, 'Remove') : null);
+      })) : null,
       addForm);
   };
 
@@ -186,6 +196,7 @@ export async function taskPage(main, { id, ctx, signal }) {
         h('strong', {}, e.event_type.replace(/^task\./, '').replaceAll('_', ' ')),
         other ? [' on ', h('a', { href: `#/tasks/${enc(e.task.id)}` }, e.task.title)] : null,
         ' by ', ref(e.actor), ' · ', time(e.timestamp),
+        typeof e.payload?.reason === 'string' ? h('q', { class: 'reason' }, e.payload.reason) : null,
         e.payload && Object.keys(e.payload).length ? h('details', {}, h('summary', {}, 'payload'), h('pre', { class: 'json' }, JSON.stringify(e.payload, null, 1))) : null));
       // New events change the fields and runs: refresh them, at most every 300 ms.
       if (detail && e.sequence > (detail.task.latest_event_seq ?? 0) && !reload) {

@@ -61,7 +61,7 @@ export async function dashboard(main, { signal }) {
   }, 1000);
   signal.addEventListener('abort', () => clearInterval(tickTimer));
 
-  const render = (d) => {
+  const render = (d, queue) => {
     offset = Date.parse(d.freshness.observed_at) - Date.now();
     const t = d.totals;
     const c = d.cards;
@@ -117,22 +117,60 @@ export async function dashboard(main, { signal }) {
                 h('td', {}, badge('run', r.run_status), ` #${r.attempt}`, r.stuck ? h('span', { class: 'badge warn' }, 'stuck') : null),
                 h('td', {}, r.session_id ?? '—'),
                 h('td', {}, left));
-            })))) : h('p', {}, 'No active runs.'))));
+            })))) : h('p', {}, 'No active runs.'))),
+      queueHealth(queue, q.backlog_threshold_ms));
   };
 
   await poll(async () => {
     try {
-      const { dashboard: d } = await api('GET', '/observe/tasks/dashboard');
+      const [{ dashboard: d }, { queue }] = await Promise.all([
+        api('GET', '/observe/tasks/dashboard'),
+        api('GET', '/observe/queue'),
+      ]);
       if (signal.aborted) return;
       hideError(problem);
       // The dashboard's run items carry no lease deadline: read each active run's.
       const items = d.active_runs.items ?? [];
       if (items.length) await leases(items);
-      if (!signal.aborted) render(d);
+      if (!signal.aborted) render(d, queue);
     } catch (err) {
       if (!signal.aborted) showError(problem, err);
     }
   }, POLL_MS, signal);
+}
+
+/**
+ * Queue health: queued runs and the oldest one's wait, per priority and per workspace (the
+ * busiest by name, the rest as "other"). A wait past the backlog threshold is flagged.
+ */
+function queueHealth(queue, backlogMs) {
+  const age = (row) => {
+    if (!row.count) return '—';
+    const late = row.oldest_queue_age_ms >= backlogMs;
+    return h('span', { class: late ? 'late' : null, title: row.oldest_queued_at },
+      duration(row.oldest_queue_age_ms), late ? h('span', { class: 'badge warn' }, 'backlog') : null);
+  };
+  const table = (id, caption, head, rows) => h('div', { class: 'table-wrap' }, h('table', { id, class: 'queue' },
+    h('caption', { class: 'sr-only' }, caption),
+    h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, head), h('th', { scope: 'col', class: 'num' }, 'Queued'), h('th', { scope: 'col' }, 'Oldest waiting'))),
+    h('tbody', {}, rows)));
+  const name = (row) => (row.kind === 'global' ? h('em', {}, 'global tasks')
+    : row.kind === 'other' ? h('em', {}, `other workspaces (beyond the busiest ${queue.top_workspaces})`)
+      : h('a', { href: `#/tasks?scope=workspace&workspace=${enc(row.workspace_id)}` }, row.workspace_id));
+  const workspaces = queue.by_workspace ?? [];
+  return h('section', { 'aria-labelledby': 'queue-h', id: 'queue-health' },
+    h('h2', { id: 'queue-h' }, 'Queue health'),
+    h('div', { class: 'split' },
+      table('queue-priority', 'Queued runs by priority', 'Priority', queue.by_priority.map((row) =>
+        h('tr', { dataset: { priority: row.priority } },
+          h('th', { scope: 'row' }, badge('priority', row.priority)),
+          h('td', { class: 'num', dataset: { queueCount: row.count } }, String(row.count)),
+          h('td', {}, age(row))))),
+      workspaces.length ? table('queue-workspace', 'Queued runs by workspace', 'Workspace', workspaces.map((row) =>
+        h('tr', { dataset: { kind: row.kind, workspace: row.workspace_id ?? '' } },
+          h('th', { scope: 'row' }, name(row)),
+          h('td', { class: 'num', dataset: { queueCount: row.count } }, String(row.count)),
+          h('td', {}, age(row))))) : h('p', { id: 'queue-workspace-empty' }, 'Nothing queued in any workspace.')));
 }
 
 /** Adds each active run's `lease_until` (the dashboard item does not carry it). */

@@ -137,6 +137,7 @@ async fn whoami(who: Identity) -> Response {
         ("start_task", StartTask),
         ("cancel_task", CancelTask),
         ("add_dependency", AddDependency),
+        ("remove_dependency", RemoveDependency),
         ("enqueue_run", EnqueueRun),
         ("triage", Triage),
         ("cancel_run", CancelRun),

@@ -35,7 +35,12 @@ pub enum TaskCommand {
     /// Approve a task under manual approval (enqueues its run unless it is a draft).
     Approve(ExecuteArgs),
     /// Reject a task under manual approval.
-    Reject { id: String },
+    Reject {
+        id: String,
+        /// Why, recorded in the rejection event (at most 1000 characters).
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Start a task: enqueue its first run.
     Start(ExecuteArgs),
     /// Enqueue another run attempt (up to the task's max attempts).
@@ -341,8 +346,9 @@ pub async fn run(client: Client, out: Printer, command: TaskCommand) -> Outcome 
         TaskCommand::Approve(args) => execute(&client, &out, "approve", &args).await?,
         TaskCommand::Start(args) => execute(&client, &out, "start", &args).await?,
         TaskCommand::Retry(args) => execute(&client, &out, "runs", &args).await?,
-        TaskCommand::Reject { id } => {
-            let answer = client.post(&["tasks", &id, "reject"], None).await?;
+        TaskCommand::Reject { id, reason } => {
+            let body = Body::new().opt("reason", reason).build();
+            let answer = client.post(&["tasks", &id, "reject"], body).await?;
             out.emit(&answer, task_and_run);
         }
         TaskCommand::Cancel {

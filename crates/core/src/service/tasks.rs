@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::{Execution, Op, Payload};
 use crate::error::{Error, Result};
 use crate::ids;
-use crate::input::{CreateTaskInput, ExecuteInput, PatchTaskInput};
+use crate::input::{CreateTaskInput, ExecuteInput, PatchTaskInput, RejectInput};
 use crate::model::{ApprovalPolicy, ApprovalState, Priority, Scope, Task, TaskStatus};
 use crate::policy::{self, Field, Operation};
 use crate::validate::{self, non_empty, DEFAULT_MAX_ATTEMPTS, MAX_CHILDREN, MAX_DEPTH};
@@ -510,7 +510,7 @@ pub fn approve_task(op: &mut Op<'_>, id: &str, input: &ExecuteInput) -> Result<E
     if let Some(done) = replay(op, id, req.idempotency_key.as_deref())? {
         return Ok(done);
     }
-    let mut task = decide_approval(op, id, ApprovalState::Approved, "task.approved")?;
+    let mut task = decide_approval(op, id, ApprovalState::Approved, "task.approved", None)?;
     if task.status == TaskStatus::Draft {
         return Ok(Execution {
             task: TaskPayload::from(&task),
@@ -538,9 +538,11 @@ pub fn approve_task(op: &mut Op<'_>, id: &str, input: &ExecuteInput) -> Result<E
 }
 
 /// `POST /api/tasks/{id}/reject`: the task stays blocked (not closed); queued runs stay queued.
-pub fn reject_task(op: &mut Op<'_>, id: &str) -> Result<TaskPayload> {
+/// A reason, when given, goes into the `task.rejected` event.
+pub fn reject_task(op: &mut Op<'_>, id: &str, input: &RejectInput) -> Result<TaskPayload> {
+    let reason = validate::reason(input.reason.as_deref())?;
     op.touch_session()?;
-    let task = decide_approval(op, id, ApprovalState::Rejected, "task.rejected")?;
+    let task = decide_approval(op, id, ApprovalState::Rejected, "task.rejected", reason)?;
     Ok(TaskPayload::from(&task))
 }
 
@@ -549,6 +551,7 @@ fn decide_approval(
     id: &str,
     decision: ApprovalState,
     event_type: &'static str,
+    reason: Option<String>,
 ) -> Result<Task> {
     let mut task = op.load_task(id)?;
     if task.approval_policy != ApprovalPolicy::Manual
@@ -567,6 +570,7 @@ fn decide_approval(
         .set("previous_approval_state", previous.as_str())
         .set("approval_state", decision.as_str())
         .set("status", task.status.as_str())
+        .opt("reason", reason)
         .build();
     op.record(&mut task, None, event_type, payload)?;
     Ok(task)

@@ -350,6 +350,81 @@ async function main() {
     await again.stop();
   });
 
+  await scenario('dashboard queue health: depth per priority and per workspace follow enqueues and claims', async () => {
+    const page = await newPage(browser, open.base);
+    await page.goto('/');
+    await page.locator('#queue-priority tr[data-priority="urgent"]').waitFor();
+    const before = (await ok(op('GET', '/observe/queue'))).queue;
+    const lowBefore = before.by_priority.find((r) => r.priority === 'low').count;
+    for (const title of ['Vacuum table a', 'Vacuum table b', 'Vacuum table c']) {
+      const t = (await ok(op('POST', '/tasks', { scope: 'workspace', workspace: 'e2e-queue', title, priority: 'low' }))).task;
+      await ok(op('POST', `/tasks/${t.id}/start`, {}));
+    }
+    const lowCount = page.locator('#queue-priority tr[data-priority="low"] td[data-queue-count]');
+    const wsCount = page.locator('#queue-workspace tr[data-workspace="e2e-queue"] td[data-queue-count]');
+    await page.locator(`#queue-priority tr[data-priority="low"] td[data-queue-count="${lowBefore + 3}"]`).waitFor();
+    await page.locator('#queue-workspace tr[data-workspace="e2e-queue"] td[data-queue-count="3"]').waitFor();
+    assert.equal(await lowCount.textContent(), String(lowBefore + 3));
+    // The table agrees with the API, row for row.
+    const now = (await ok(op('GET', '/observe/queue'))).queue;
+    for (const row of now.by_priority) {
+      await page.locator(`#queue-priority tr[data-priority="${row.priority}"] td[data-queue-count="${row.count}"]`).waitFor();
+    }
+    // An agent takes one of them; the tables follow without a reload.
+    const { claim } = await ok(client(open.base, { session: 'e2e-vacuum' })('POST', '/agent/tasks/claim-next', { workspace_id: 'e2e-queue', lease_seconds: 300 }));
+    assert.equal(claim.task.workspace_id, 'e2e-queue');
+    await page.locator('#queue-workspace tr[data-workspace="e2e-queue"] td[data-queue-count="2"]').waitFor();
+    await page.locator(`#queue-priority tr[data-priority="low"] td[data-queue-count="${lowBefore + 2}"]`).waitFor();
+    assert.equal(await wsCount.textContent(), '2');
+    if (SHOTS) await page.locator('#queue-health').screenshot({ path: join(SHOTS, 'queue-health.png') });
+    await fitsPhone(page, 'dashboard with queue health');
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+
+  await scenario('reject with a reason: the reason is recorded and shown on the timeline', async () => {
+    const t = (await ok(op('POST', '/tasks', { scope: 'global', title: 'Drop the staging database', approval_policy: 'manual' }))).task;
+    const page = await newPage(browser, open.base);
+    await page.goto(`/#/tasks/${t.id}`);
+    await page.locator('#stream-state[data-state="live"]').waitFor();
+    await page.locator('#timeline li[data-event-type="task.created"]').waitFor();
+    // Keeping it changes nothing.
+    await page.getByRole('button', { name: 'Reject' }).click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Keep it' }).click();
+    assert.equal((await ok(op('GET', `/tasks/${t.id}`))).task.task.approval_state, 'pending');
+    const reason = 'Staging is in use by the load test until Friday';
+    await page.getByRole('button', { name: 'Reject' }).click();
+    const field = page.getByRole('dialog').getByLabel('Reason (optional)');
+    assert.equal(await field.getAttribute('maxlength'), '1000');
+    await field.fill(reason);
+    await page.getByRole('dialog').getByRole('button', { name: 'Reject' }).click();
+    await page.locator('#timeline li[data-event-type="task.rejected"] q.reason', { hasText: reason }).waitFor();
+    await page.locator('.task-head [data-approval="rejected"]').waitFor();
+    const events = (await ok(op('GET', `/tasks/${t.id}/timeline`))).timeline;
+    assert.equal(events.find((e) => e.event_type === 'task.rejected').payload.reason, reason);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+
+  await scenario('remove a dependency from the task page, after confirming', async () => {
+    const blocker = (await ok(op('POST', '/tasks', { scope: 'global', title: 'Provision the bucket' }))).task;
+    const waiting = (await ok(op('POST', '/tasks', { scope: 'global', title: 'Upload the artefacts' }))).task;
+    await ok(op('POST', `/tasks/${waiting.id}/dependencies`, { depends_on_task_id: blocker.id }));
+    const page = await newPage(browser, open.base);
+    await page.goto(`/#/tasks/${waiting.id}`);
+    const remove = page.getByRole('button', { name: 'Remove the dependency on Provision the bucket' });
+    await remove.click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Keep it' }).click();
+    assert.equal((await ok(op('GET', `/tasks/${waiting.id}`))).task.dependency_references?.length, 1);
+    await remove.click();
+    await page.getByRole('dialog').getByRole('button', { name: 'Remove' }).click();
+    await page.locator('#deps-h + p', { hasText: 'Depends on nothing.' }).waitFor();
+    await page.locator('.task-head [data-status="ready"]').waitFor();
+    assert.equal((await ok(op('GET', `/tasks/${waiting.id}`))).task.dependency_references?.length ?? 0, 0);
+    assert.deepEqual(page.problems, []);
+    await page.context().close();
+  });
+
   // ---- token mode ----
   const tok = await startServer({ auth: 'token', tokens: [['alice', 'operator'], ['watcher', 'viewer']] });
   const operator = client(tok.base, { token: tok.tokens.alice });

@@ -70,6 +70,7 @@ use crate::state::AppState;
         operations::complete_batch,
         operations::dashboard,
         operations::inbox,
+        operations::queue_health,
         operations::timeline,
         operations::tree,
         operations::stream,
@@ -96,7 +97,7 @@ use crate::state::AppState;
         (name = "dependencies", description = "Dependency edges between tasks"),
         (name = "runs", description = "Runs of a task; the operator run transitions"),
         (name = "agent", description = "The agent protocol: claim under a lease, heartbeat, finish"),
-        (name = "observe", description = "Dashboard, inbox, triage, timeline, tree and the live stream"),
+        (name = "observe", description = "Dashboard, queue health, inbox, triage, timeline, tree and the live stream"),
     ),
 )]
 struct ApiDoc;

@@ -129,10 +129,11 @@ pub fn approve_task() {}
     operation_id = "reject_task",
     tag = "tasks",
     summary = "Reject a task",
-    description = "Records the rejection; the task cannot run until its approval policy changes.",
+    description = "Records the rejection; the task cannot run until its approval policy changes. The body is optional (the reference takes none): a `reason` is recorded in the `task.rejected` event and shown on the timeline (Tasklane extension).",
     params(
         ("id" = String, Path, description = "Task id")
     ),
+    request_body = RejectInput,
     responses(
         (status = 200, description = "The task", body = TaskAnswer)
     )
@@ -482,6 +483,19 @@ pub fn dashboard() {}
     )
 )]
 pub fn inbox() {}
+
+#[utoipa::path(
+    get,
+    path = "/api/observe/queue",
+    operation_id = "queue_health",
+    tag = "observe",
+    summary = "Queue health",
+    description = "Queued runs and the age of the oldest, per priority (all four, most urgent first) and per workspace (global tasks, the busiest workspaces by name, the rest summed as `other`): the figures `/metrics` exports, as JSON. Tasklane extension.",
+    responses(
+        (status = 200, description = "The queue", body = crate::routes::queue::QueueHealthAnswer)
+    )
+)]
+pub fn queue_health() {}
 
 #[utoipa::path(
     get,

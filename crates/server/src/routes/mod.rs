@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod observe;
+pub mod queue;
 pub mod runs;
 pub mod stream;
 pub mod tasks;

@@ -1,5 +1,6 @@
 //! The observe surfaces: dashboard, inbox, triage, timeline and tree (the stream is in
-//! `stream.rs`). Handlers parse the query and make one call into `tasklane_core::observe`.
+//! `stream.rs`, queue health in `queue.rs`). Handlers parse the query and make one call into
+//! `tasklane_core::observe`.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use tasklane_core::time::Ts;
 use tasklane_core::validate;
 
 use super::json;
-use super::stream;
+use super::{queue, stream};
 use crate::auth::Identity;
 use crate::error::ApiResult;
 use crate::path::Path;
@@ -43,6 +44,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/api/observe/tasks/dashboard", get(dashboard))
         .route("/api/observe/tasks/inbox", get(inbox))
+        .route("/api/observe/queue", get(queue::queue_health))
         .route("/api/tasks/{id}/timeline", get(timeline))
         .route("/api/tasks/{id}/tree", get(tree))
         .route("/api/tasks/{id}/stream", get(stream::stream))

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 use tasklane_core::input::{
-    CancelInput, CreateTaskInput, DependencyInput, ExecuteInput, PatchTaskInput,
+    CancelInput, CreateTaskInput, DependencyInput, ExecuteInput, PatchTaskInput, RejectInput,
 };
 use tasklane_core::service;
 use tasklane_core::views;
@@ -115,10 +115,11 @@ pub async fn reject(
     State(s): State<AppState>,
     who: Identity,
     Path(id): Path<String>,
+    JsonBody(input, body_bytes): JsonBody<RejectInput>,
 ) -> ApiResult<Response> {
     let task = s
-        .write(who.caller("reject"), move |op| {
-            service::reject_task(op, &id)
+        .write_body(who.caller("reject"), body_bytes, move |op| {
+            service::reject_task(op, &id, &input)
         })
         .await?;
     Ok(json(StatusCode::OK, json!({ "task": task })))
