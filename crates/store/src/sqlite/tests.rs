@@ -1866,3 +1866,55 @@ async fn listing_claim_classes_does_not_walk_a_long_class() {
     // A handful of seeks, each a few dozen VM steps; walking the class would take thousands.
     assert!(steps < 500, "{steps} VM steps to list 2 classes");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn counters_kept_by_triggers_stay_exact_after_the_upgrade_to_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasklane.db");
+    let conn = raw(&path);
+    // A database at version 6, whose counters its triggers kept: a task whose latest run failed,
+    // one depending on it, one owned.
+    for step in &schema::MIGRATIONS[..6] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 6).unwrap();
+    conn.execute_batch(
+        "INSERT INTO tasks (id, scope, title, priority, max_attempts, auto_enqueue_on_ready, status,
+             approval_policy, approval_state, created_by_kind, created_by_ref, origin_kind,
+             origin_ref, created_at, updated_at, last_activity_at, owner_kind, owner_ref)
+             VALUES ('a', 'global', 'a', 'medium', 3, 0, 'failed', 'none', 'not_required',
+                     'human', 'ops', 'http', 'tasks.create', 1, 1, 1, NULL, NULL),
+                    ('b', 'global', 'b', 'high', 3, 0, 'blocked', 'none', 'not_required',
+                     'human', 'ops', 'http', 'tasks.create', 1, 1, 1, 'pool', 'gpu');
+         INSERT INTO task_dependencies (task_id, depends_on_task_id, kind, created_at)
+             VALUES ('b', 'a', 'blocks', 2);
+         INSERT INTO task_runs (id, task_id, status, attempt, origin_kind, origin_ref, queued_at,
+             claimed_at, started_at, ended_at, priority_rank)
+             VALUES ('a1', 'a', 'failed', 1, 'http', 'tasks.start', 10, 15, 18, 20, 1),
+                    ('b1', 'b', 'queued', 1, 'http', 'tasks.start', 30, NULL, NULL, NULL, 2);",
+    )
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    let check = raw(&path);
+    assert_counters_match_a_recount(&check);
+    // Writes after the upgrade keep them exact: a retry clears "latest run failed", the edge goes.
+    store
+        .write(|w| {
+            let mut a2 = run("a2", "a", RunStatus::Queued, 40);
+            a2.attempt = 2;
+            w.insert_run(&a2)?;
+            w.delete_dependency("b", "a").map(drop)
+        })
+        .await
+        .unwrap();
+    assert_counters_match_a_recount(&check);
+    assert_eq!(
+        rows_as_text(
+            &check,
+            "SELECT id, latest_run_failed, dependency_count FROM tasks"
+        ),
+        vec!["a|0|0", "b|0|0"]
+    );
+}
