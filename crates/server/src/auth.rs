@@ -393,12 +393,11 @@ fn authorize(who: &Identity, op: Operation) -> Result<(), ApiError> {
 /// token (the console's sign-in page and assets, the API description) and what a load balancer
 /// or supervisor probes. Their handlers take no [`Identity`].
 fn is_public(method: &Method, path: &str) -> bool {
-    (method == Method::GET || method == Method::HEAD)
-        && (matches!(
-            path,
-            "/" | "/healthz" | "/readyz" | "/openapi.json" | "/docs"
-        ) || path.starts_with("/console/")
-            || path.starts_with("/docs/"))
+    crate::health::is_probe(method, path)
+        || ((method == Method::GET || method == Method::HEAD)
+            && (matches!(path, "/" | "/openapi.json" | "/docs")
+                || path.starts_with("/console/")
+                || path.starts_with("/docs/")))
 }
 
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {

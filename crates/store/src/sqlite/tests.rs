@@ -185,6 +185,17 @@ fn raw(path: &Path) -> Connection {
     Connection::open(path).unwrap()
 }
 
+/// A database as an older Tasklane left it: the first `version` migrations applied.
+fn database_at_version(path: &Path, version: usize) -> Connection {
+    let conn = raw(path);
+    for step in &schema::MIGRATIONS[..version] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn.pragma_update(None, "user_version", version as i64)
+        .unwrap();
+    conn
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn opens_migrates_and_reopens() {
     let dir = tempfile::tempdir().unwrap();
@@ -218,11 +229,7 @@ async fn opens_migrates_and_reopens() {
 async fn upgrading_to_sessions_per_token_keeps_live_leases() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tasklane.db");
-    let conn = raw(&path);
-    for step in &schema::MIGRATIONS[..3] {
-        conn.execute_batch(step).unwrap();
-    }
-    conn.pragma_update(None, "user_version", 3).unwrap();
+    let conn = database_at_version(&path, 3);
     conn.execute_batch(
         "INSERT INTO agent_sessions (session_id, agent_name, first_seen_at, last_seen_at, token_name)
              VALUES ('s1', 'claude', 10, 20, 'pool-a'), ('s2', NULL, 10, 20, NULL);
@@ -1772,11 +1779,7 @@ async fn claim_class_heads_are_the_oldest_run_of_each_class_of_the_audience() {
 async fn upgrading_to_claim_classes_fills_them_for_open_runs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tasklane.db");
-    let conn = raw(&path);
-    for step in &schema::MIGRATIONS[..6] {
-        conn.execute_batch(step).unwrap();
-    }
-    conn.pragma_update(None, "user_version", 6).unwrap();
+    let conn = database_at_version(&path, 6);
     conn.execute_batch(
         "INSERT INTO tasks (id, scope, workspace_id, title, priority, max_attempts,
              auto_enqueue_on_ready, status, approval_policy, approval_state, owner_kind, owner_ref,
@@ -1871,13 +1874,9 @@ async fn listing_claim_classes_does_not_walk_a_long_class() {
 async fn counters_kept_by_triggers_stay_exact_after_the_upgrade_to_deltas() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tasklane.db");
-    let conn = raw(&path);
     // A database at version 6, whose counters its triggers kept: a task whose latest run failed,
     // one depending on it, one owned.
-    for step in &schema::MIGRATIONS[..6] {
-        conn.execute_batch(step).unwrap();
-    }
-    conn.pragma_update(None, "user_version", 6).unwrap();
+    let conn = database_at_version(&path, 6);
     conn.execute_batch(
         "INSERT INTO tasks (id, scope, title, priority, max_attempts, auto_enqueue_on_ready, status,
              approval_policy, approval_state, created_by_kind, created_by_ref, origin_kind,
