@@ -1,7 +1,150 @@
 //! Tasklane's storage backends. Each backend implements the primitives of
 //! [`tasklane_core::store`]; no business rule lives here, so the rules in `tasklane-core` run
-//! unchanged on every backend.
+//! unchanged on every backend. [`Store`] is the handle the server holds, whichever backend the
+//! `--database` URL chose.
 
+pub mod postgres;
 pub mod sqlite;
 
+use tasklane_core::observe::{ObserveStore, ObserveWriteStore};
+use tasklane_core::store::{ReadStore, WriteStore};
+use tasklane_core::Result;
+use tokio::sync::watch;
+
+pub use postgres::{PgOptions, PgStore};
+pub use sqlite::monitor::QueueGauges;
 pub use sqlite::{SqliteStore, StoreOptions};
+
+/// The backend a server runs on. Cheap to clone.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+    Postgres(PgStore),
+}
+
+impl From<SqliteStore> for Store {
+    fn from(store: SqliteStore) -> Store {
+        Store::Sqlite(store)
+    }
+}
+
+impl From<PgStore> for Store {
+    fn from(store: PgStore) -> Store {
+        Store::Postgres(store)
+    }
+}
+
+impl Store {
+    /// Runs `f` as one write transaction (or a savepoint of a group commit) and resolves once
+    /// it is durable. `bytes` is the request data the command holds while it waits (see
+    /// [`SqliteStore::write_sized`]).
+    pub async fn write_sized<R, F>(&self, bytes: usize, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        match self {
+            Store::Sqlite(s) => s.write_sized(bytes, f).await,
+            Store::Postgres(s) => s.write_sized(bytes, f).await,
+        }
+    }
+
+    /// Runs `f` on a consistent read-only snapshot; never waits for writers.
+    pub async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn ReadStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        match self {
+            Store::Sqlite(s) => s.read(f).await,
+            Store::Postgres(s) => s.read(f).await,
+        }
+    }
+
+    pub async fn read_observe<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        match self {
+            Store::Sqlite(s) => s.read_observe(f).await,
+            Store::Postgres(s) => s.read_observe(f).await,
+        }
+    }
+
+    pub async fn write_observe<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn ObserveWriteStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        match self {
+            Store::Sqlite(s) => s.write_observe(f).await,
+            Store::Postgres(s) => s.write_observe(f).await,
+        }
+    }
+
+    /// Receives the highest committed event sequence (of every node sharing the database).
+    pub fn committed_sequence(&self) -> watch::Receiver<i64> {
+        match self {
+            Store::Sqlite(s) => s.committed_sequence(),
+            Store::Postgres(s) => s.committed_sequence(),
+        }
+    }
+
+    /// Bumped when other servers sharing the database commit; `None` for a backend that has
+    /// only one server.
+    pub fn remote_commits(&self) -> Option<watch::Receiver<u64>> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(s) => Some(s.remote_commits()),
+        }
+    }
+
+    /// Whether the database answers and carries the schema this binary migrates to.
+    pub async fn check_ready(&self) -> Result<()> {
+        match self {
+            Store::Sqlite(s) => s.check_ready().await,
+            Store::Postgres(s) => s.check_ready().await,
+        }
+    }
+
+    /// The queue and lease figures of one metrics scrape.
+    pub async fn queue_gauges(&self) -> Result<QueueGauges> {
+        match self {
+            Store::Sqlite(s) => s.queue_gauges().await,
+            Store::Postgres(s) => s.queue_gauges().await,
+        }
+    }
+
+    /// Size of SQLite's write-ahead log; `None` on a backend without one.
+    pub fn wal_bytes(&self) -> Option<u64> {
+        match self {
+            Store::Sqlite(s) => Some(s.wal_bytes()),
+            Store::Postgres(_) => None,
+        }
+    }
+
+    /// Writes waiting for this server's writer.
+    pub fn queued_writes(&self) -> usize {
+        match self {
+            Store::Sqlite(s) => s.queued_writes(),
+            Store::Postgres(s) => s.queued_writes(),
+        }
+    }
+
+    /// Transactions committed by this server's writer since open.
+    pub fn commits(&self) -> u64 {
+        match self {
+            Store::Sqlite(s) => s.commits(),
+            Store::Postgres(s) => s.commits(),
+        }
+    }
+
+    /// Stops the writer after it has drained what is queued. Idempotent.
+    pub fn shutdown(&self) {
+        match self {
+            Store::Sqlite(s) => s.shutdown(),
+            Store::Postgres(s) => s.shutdown(),
+        }
+    }
+}

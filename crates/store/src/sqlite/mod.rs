@@ -14,7 +14,7 @@ mod observe;
 mod read;
 mod rows;
 mod schema;
-mod status_sets;
+pub(crate) mod status_sets;
 mod write;
 mod writer;
 

@@ -1,0 +1,131 @@
+//! Wake-ups from the other nodes: one connection per node `LISTEN`s on [`CHANNEL`].
+//!
+//! Every commit that appended events notifies with its node and highest sequence; PostgreSQL
+//! delivers it at commit, never before. A notification from another node raises the
+//! committed-sequence watch (SSE streams read on) and bumps the remote-commit watch (parked
+//! claims retry). A safety poll of the highest sequence once a second covers a notification lost
+//! with a connection, and after a reconnect everything is woken once.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use postgres::fallible_iterator::FallibleIterator;
+use tasklane_core::{Error, Result};
+
+use super::conn::{Conn, RECONNECT_PAUSE};
+use super::writer::WriterShared;
+use super::{schema, PgOptions, CHANNEL};
+
+/// How long one wait for notifications lasts, which bounds how long stopping takes.
+const WAIT: Duration = Duration::from_millis(200);
+/// The safety poll's period.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Identifies this process's notifications, so its own commits do not wake it a second time.
+fn node_id() -> u32 {
+    static ID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish() as u32
+    })
+}
+
+/// The notification payload of a commit whose highest event sequence is `seq`.
+pub(crate) fn payload(seq: i64) -> String {
+    format!("{}:{seq}", node_id())
+}
+
+fn parse(payload: &str) -> Option<(u32, i64)> {
+    let (node, seq) = payload.split_once(':')?;
+    Some((node.parse().ok()?, seq.parse().ok()?))
+}
+
+pub(crate) struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Listener {
+    pub(crate) fn start(opts: PgOptions, shared: Arc<WriterShared>) -> Result<Listener> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("tasklane-pg-listener".to_string())
+            .spawn(move || run(&opts, &shared, &stopping))
+            .map_err(|e| Error::Storage(format!("cannot start the listener: {e}")))?;
+        Ok(Listener { stop, thread })
+    }
+
+    pub(crate) fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.thread.join().is_err() {
+            tracing::error!("postgres listener thread panicked");
+        }
+    }
+}
+
+fn run(opts: &PgOptions, shared: &WriterShared, stop: &AtomicBool) {
+    let mut lost = false;
+    while !stop.load(Ordering::Relaxed) {
+        match listen(opts, shared, stop, &mut lost) {
+            Ok(()) => return,
+            Err(e) => {
+                if !lost {
+                    tracing::warn!(error = %e, "lost the notification connection; reconnecting");
+                }
+                lost = true;
+                std::thread::sleep(RECONNECT_PAUSE);
+            }
+        }
+    }
+}
+
+/// Listens until stopped (`Ok`) or the connection fails (`Err`).
+fn listen(opts: &PgOptions, shared: &WriterShared, stop: &AtomicBool, lost: &mut bool) -> Result<()> {
+    let mut conn = Conn::connect(opts)?;
+    conn.batch(&format!("LISTEN {CHANNEL}"))?;
+    if std::mem::take(lost) {
+        tracing::info!("notification connection restored");
+    }
+    // Whatever was missed while not listening: catch up and wake everyone once.
+    poll(&mut conn, shared)?;
+    shared.remote_commits.send_modify(|n| *n += 1);
+    let mut polled = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let mut woke = false;
+        {
+            let mut notifications = conn.client().notifications();
+            let mut iter = notifications.timeout_iter(WAIT);
+            while let Some(n) = iter.next().map_err(super::conn::pg_err)? {
+                let Some((node, seq)) = parse(n.payload()) else {
+                    continue;
+                };
+                shared.publish(seq);
+                woke |= node != node_id();
+            }
+        }
+        if polled.elapsed() >= POLL {
+            woke |= poll(&mut conn, shared)?;
+            polled = Instant::now();
+        }
+        if woke {
+            shared.remote_commits.send_modify(|n| *n += 1);
+        }
+        if conn.is_closed() {
+            return Err(Error::Unavailable("notification connection closed".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Raises the committed-sequence watch to the highest committed sequence; true if it moved.
+fn poll(conn: &mut Conn, shared: &WriterShared) -> Result<bool> {
+    let seq = schema::max_committed_sequence(conn)?;
+    let before = *shared.committed_seq.borrow();
+    shared.publish(seq);
+    Ok(seq > before)
+}

@@ -1,0 +1,354 @@
+//! The PostgreSQL backend: one or several Tasklane servers on one database.
+//!
+//! It has the SQLite backend's shape. Each node has one writer thread that group-commits: it takes
+//! what is queued, runs every command in its own SAVEPOINT of one transaction and commits once.
+//! Reads run on a pool of connections, each read in one `REPEATABLE READ READ ONLY` transaction
+//! (a consistent snapshot).
+//!
+//! Across nodes, every write transaction begins by taking one transaction-scoped advisory lock
+//! ([`WRITE_LOCK`]), so the writes of the whole cluster run one transaction at a time, as one
+//! SQLite server's do. That single decision is what keeps the rules in `tasklane-core` (load,
+//! check, write) exact with several nodes: two nodes cannot both pass the one-open-run check or a
+//! lease fence, blockers completed on two nodes see each other, each expired lease is recovered
+//! once, and event sequences are handed out in commit order, so a reader that saw event N never
+//! later finds an N-1 (see `ARCHITECTURE.md`). Reads do not take the lock and scale with nodes.
+//!
+//! Commits that appended events `NOTIFY` the other nodes ([`listener`]), which wakes their SSE
+//! streams and parked claims.
+
+mod conn;
+mod counters;
+mod listener;
+mod monitor;
+mod observe;
+mod read;
+mod schema;
+mod tls;
+mod write;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tasklane_core::observe::counters::CounterDeltas;
+use tasklane_core::store::{ReadStore, WriteStore};
+use tasklane_core::{Error, Result};
+use tokio::sync::{oneshot, watch, Semaphore};
+
+pub(crate) use self::conn::{Conn, Params};
+use self::writer::{Command, Job, Writer, WriterShared};
+
+pub use self::schema::SCHEMA_VERSION;
+
+/// The advisory lock every write transaction holds until it ends (`pg_advisory_xact_lock`).
+pub(crate) const WRITE_LOCK: i64 = 0x7461_736b_6c61_6e01; // "tasklan" 1
+/// The advisory lock held while migrating, so nodes starting at once migrate one after another.
+pub(crate) const MIGRATE_LOCK: i64 = 0x7461_736b_6c61_6e02;
+/// The channel commits notify on.
+pub(crate) const CHANNEL: &str = "tasklane_commits";
+
+/// Connection settings and tuning of the PostgreSQL backend.
+#[derive(Clone, Debug)]
+pub struct PgOptions {
+    /// `postgres://user:password@host:port/database?sslmode=...`.
+    pub url: String,
+    /// Connections for reads (at most this many reads run at once). The node also holds one
+    /// connection for its writer and one for its listener.
+    pub pool_size: usize,
+    /// How long to wait for a connection to be established.
+    pub connect_timeout: Duration,
+    /// Statements running longer are canceled (`None` or zero: no limit).
+    pub statement_timeout: Option<Duration>,
+    /// A CA certificate file (PEM) trusted for TLS besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Writes waiting for the writer beyond this many are refused with `Unavailable`.
+    pub max_queued_writes: usize,
+    /// Likewise for the request bytes those writes hold.
+    pub max_queued_bytes: usize,
+    /// Most commands committed by one transaction.
+    pub max_batch: usize,
+}
+
+impl PgOptions {
+    pub fn new(url: impl Into<String>) -> PgOptions {
+        PgOptions {
+            url: url.into(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Some(Duration::from_secs(30)),
+            ca_file: None,
+            max_queued_writes: 10_000,
+            max_queued_bytes: 64 << 20,
+            max_batch: 256,
+        }
+    }
+}
+
+/// One connection viewed as a store: a reader's snapshot or the writer's transaction.
+pub(crate) struct Db<'c> {
+    pub(crate) conn: &'c mut Conn,
+    /// Highest sequence appended by the current command; published once the batch committed.
+    pub(crate) appended: Option<i64>,
+    /// Counter changes of the current command, applied by the writer if its savepoint is kept.
+    pub(crate) deltas: CounterDeltas,
+    /// What an open item (`WriteStore::begin_item`) restores if it is rolled back.
+    pub(crate) item_start: Option<(Option<i64>, CounterDeltas)>,
+}
+
+impl<'c> Db<'c> {
+    fn new(conn: &'c mut Conn) -> Self {
+        Db {
+            conn,
+            appended: None,
+            deltas: CounterDeltas::default(),
+            item_start: None,
+        }
+    }
+}
+
+/// The PostgreSQL store of one node. Cheap to clone; clones share the writer and the pool.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: PgOptions,
+    sender: RwLock<Option<SyncSender<Box<dyn Command>>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<WriterShared>,
+    readers: Mutex<Vec<Conn>>,
+    read_permits: Arc<Semaphore>,
+    listener: Mutex<Option<listener::Listener>>,
+}
+
+impl PgStore {
+    /// Connects, migrates (one node at a time) and starts the writer and the listener. Refuses a
+    /// database whose schema is newer than this binary knows.
+    pub fn open(opts: PgOptions) -> Result<PgStore> {
+        let mut conn = Conn::connect(&opts)?;
+        schema::migrate(&mut conn)?;
+        let last_seq = schema::last_sequence(&mut conn)?;
+
+        let max_queued_writes = opts.max_queued_writes.max(1);
+        let (sender, rx) = sync_channel(max_queued_writes);
+        let shared = Arc::new(WriterShared {
+            queued: AtomicUsize::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
+            committed_seq: watch::channel(last_seq).0,
+            remote_commits: watch::channel(0).0,
+        });
+        let writer = Writer {
+            conn: Some(conn),
+            opts: opts.clone(),
+            rx,
+            max_batch: opts.max_batch.max(1),
+            shared: shared.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("tasklane-pg-writer".to_string())
+            .spawn(move || writer.run())
+            .map_err(|e| Error::Storage(format!("cannot start the writer: {e}")))?;
+        let listener = listener::Listener::start(opts.clone(), shared.clone())?;
+        Ok(PgStore {
+            inner: Arc::new(Inner {
+                read_permits: Arc::new(Semaphore::new(opts.pool_size.max(1))),
+                opts,
+                sender: RwLock::new(Some(sender)),
+                writer_thread: Mutex::new(Some(thread)),
+                shared,
+                readers: Mutex::new(Vec::new()),
+                listener: Mutex::new(Some(listener)),
+            }),
+        })
+    }
+
+    /// Runs `f` in this node's writer, in its own SAVEPOINT of the current transaction (which
+    /// holds the cluster's write lock), and resolves once that transaction has committed.
+    pub async fn write_sized<R, F>(&self, bytes: usize, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit(bytes, move |db: &mut Db<'_>| f(db)).await
+    }
+
+    pub(crate) async fn submit<R, F>(&self, bytes: usize, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.enqueue(Box::new(Job::new(f, tx, bytes)))?;
+        rx.await
+            .map_err(|_| Error::Unavailable("the writer stopped".to_string()))?
+    }
+
+    fn enqueue(&self, cmd: Box<dyn Command>) -> Result<()> {
+        let guard = self
+            .inner
+            .sender
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(sender) = guard.as_ref() else {
+            return Err(Error::Unavailable("the store is shut down".to_string()));
+        };
+        let bytes = cmd.bytes();
+        let shared = &self.inner.shared;
+        let before = shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        if bytes > 0 && before > 0 && before + bytes > self.inner.opts.max_queued_bytes {
+            shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            return Err(Error::Unavailable("write queue full".to_string()));
+        }
+        shared.queued.fetch_add(1, Ordering::Relaxed);
+        sender.try_send(cmd).map_err(|err| {
+            shared.queued.fetch_sub(1, Ordering::Relaxed);
+            shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            Error::Unavailable(match err {
+                TrySendError::Full(_) => "write queue full".to_string(),
+                TrySendError::Disconnected(_) => "the writer stopped".to_string(),
+            })
+        })
+    }
+
+    /// Runs `f` on a pooled connection, in `spawn_blocking`, inside one read-only snapshot.
+    pub async fn read<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn ReadStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.read_db(move |db: &mut Db<'_>| f(db)).await
+    }
+
+    pub(crate) async fn read_db<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let permit = self
+            .inner
+            .read_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Unavailable("the store is shut down".to_string()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            inner.with_reader(f)
+        })
+        .await
+        .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
+    }
+
+    /// Receives the highest committed event sequence, this node's commits and other nodes' alike.
+    pub fn committed_sequence(&self) -> watch::Receiver<i64> {
+        self.inner.shared.committed_seq.subscribe()
+    }
+
+    /// Bumped whenever another node (or the listener's safety poll) reports commits: work may
+    /// have become claimable there.
+    pub fn remote_commits(&self) -> watch::Receiver<u64> {
+        self.inner.shared.remote_commits.subscribe()
+    }
+
+    /// Stops the writer after it has drained the queued commands, and the listener.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+
+    /// Writes waiting for the writer thread.
+    pub fn queued_writes(&self) -> usize {
+        self.inner.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// The configured bound of [`PgStore::queued_writes`].
+    pub fn max_queued_writes(&self) -> usize {
+        self.inner.opts.max_queued_writes
+    }
+
+    /// Transactions committed by this node's writer since open.
+    pub fn commits(&self) -> u64 {
+        self.inner.shared.commits.load(Ordering::Relaxed)
+    }
+
+    /// Whether the database answers a read and carries the schema this binary migrates to.
+    pub async fn check_ready(&self) -> Result<()> {
+        let version = self.read_db(|db| schema::version(db.conn)).await?;
+        if version != SCHEMA_VERSION {
+            return Err(Error::Unavailable(format!(
+                "database schema version {version}, expected {SCHEMA_VERSION}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Inner {
+    fn shutdown(&self) {
+        drop(
+            self.sender
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .take(),
+        );
+        let handle = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            if handle.thread().id() != std::thread::current().id() && handle.join().is_err() {
+                tracing::error!("postgres writer thread panicked");
+            }
+        }
+        if let Some(listener) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            listener.stop();
+        }
+    }
+
+    /// Lends a pooled connection (connecting one if the pool is empty), runs `f` in a read-only
+    /// snapshot, and takes the connection back unless it broke.
+    fn with_reader<R>(&self, f: impl FnOnce(&mut Db<'_>) -> Result<R>) -> Result<R> {
+        let pooled = self
+            .readers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => Conn::connect(&self.opts)?,
+        };
+        let result = conn
+            .batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .and_then(|()| {
+                let mut db = Db::new(&mut conn);
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut db)))
+                    .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())))
+            });
+        let ended = conn.batch("ROLLBACK");
+        if ended.is_ok() && !conn.is_closed() {
+            self.readers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(conn);
+        }
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

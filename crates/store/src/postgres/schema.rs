@@ -1,0 +1,311 @@
+//! Schema migrations on PostgreSQL, versioned in `tasklane_schema`.
+//!
+//! The tables, columns and indexes are the SQLite backend's, column for column (times are
+//! microseconds since the epoch in BIGINT, flags 0/1 in BIGINT, JSON as the exact text the API
+//! was sent), so both backends answer every request byte for byte alike. Migration `n` (1-based)
+//! is `MIGRATIONS[n - 1]`; migrations are only ever appended.
+
+use tasklane_core::{Error, Result};
+
+use super::conn::Conn;
+use super::MIGRATE_LOCK;
+use crate::sqlite::status_sets::{active_run, not_open_work, open_run};
+
+/// The inbox lanes' sort key: a task's latest activity of any kind.
+macro_rules! inbox_activity {
+    () => {
+        "GREATEST(last_activity_at, updated_at, COALESCE(closed_at, 0))"
+    };
+}
+pub(crate) use inbox_activity;
+
+const MIGRATION_1: &str = concat!(
+    r#"
+CREATE TABLE tasks (
+    id                     TEXT PRIMARY KEY,
+    identifier             TEXT,
+    scope                  TEXT NOT NULL,
+    workspace_id           TEXT,
+    parent_task_id         TEXT REFERENCES tasks(id) ON DELETE RESTRICT,
+    network_channel        TEXT,
+    title                  TEXT NOT NULL,
+    description            TEXT,
+    priority               TEXT NOT NULL,
+    max_attempts           BIGINT NOT NULL,
+    auto_enqueue_on_ready  BOOLEAN NOT NULL,
+    status                 TEXT NOT NULL,
+    approval_policy        TEXT NOT NULL,
+    approval_state         TEXT NOT NULL,
+    owner_kind             TEXT,
+    owner_ref              TEXT,
+    current_run_id         TEXT,
+    latest_event_seq       BIGINT NOT NULL DEFAULT 0,
+    created_by_kind        TEXT NOT NULL,
+    created_by_ref         TEXT NOT NULL,
+    origin_kind            TEXT NOT NULL,
+    origin_ref             TEXT NOT NULL,
+    created_at             BIGINT NOT NULL,
+    updated_at             BIGINT NOT NULL,
+    closed_at              BIGINT,
+    last_activity_at       BIGINT NOT NULL,
+    metadata               TEXT,
+    required_capabilities  TEXT NOT NULL DEFAULT '[]',
+    preferred_capabilities TEXT NOT NULL DEFAULT '[]',
+    dependency_count       BIGINT NOT NULL DEFAULT 0,
+    latest_run_failed      BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX tasks_status ON tasks (status);
+CREATE INDEX tasks_list_order ON tasks (last_activity_at, updated_at, created_at, id);
+CREATE INDEX tasks_parent ON tasks (parent_task_id, last_activity_at, updated_at, created_at, id)
+    WHERE parent_task_id IS NOT NULL;
+CREATE INDEX tasks_workspace ON tasks (workspace_id) WHERE workspace_id IS NOT NULL;
+CREATE INDEX tasks_owner_status ON tasks (owner_kind, owner_ref, status) WHERE owner_kind IS NOT NULL;
+CREATE INDEX tasks_inbox_approvals ON tasks ("#,
+    inbox_activity!(),
+    r#", id)
+    WHERE status = 'blocked' AND approval_policy = 'manual' AND approval_state = 'pending';
+CREATE INDEX tasks_inbox_failed ON tasks ("#,
+    inbox_activity!(),
+    r#", id) WHERE latest_run_failed = 1;
+CREATE INDEX tasks_inbox_blocked ON tasks ("#,
+    inbox_activity!(),
+    r#", id)
+    WHERE status = 'blocked' AND latest_run_failed = 0
+      AND NOT (approval_policy = 'manual' AND approval_state = 'pending');
+CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, "#,
+    inbox_activity!(),
+    r#", id)
+    WHERE owner_kind IS NOT NULL AND NOT "#,
+    not_open_work!("status"),
+    r#" AND latest_run_failed = 0;
+
+CREATE TABLE task_runs (
+    id                      TEXT PRIMARY KEY,
+    task_id                 TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    status                  TEXT NOT NULL,
+    attempt                 BIGINT NOT NULL,
+    claimed_by_kind         TEXT,
+    claimed_by_ref          TEXT,
+    session_id              TEXT,
+    origin_kind             TEXT NOT NULL,
+    origin_ref              TEXT NOT NULL,
+    idempotency_key         TEXT,
+    network_channel         TEXT,
+    coordination_channel_id TEXT,
+    claim_token_hash        TEXT,
+    lease_until             BIGINT,
+    heartbeat_at            BIGINT,
+    lease_expirations       BIGINT NOT NULL DEFAULT 0,
+    queued_at               BIGINT NOT NULL,
+    claimed_at              BIGINT,
+    started_at              BIGINT,
+    ended_at                BIGINT,
+    error                   TEXT,
+    metadata                TEXT,
+    result                  TEXT,
+    required_capabilities   TEXT NOT NULL DEFAULT '[]',
+    preferred_capabilities  TEXT NOT NULL DEFAULT '[]',
+    priority_rank           BIGINT NOT NULL DEFAULT 1,
+    claim_idempotency_key   TEXT,
+    session_token           TEXT,
+    claim_audience          TEXT,
+    claim_caps              TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX task_runs_task ON task_runs (task_id, queued_at DESC, id DESC);
+CREATE INDEX task_runs_session ON task_runs (session_id) WHERE session_id IS NOT NULL;
+CREATE INDEX task_runs_queue_channel ON task_runs (network_channel, queued_at) WHERE status = 'queued';
+CREATE INDEX task_runs_latest ON task_runs (task_id, attempt DESC, queued_at DESC, id DESC);
+CREATE INDEX task_runs_active_lease ON task_runs (lease_until) WHERE "#,
+    active_run!("status"),
+    r#";
+CREATE INDEX task_runs_session_active ON task_runs (session_id) WHERE "#,
+    active_run!("status"),
+    r#";
+CREATE INDEX task_runs_open_claimer ON task_runs (claimed_by_kind, claimed_by_ref) WHERE "#,
+    open_run!("status"),
+    r#";
+CREATE INDEX task_runs_claim_class ON task_runs (claim_audience, priority_rank, claim_caps, queued_at, id)
+    WHERE status = 'queued' AND claim_audience IS NOT NULL;
+CREATE INDEX task_runs_queue_recent ON task_runs (queued_at, id, priority_rank) WHERE status = 'queued';
+
+CREATE TABLE task_dependencies (
+    task_id            TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    depends_on_task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    kind               TEXT NOT NULL,
+    created_at         BIGINT NOT NULL,
+    PRIMARY KEY (task_id, depends_on_task_id, kind)
+);
+CREATE INDEX task_dependencies_depends_on ON task_dependencies (depends_on_task_id);
+
+-- Handed out only under the cluster's write lock, so sequence order is commit order; a value
+-- is never handed out twice, even after the newest events are deleted with their task.
+CREATE SEQUENCE task_events_sequence;
+CREATE TABLE task_events (
+    sequence    BIGINT PRIMARY KEY DEFAULT nextval('task_events_sequence'),
+    id          TEXT NOT NULL UNIQUE,
+    task_id     TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    run_id      TEXT,
+    event_type  TEXT NOT NULL,
+    actor_kind  TEXT NOT NULL,
+    actor_ref   TEXT NOT NULL,
+    origin_kind TEXT NOT NULL,
+    origin_ref  TEXT NOT NULL,
+    payload     TEXT NOT NULL,
+    timestamp   BIGINT NOT NULL
+);
+ALTER SEQUENCE task_events_sequence OWNED BY task_events.sequence;
+CREATE INDEX task_events_task ON task_events (task_id, sequence);
+CREATE INDEX task_events_force_stopped ON task_events (timestamp) WHERE event_type = 'task.run_force_stopped';
+
+CREATE TABLE run_idempotency (
+    key         TEXT NOT NULL,
+    origin_kind TEXT NOT NULL,
+    origin_ref  TEXT NOT NULL,
+    task_id     TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    run_id      TEXT NOT NULL,
+    created_at  BIGINT NOT NULL,
+    PRIMARY KEY (key, origin_kind, origin_ref)
+);
+CREATE INDEX run_idempotency_task ON run_idempotency (task_id);
+
+CREATE TABLE agent_sessions (
+    token_name    TEXT NOT NULL,
+    session_id    TEXT NOT NULL,
+    agent_name    TEXT,
+    first_seen_at BIGINT NOT NULL,
+    last_seen_at  BIGINT NOT NULL,
+    PRIMARY KEY (token_name, session_id)
+);
+
+CREATE TABLE api_tokens (
+    name         TEXT PRIMARY KEY,
+    role         TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,
+    created_at   BIGINT NOT NULL,
+    last_used_at BIGINT,
+    revoked_at   BIGINT
+);
+
+CREATE TABLE task_triage (
+    actor_kind            TEXT NOT NULL,
+    actor_ref             TEXT NOT NULL,
+    task_id               TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    read                  BIGINT NOT NULL,
+    dismissed             BIGINT NOT NULL,
+    archived              BIGINT NOT NULL,
+    last_seen_activity_at BIGINT,
+    updated_at            BIGINT NOT NULL,
+    PRIMARY KEY (actor_kind, actor_ref, task_id)
+);
+CREATE INDEX task_triage_task ON task_triage (task_id);
+CREATE INDEX task_triage_archived ON task_triage (actor_kind, actor_ref, task_id) WHERE archived = 1;
+
+-- Dashboard and inbox counters, kept exact by the writer (see counters.rs).
+CREATE TABLE obs_task_counts (
+    scope           TEXT NOT NULL,
+    workspace_id    TEXT NOT NULL,
+    owner_kind      TEXT NOT NULL,
+    owner_ref       TEXT NOT NULL,
+    network_channel TEXT NOT NULL,
+    origin_kind     TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    approval_state  TEXT NOT NULL,
+    has_deps        BIGINT NOT NULL,
+    approval_policy TEXT NOT NULL,
+    latest_failed   BIGINT NOT NULL,
+    n               BIGINT NOT NULL,
+    PRIMARY KEY (scope, workspace_id, owner_kind, owner_ref, network_channel, origin_kind, status,
+                 approval_state, has_deps, approval_policy, latest_failed)
+);
+CREATE TABLE obs_run_counts (
+    scope           TEXT NOT NULL,
+    workspace_id    TEXT NOT NULL,
+    owner_kind      TEXT NOT NULL,
+    owner_ref       TEXT NOT NULL,
+    network_channel TEXT NOT NULL,
+    origin_kind     TEXT NOT NULL,
+    run_channel     TEXT NOT NULL,
+    run_origin_kind TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    n               BIGINT NOT NULL,
+    claim_n         BIGINT NOT NULL,
+    claim_sum       BIGINT NOT NULL,
+    claim_max       BIGINT NOT NULL,
+    start_n         BIGINT NOT NULL,
+    start_sum       BIGINT NOT NULL,
+    start_max       BIGINT NOT NULL,
+    PRIMARY KEY (scope, workspace_id, owner_kind, owner_ref, network_channel, origin_kind,
+                 run_channel, run_origin_kind, status)
+);
+"#
+);
+
+const MIGRATIONS: &[&str] = &[MIGRATION_1];
+
+/// The schema version this binary migrates to.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`], holding the migration lock so that nodes starting
+/// together migrate one after another (the later ones find nothing left to do). A database
+/// migrated by a newer Tasklane is refused before anything is written.
+pub(crate) fn migrate(conn: &mut Conn) -> Result<()> {
+    conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])?;
+    let outcome = migrate_locked(conn);
+    let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK]);
+    outcome.and(unlocked.map(drop))
+}
+
+fn migrate_locked(conn: &mut Conn) -> Result<()> {
+    conn.batch(
+        "CREATE TABLE IF NOT EXISTS tasklane_schema (
+             singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+             version   BIGINT NOT NULL
+         );
+         INSERT INTO tasklane_schema (version) VALUES (0) ON CONFLICT DO NOTHING;",
+    )?;
+    let current = version(conn)?;
+    if current > SCHEMA_VERSION {
+        return Err(Error::Storage(format!(
+            "database schema version {current} is newer than this tasklane understands \
+             ({SCHEMA_VERSION}); upgrade tasklane"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let next = i as i64 + 1;
+        conn.batch("BEGIN")?;
+        let step = conn
+            .batch(sql)
+            .and_then(|()| conn.execute("UPDATE tasklane_schema SET version = $1", &[&next]))
+            .and_then(|_| conn.batch("COMMIT"));
+        if let Err(e) = step {
+            let _ = conn.batch("ROLLBACK");
+            return Err(Error::Storage(format!("migration {next} failed: {e}")));
+        }
+        tracing::info!(version = next, "migrated the database");
+    }
+    Ok(())
+}
+
+/// The schema version the database is at.
+pub(crate) fn version(conn: &mut Conn) -> Result<i64> {
+    Ok(conn
+        .query_one("SELECT version FROM tasklane_schema", &[])?
+        .get(0))
+}
+
+/// The highest sequence ever handed out, so the watch starts where the log is.
+pub(crate) fn last_sequence(conn: &mut Conn) -> Result<i64> {
+    Ok(conn
+        .query_one(
+            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM task_events_sequence",
+            &[],
+        )?
+        .get(0))
+}
+
+/// The highest sequence of a committed event still in the log.
+pub(crate) fn max_committed_sequence(conn: &mut Conn) -> Result<i64> {
+    Ok(conn
+        .query_one("SELECT COALESCE(MAX(sequence), 0) FROM task_events", &[])?
+        .get(0))
+}
