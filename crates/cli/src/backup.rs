@@ -30,7 +30,7 @@ pub struct BackupArgs {
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 pub fn run(args: BackupArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let source = database::sqlite_path(&args.database)?;
+    let source = database::sqlite_path(&args.database, "tasklane backup")?;
     let dest = args.dest;
     if dest.exists() {
         return Err(format!(

@@ -7,7 +7,6 @@ use clap::Args;
 use tasklane_server::{
     AppState, AuthMode, BrowserPolicy, ConnectionLimits, HttpSettings, Settings,
 };
-use tasklane_store::{SqliteStore, StoreOptions};
 
 use tokio::net::TcpListener;
 
@@ -32,6 +31,8 @@ pub struct ServeArgs {
         default_value = "sqlite://./tasklane-data/tasklane.db"
     )]
     database: String,
+    #[command(flatten)]
+    postgres: database::PostgresArgs,
     /// Authentication: open (no credentials; loopback only) or token (Authorization: Bearer).
     #[arg(long, env = "TASKLANE_AUTH", value_enum, default_value = "open")]
     auth: AuthArg,
@@ -121,14 +122,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             })
         })
         .transpose()?;
-    let path = database::sqlite_path(&args.database)?;
-    let store = SqliteStore::open(
-        &path,
-        StoreOptions {
-            serve_lock: true,
-            ..StoreOptions::default()
-        },
-    )?;
+    let (store, database) = database::open(&args.database, &args.postgres, true)?;
     let auth = match args.auth {
         AuthArg::Open => AuthMode::Open,
         AuthArg::Token => AuthMode::Token(Default::default()),
@@ -147,7 +141,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        tracing::info!(%local, database = %path.display(), "tasklane serving");
+        tracing::info!(%local, %database, "tasklane serving");
         let metrics_listener = match metrics_addr {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
@@ -170,7 +164,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-fn seconds(s: &str) -> Result<Duration, String> {
+pub(crate) fn seconds(s: &str) -> Result<Duration, String> {
     s.trim()
         .parse::<f64>()
         .ok()

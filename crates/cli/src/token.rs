@@ -5,13 +5,12 @@ use clap::{Args, Subcommand};
 use tasklane_core::model::{ApiToken, Role};
 use tasklane_core::time::{Clock, SystemClock};
 use tasklane_core::tokens;
-use tasklane_store::{SqliteStore, StoreOptions};
 
 use crate::database;
 
 #[derive(Args)]
 pub struct TokenArgs {
-    /// Database: sqlite://<path> (or a bare path).
+    /// Database: sqlite://<path> (or a bare path) or postgres://...
     #[arg(
         long,
         global = true,
@@ -19,6 +18,8 @@ pub struct TokenArgs {
         default_value = "sqlite://./tasklane-data/tasklane.db"
     )]
     database: String,
+    #[command(flatten)]
+    postgres: database::PostgresArgs,
     #[command(subcommand)]
     command: TokenCommand,
 }
@@ -56,8 +57,7 @@ impl From<RoleArg> for Role {
 }
 
 pub fn run(args: TokenArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let path = database::sqlite_path(&args.database)?;
-    let store = SqliteStore::open(&path, StoreOptions::default())?;
+    let (store, _) = database::open(&args.database, &args.postgres, false)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

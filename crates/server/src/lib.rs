@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use tasklane_core::time::{ManualClock, SharedClock, SystemClock};
 use tasklane_core::Error;
-use tasklane_store::SqliteStore;
+use tasklane_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -47,7 +47,8 @@ pub struct Settings {
 }
 
 impl AppState {
-    pub fn new(store: SqliteStore, settings: Settings) -> Self {
+    pub fn new(store: impl Into<Store>, settings: Settings) -> Self {
+        let store = store.into();
         let (clock, manual_clock): (SharedClock, _) = if settings.test_clock {
             let manual = Arc::new(ManualClock::starting_now());
             (manual.clone(), Some(manual))
@@ -64,6 +65,21 @@ impl AppState {
             shutting_down: Arc::new(watch::channel(false).0),
         }
     }
+}
+
+/// Parked claims on this server wait on the work watch, which its own commits bump. Commits of
+/// the other servers sharing the database arrive as remote commits: they may have made work
+/// claimable too.
+fn spawn_remote_wakeups(state: &AppState) {
+    let Some(mut remote) = state.store.remote_commits() else {
+        return;
+    };
+    let work = state.work.clone();
+    tokio::spawn(async move {
+        while remote.changed().await.is_ok() {
+            work.send_modify(|generation| *generation += 1);
+        }
+    });
 }
 
 /// How the HTTP layer treats connections and browsers.
@@ -182,6 +198,7 @@ pub async fn serve(
         cache.spawn_maintenance(state.clone());
     }
     leases::spawn_sweeper(state.clone());
+    spawn_remote_wakeups(&state);
     let store = state.store.clone();
     let stopping = state.shutting_down.clone();
     let metrics_here = http.metrics_listener.is_none();

@@ -282,17 +282,14 @@ async fn render(state: &AppState) -> ApiResult<String> {
         &[],
         state.store.queued_writes() as f64,
     );
-    family(
-        &mut out,
-        "tasklane_wal_bytes",
-        "Size of the SQLite write-ahead log file",
-    );
-    sample(
-        &mut out,
-        "tasklane_wal_bytes",
-        &[],
-        state.store.wal_bytes() as f64,
-    );
+    if let Some(wal_bytes) = state.store.wal_bytes() {
+        family(
+            &mut out,
+            "tasklane_wal_bytes",
+            "Size of the SQLite write-ahead log file",
+        );
+        sample(&mut out, "tasklane_wal_bytes", &[], wal_bytes as f64);
+    }
     Ok(out)
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use tasklane_core::observe::{sse_frame, timeline_items};
-use tasklane_store::SqliteStore;
+use tasklane_store::Store;
 use tokio::sync::{mpsc, watch};
 
 /// Frames buffered per subscriber before it is switched to catch-up from storage.
@@ -42,7 +42,7 @@ struct Registry {
 }
 
 pub struct Hub {
-    store: SqliteStore,
+    store: Store,
     registry: Mutex<Registry>,
     pump_started: AtomicBool,
     keepalive: watch::Sender<u64>,
@@ -76,7 +76,7 @@ fn keepalive_period() -> Duration {
 }
 
 impl Hub {
-    pub fn new(store: SqliteStore, shutting_down: watch::Receiver<bool>) -> Arc<Hub> {
+    pub fn new(store: Store, shutting_down: watch::Receiver<bool>) -> Arc<Hub> {
         Arc::new(Hub {
             store,
             registry: Mutex::new(Registry::default()),
@@ -87,7 +87,7 @@ impl Hub {
         })
     }
 
-    pub fn store(&self) -> &SqliteStore {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 
@@ -175,7 +175,7 @@ struct Batch {
     frames: Vec<(Vec<String>, Frame)>,
 }
 
-async fn read_batch(store: &SqliteStore, after: i64) -> tasklane_core::Result<Batch> {
+async fn read_batch(store: &Store, after: i64) -> tasklane_core::Result<Batch> {
     store
         .read_observe(move |r| {
             let events = r.events_after(after, PAGE)?;

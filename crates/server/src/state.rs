@@ -7,7 +7,7 @@ use tasklane_core::service::Op;
 use tasklane_core::store::ReadStore;
 use tasklane_core::time::{ManualClock, SharedClock};
 use tasklane_core::Result;
-use tasklane_store::SqliteStore;
+use tasklane_store::Store;
 use tokio::sync::watch;
 
 use crate::auth::AuthMode;
@@ -15,7 +15,7 @@ use crate::error::ApiResult;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: SqliteStore,
+    pub store: Store,
     pub clock: SharedClock,
     /// Present only in test-clock mode, where `POST /api/_test/clock/advance` moves time.
     pub manual_clock: Option<Arc<ManualClock>>,

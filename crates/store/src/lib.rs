@@ -35,6 +35,15 @@ impl From<PgStore> for Store {
 }
 
 impl Store {
+    /// [`Store::write_sized`] for a command that holds no request data.
+    pub async fn write<R, F>(&self, f: F) -> Result<R>
+    where
+        F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.write_sized(0, f).await
+    }
+
     /// Runs `f` as one write transaction (or a savepoint of a group commit) and resolves once
     /// it is durable. `bytes` is the request data the command holds while it waits (see
     /// [`SqliteStore::write_sized`]).

@@ -5,9 +5,9 @@
 //! checks the invariants that hold for every response (no 500, no raw `claim_token`, error bodies have
 //! `error` and `code`), so individual tests only assert what they are about.
 //!
-//! Backend choice lives in exactly one place: [`database_url`]. Today it is an SQLite file inside the
-//! server's temporary directory; a PostgreSQL run sets `TASKLANE_TEST_DATABASE_URL` (which must then
-//! hand each server a fresh database or schema; see the note on that function).
+//! Backend choice lives in exactly one place: [`database_url`]. By default each server gets an SQLite
+//! file inside its temporary directory; with `TASKLANE_TEST_DATABASE_URL` set to a PostgreSQL URL,
+//! each server gets a fresh database on that PostgreSQL server, dropped when the server is.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -24,26 +24,77 @@ pub use serde_json::{json, Value};
 // Backend selection (the only place that knows which database a test server uses).
 // ---------------------------------------------------------------------------------------------
 
-/// The `--database` URL for a fresh server whose scratch directory is `dir`.
-///
-/// SQLite: a new file per server. PostgreSQL (future): `TASKLANE_TEST_DATABASE_URL` names a server;
-/// to keep tests isolated it must name a fresh database per server, so a `{unique}` placeholder in the
-/// URL is replaced by a name derived from the scratch directory (the harness of that backend is then
-/// responsible for creating it, e.g. by a `create_database` hook added here).
+/// The PostgreSQL server the suite runs against, if `TASKLANE_TEST_DATABASE_URL` names one (any
+/// database on it: the harness connects there only to create and drop the servers' databases).
+fn postgres_admin_url() -> Option<String> {
+    std::env::var("TASKLANE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.trim().is_empty())
+}
+
+/// Whether the suite runs against PostgreSQL.
+pub fn on_postgres() -> bool {
+    postgres_admin_url().is_some()
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[after_scheme..].find('/') {
+        Some(slash) => &base[..after_scheme + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// Runs `sql` on the test PostgreSQL server. On a thread of its own: the blocking client cannot
+/// run inside the async tests' runtime.
+fn admin_execute(url: &str, sql: String) -> Result<(), String> {
+    let url = url.to_string();
+    std::thread::spawn(move || {
+        let mut client =
+            postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+        client.batch_execute(&sql).map_err(|e| e.to_string())
+    })
+    .join()
+    .unwrap_or_else(|_| Err("admin connection panicked".to_string()))
+}
+
+/// The `--database` URL for a fresh server whose scratch directory is `dir`: a new SQLite file
+/// in it, or a new PostgreSQL database named after it.
 pub fn database_url(dir: &Path) -> String {
-    match std::env::var("TASKLANE_TEST_DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => {
-            let unique = dir
-                .file_name()
-                .map(|n| {
-                    n.to_string_lossy()
-                        .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-                })
-                .unwrap_or_else(|| "tasklane_test".into())
-                .to_ascii_lowercase();
-            url.replace("{unique}", &unique)
-        }
-        _ => format!("sqlite://{}", dir.join("tasklane.db").display()),
+    let Some(admin) = postgres_admin_url() else {
+        return format!("sqlite://{}", dir.join("tasklane.db").display());
+    };
+    let db = postgres_database_name(dir);
+    admin_execute(
+        &admin,
+        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE); CREATE DATABASE {db}"),
+    )
+    .unwrap_or_else(|e| panic!("cannot create test database {db}: {e}"));
+    with_database(&admin, &db)
+}
+
+fn postgres_database_name(dir: &Path) -> String {
+    let unique = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        .to_ascii_lowercase();
+    format!("tl_{unique}")
+}
+
+/// Drops the PostgreSQL database of the server whose scratch directory is `dir` (SQLite: its
+/// file goes with the directory).
+fn drop_database(dir: &Path) {
+    if let Some(admin) = postgres_admin_url() {
+        let db = postgres_database_name(dir);
+        let _ = admin_execute(&admin, format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     }
 }
 
@@ -317,6 +368,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
+        drop_database(self.dir.path());
         if std::thread::panicking() {
             let log = self.log();
             let tail: String = if log.len() > 6000 {
