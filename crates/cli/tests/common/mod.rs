@@ -117,6 +117,8 @@ pub struct Server {
     extra_env: Vec<(String, String)>,
     /// Soft and hard open-file limit of the server process, when set.
     fd_limit: Option<u64>,
+    /// The server's database is dropped with it (false for the further nodes of a cluster).
+    owns_database: bool,
 }
 
 impl std::ops::Deref for Server {
@@ -158,6 +160,30 @@ impl Server {
             listen_line: String::new(),
             extra_env,
             fd_limit,
+            owns_database: true,
+        };
+        srv.spawn();
+        srv
+    }
+
+    /// Starts another server on this server's database (PostgreSQL: a second node of one
+    /// service), with the same environment.
+    pub fn another_node(&self) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("tasklane-test-node-")
+            .tempdir()
+            .expect("create temp dir");
+        let mut srv = Server {
+            api: Api::new(String::new()),
+            dir,
+            db_url: self.db_url.clone(),
+            child: None,
+            stdout_thread: None,
+            extra_stdout: Arc::new(Mutex::new(Vec::new())),
+            listen_line: String::new(),
+            extra_env: self.extra_env.clone(),
+            fd_limit: None,
+            owns_database: false,
         };
         srv.spawn();
         srv
@@ -368,7 +394,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill9();
-        drop_database(self.dir.path());
+        if self.owns_database {
+            drop_database(self.dir.path());
+        }
         if std::thread::panicking() {
             let log = self.log();
             let tail: String = if log.len() > 6000 {

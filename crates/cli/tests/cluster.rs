@@ -1,0 +1,209 @@
+//! Several servers on one PostgreSQL database are one service: claims exclusive whichever node an
+//! agent talks to, a parked claim on one node woken by an enqueue on another, SSE on one node
+//! delivering every node's events in sequence order, each expired lease recovered once however
+//! many sweepers run, and a dependent auto-enqueued once when its blockers complete on two nodes
+//! at the same moment.
+//!
+//! These tests need `TASKLANE_TEST_DATABASE_URL` (as `.ci/run` sets it); on SQLite, which has one
+//! server per file, they return at once.
+mod common;
+mod observe_support;
+mod support_agent;
+
+use std::collections::{BTreeSet, HashSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+use observe_support::SseClient;
+use support_agent::*;
+
+/// Two or more servers on one fresh database, or None on SQLite.
+fn cluster(nodes: usize) -> Option<Vec<Server>> {
+    if !on_postgres() {
+        eprintln!("skipped: multi-node tests need TASKLANE_TEST_DATABASE_URL (PostgreSQL)");
+        return None;
+    }
+    let first = Server::start();
+    let mut all = vec![];
+    for _ in 1..nodes {
+        all.push(first.another_node());
+    }
+    all.insert(0, first);
+    Some(all)
+}
+
+/// Polls `check` until it holds; fails after `within`. For outcomes that take real time (lease
+/// deadlines on the system clock), never to order the test's own steps.
+async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn claims_are_exclusive_across_nodes() {
+    let Some(nodes) = cluster(3) else { return };
+    let mut runs = HashSet::new();
+    for i in 0..30 {
+        let (_, rid) = queued(&nodes[i % 3], &format!("job {i}"), json!({})).await;
+        runs.insert(rid);
+    }
+    // Twelve agents, four per node, claim and complete until nothing is left.
+    let mut agents = vec![];
+    for a in 0..12 {
+        let api = nodes[a % 3].api.clone();
+        agents.push(tokio::spawn(async move {
+            let sid = format!("agent-{a}");
+            let mut mine = vec![];
+            loop {
+                let (s, v) = claim_next(&api, &sid, json!({})).await;
+                if s == StatusCode::NO_CONTENT {
+                    return mine;
+                }
+                let c = expect_claim(&sid, (s, v));
+                let rid = run_of(&c);
+                lease_ok(&api, &sid, &rid, "complete", json!({})).await;
+                mine.push(rid);
+            }
+        }));
+    }
+    let mut claimed = vec![];
+    for agent in agents {
+        claimed.extend(agent.await.unwrap());
+    }
+    let distinct: HashSet<String> = claimed.iter().cloned().collect();
+    assert_eq!(claimed.len(), distinct.len(), "a run was claimed twice");
+    assert_eq!(distinct, runs, "every run claimed exactly once");
+    for rid in &runs {
+        assert_eq!(run_status(&nodes[0], rid).await, "completed");
+    }
+}
+
+#[tokio::test]
+async fn an_enqueue_on_one_node_wakes_a_claim_parked_on_another() {
+    let Some(nodes) = cluster(2) else { return };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let probe = probe_session(b, "w-1").await;
+    let before = last_seen(b, &probe).await;
+    let waiter = spawn_waiter(b, "w-1", json!({"wait_seconds": 30}));
+    // Parked once its first attempt touched the session.
+    eventually(Duration::from_secs(10), "the waiting claim reached node B", || async {
+        waiter.is_finished() || last_seen(b, &probe).await > before
+    })
+    .await;
+    assert!(!waiter.is_finished(), "nothing to claim yet");
+    let started = Instant::now();
+    let (_, rid) = queued(a, "work from A", json!({})).await;
+    let c = expect_claim("w-1", answer(waiter, 45).await);
+    assert_eq!(run_of(&c), rid);
+    // Woken by node A's commit, not by the end of the 30 s wait.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "woken only after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_stream_on_one_node_delivers_every_nodes_events_in_order() {
+    let Some(nodes) = cluster(2) else { return };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let root = a.task("root").await;
+    let mut stream = SseClient::connect(b, &format!("/api/tasks/{root}/stream"), &[]).await;
+    assert_eq!(stream.status, StatusCode::OK);
+    // Children written through both nodes at once, so their transactions interleave.
+    let writers: Vec<_> = [a.api.clone(), b.api.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(n, api)| {
+            let root = root.clone();
+            tokio::spawn(async move {
+                let mut children = vec![];
+                for i in 0..10 {
+                    children.push(api.child(&root, &format!("node {n} child {i}")).await);
+                }
+                children
+            })
+        })
+        .collect();
+    let mut tasks = vec![root.clone()];
+    for w in writers {
+        tasks.extend(w.await.unwrap());
+    }
+    let mut expected = BTreeSet::new();
+    for tid in &tasks {
+        for item in a.timeline(tid, "").await {
+            expected.insert(item["sequence"].as_i64().unwrap());
+        }
+    }
+    let frames = stream.frames(expected.len(), Duration::from_secs(10)).await;
+    let seen: Vec<i64> = frames.iter().map(|f| f.0).collect();
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "ascending: {seen:?}");
+    assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), expected);
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_recovered_once_by_several_sweepers() {
+    let Some(nodes) = cluster(3) else { return };
+    let mut runs = vec![];
+    for i in 0..6 {
+        let (tid, rid) = queued(&nodes[0], &format!("abandoned {i}"), json!({})).await;
+        runs.push((tid, rid));
+    }
+    for i in 0..6 {
+        claim(&nodes[i % 3], &format!("crashed-{i}"), json!({"lease_seconds": 1})).await;
+    }
+    for (tid, rid) in &runs {
+        eventually(Duration::from_secs(20), "the lease was recovered", || async {
+            run_status(&nodes[1], rid).await == "queued"
+        })
+        .await;
+        let expired = run_events(&nodes[2], tid, "task.run_lease_expired").await;
+        assert_eq!(expired.len(), 1, "one recovery per expiry: {expired:?}");
+        let (s, v) = nodes[0].get(&format!("/api/task-runs/{rid}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["run"]["lease_expirations"], 1, "{v}");
+    }
+}
+
+#[tokio::test]
+async fn blockers_completed_on_two_nodes_at_once_enqueue_their_dependent_once() {
+    let Some(nodes) = cluster(2) else { return };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    for round in 0..5 {
+        let dependent = id(&a
+            .task_with(
+                &format!("dependent {round}"),
+                json!({"auto_enqueue_on_ready": true}),
+            )
+            .await);
+        let (b1, r1) = queued(a, &format!("blocker one {round}"), json!({})).await;
+        let (b2, r2) = queued(b, &format!("blocker two {round}"), json!({})).await;
+        a.add_dep(&dependent, &b1).await;
+        b.add_dep(&dependent, &b2).await;
+        let c1 = claim(a, &format!("one-{round}"), json!({})).await;
+        let c2 = claim(b, &format!("two-{round}"), json!({})).await;
+        let mut claimed = [run_of(&c1), run_of(&c2)];
+        claimed.sort();
+        let mut blockers = [r1.clone(), r2.clone()];
+        blockers.sort();
+        assert_eq!(claimed, blockers);
+        let (s1, s2) = (format!("one-{round}"), format!("two-{round}"));
+        let (run1, run2) = (run_of(&c1), run_of(&c2));
+        tokio::join!(
+            lease_ok(a, &s1, &run1, "complete", json!({})),
+            lease_ok(b, &s2, &run2, "complete", json!({})),
+        );
+        let (s, v) = b.get(&format!("/api/tasks/{dependent}/runs")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let runs = v["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "enqueued exactly once: {v}");
+        assert_eq!(runs[0]["status"], "queued", "{v}");
+    }
+}
