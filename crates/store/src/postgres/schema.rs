@@ -121,6 +121,10 @@ CREATE INDEX task_runs_active_lease ON task_runs (lease_until) WHERE "#,
 CREATE INDEX task_runs_session_active ON task_runs (session_id) WHERE "#,
     active_run!("status"),
     r#";
+-- The schema's backstop for one open run per task, the rule core checks before every enqueue.
+CREATE UNIQUE INDEX task_runs_one_open ON task_runs (task_id) WHERE "#,
+    open_run!("status"),
+    r#";
 CREATE INDEX task_runs_open_claimer ON task_runs (claimed_by_kind, claimed_by_ref) WHERE "#,
     open_run!("status"),
     r#";

@@ -289,6 +289,15 @@ CREATE INDEX task_runs_queue_recent ON task_runs (queued_at, id, priority_rank) 
 "
 );
 
+/// The schema's backstop for the rule that a task has at most one open run (checked in
+/// `tasklane-core` before every enqueue): should a write ever break it, the transaction fails
+/// instead of committing a second open run.
+const MIGRATION_9: &str = concat!(
+    "CREATE UNIQUE INDEX task_runs_one_open ON task_runs (task_id) WHERE ",
+    open_run!("status"),
+    ";"
+);
+
 /// Every migration in order; the schema version is the number applied.
 pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
@@ -299,6 +308,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_6,
     super::observe::schema::MIGRATION_DELTAS,
     MIGRATION_8,
+    MIGRATION_9,
 ];
 
 /// The schema version this binary creates and understands.

@@ -237,11 +237,13 @@ async fn upgrading_to_sessions_per_token_keeps_live_leases() {
              approval_policy, approval_state, created_by_kind, created_by_ref, origin_kind,
              origin_ref, created_at, updated_at, last_activity_at)
              VALUES ('t', 'global', 't', 'medium', 3, 0, 'ready', 'none', 'not_required',
+                     'human', 'ops', 'http', 'tasks.create', 1, 1, 1),
+                    ('t2', 'global', 't2', 'medium', 3, 0, 'ready', 'none', 'not_required',
                      'human', 'ops', 'http', 'tasks.create', 1, 1, 1);
          INSERT INTO task_runs (id, task_id, status, attempt, session_id, origin_kind, origin_ref,
              claim_token_hash, lease_until, queued_at)
              VALUES ('r1', 't', 'claimed', 1, 's1', 'http', 'tasks.start', 'sha256:x', 99, 1),
-                    ('r2', 't', 'claimed', 1, 's2', 'http', 'tasks.start', 'sha256:y', 99, 1);",
+                    ('r2', 't2', 'claimed', 1, 's2', 'http', 'tasks.start', 'sha256:y', 99, 1);",
     )
     .unwrap();
     drop(conn);
@@ -1720,9 +1722,12 @@ async fn claim_class_heads_are_the_oldest_run_of_each_class_of_the_audience() {
             let mut claimed = w.run("r5")?.unwrap();
             claimed.status = RunStatus::Claimed;
             w.update_run(&claimed)?;
+            // A task has one open run: r9 is another task's, in r5's class.
+            w.insert_task(&task("t-r9", 20))?;
             w.insert_run(&Run {
                 status: RunStatus::Queued,
                 id: "r9".into(),
+                task_id: "t-r9".into(),
                 queued_at: Ts(20),
                 ..claimed
             })
@@ -1835,9 +1840,15 @@ async fn upgrading_to_claim_classes_fills_them_for_open_runs() {
         required_capabilities: vec!["a".into(), "z".into()],
         preferred_capabilities: vec!["p".into()],
         claim_audience: Some("g|".into()),
-        ..run("rg2", "g", RunStatus::Queued, 5)
+        ..run("rg2", "g2", RunStatus::Queued, 5)
     };
-    store.write(move |w| w.insert_run(&newer)).await.unwrap();
+    store
+        .write(move |w| {
+            w.insert_task(&task("g2", 5))?;
+            w.insert_run(&newer)
+        })
+        .await
+        .unwrap();
     assert_eq!(heads(&store, "g|", Priority::Low).await, ["rg"]);
 }
 
