@@ -8,6 +8,7 @@ pub mod sqlite;
 
 use tasklane_core::observe::{ObserveStore, ObserveWriteStore};
 use tasklane_core::store::{ReadStore, WriteStore};
+use tasklane_core::time::Ts;
 use tasklane_core::Result;
 use tokio::sync::watch;
 
@@ -106,6 +107,16 @@ impl Store {
         match self {
             Store::Sqlite(_) => None,
             Store::Postgres(s) => Some(s.remote_commits()),
+        }
+    }
+
+    /// When the service started: this server's own start on SQLite (one server per file); on
+    /// PostgreSQL the start of the earliest server still running, so the dashboard's
+    /// `forced_stops` is one figure for the whole service.
+    pub async fn service_started_at(&self, this_server: Ts) -> Result<Ts> {
+        match self {
+            Store::Sqlite(_) => Ok(this_server),
+            Store::Postgres(s) => s.service_started_at(this_server).await,
         }
     }
 

@@ -28,7 +28,9 @@ use crate::state::AppState;
 
 /// What the observe routes share beyond `AppState`.
 pub struct Observe {
-    /// `forced_stops` counts since this instant (the reference's "since the observer started").
+    /// This server's start; `forced_stops` counts since the service started (the reference's
+    /// "since the observer started"), which is this instant unless other servers share the
+    /// database (see `Store::service_started_at`).
     pub started_at: Ts,
     pub thresholds: Thresholds,
     pub hub: Arc<Hub>,
@@ -129,7 +131,8 @@ async fn dashboard(
 ) -> ApiResult<Response> {
     let filter = dashboard_filter(&Params::from_raw(&raw))?;
     let clock = s.clock.clone();
-    let (since, th) = (obs.started_at, obs.thresholds.clone());
+    let since = s.store.service_started_at(obs.started_at).await?;
+    let th = obs.thresholds.clone();
     let dashboard = s
         .store
         .read_observe(move |r| observe::dashboard(r, &filter, clock.now(), since, &th))

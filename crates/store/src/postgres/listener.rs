@@ -16,21 +16,22 @@ use tasklane_core::{Error, Result};
 
 use super::conn::{Conn, RECONNECT_PAUSE};
 use super::writer::WriterShared;
-use super::{schema, PgOptions, CHANNEL};
+use super::{nodes, schema, PgOptions, CHANNEL};
 
 /// How long one wait for notifications lasts, which bounds how long stopping takes.
 const WAIT: Duration = Duration::from_millis(200);
 /// The safety poll's period.
 const POLL: Duration = Duration::from_secs(1);
 
-/// Identifies this process's notifications, so its own commits do not wake it a second time.
-fn node_id() -> u32 {
-    static ID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+/// Identifies this server among those sharing the database: its notifications (so its own
+/// commits do not wake it a second time) and its row of `tasklane_nodes`.
+pub(crate) fn node_id() -> i64 {
+    static ID: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
     *ID.get_or_init(|| {
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
         h.write_u32(std::process::id());
-        h.finish() as u32
+        (h.finish() >> 1) as i64
     })
 }
 
@@ -39,7 +40,7 @@ pub(crate) fn payload(seq: i64) -> String {
     format!("{}:{seq}", node_id())
 }
 
-fn parse(payload: &str) -> Option<(u32, i64)> {
+fn parse(payload: &str) -> Option<(i64, i64)> {
     let (node, seq) = payload.split_once(':')?;
     Some((node.parse().ok()?, seq.parse().ok()?))
 }
@@ -123,7 +124,9 @@ fn listen(opts: &PgOptions, shared: &WriterShared, stop: &AtomicBool, lost: &mut
 }
 
 /// Raises the committed-sequence watch to the highest committed sequence; true if it moved.
+/// Also marks this server seen.
 fn poll(conn: &mut Conn, shared: &WriterShared) -> Result<bool> {
+    nodes::seen(conn, node_id())?;
     let seq = schema::max_committed_sequence(conn)?;
     let before = *shared.committed_seq.borrow();
     shared.publish(seq);

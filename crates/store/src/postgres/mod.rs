@@ -20,6 +20,7 @@ mod conn;
 mod counters;
 mod listener;
 mod monitor;
+mod nodes;
 mod observe;
 mod read;
 mod schema;
@@ -132,6 +133,8 @@ impl PgStore {
     pub fn open(opts: PgOptions) -> Result<PgStore> {
         let mut conn = Conn::connect(&opts)?;
         schema::migrate(&mut conn)?;
+        let started_at = tasklane_core::time::Clock::now(&tasklane_core::time::SystemClock::default());
+        nodes::register(&mut conn, listener::node_id(), started_at)?;
         let last_seq = schema::last_sequence(&mut conn)?;
 
         let max_queued_writes = opts.max_queued_writes.max(1);

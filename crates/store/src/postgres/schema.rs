@@ -204,6 +204,13 @@ CREATE TABLE task_triage (
 CREATE INDEX task_triage_task ON task_triage (task_id);
 CREATE INDEX task_triage_archived ON task_triage (actor_kind, actor_ref, task_id) WHERE archived = 1;
 
+-- The servers sharing the database (nodes.rs).
+CREATE TABLE tasklane_nodes (
+    node_id    BIGINT PRIMARY KEY,
+    started_at BIGINT NOT NULL,
+    seen_at    TIMESTAMPTZ NOT NULL
+);
+
 -- Dashboard and inbox counters, kept exact by the writer (see counters.rs).
 CREATE TABLE obs_task_counts (
     scope           TEXT NOT NULL,
