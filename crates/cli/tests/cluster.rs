@@ -93,9 +93,11 @@ async fn an_enqueue_on_one_node_wakes_a_claim_parked_on_another() {
     let before = last_seen(b, &probe).await;
     let waiter = spawn_waiter(b, "w-1", json!({"wait_seconds": 30}));
     // Parked once its first attempt touched the session.
-    eventually(Duration::from_secs(10), "the waiting claim reached node B", || async {
-        waiter.is_finished() || last_seen(b, &probe).await > before
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the waiting claim reached node B",
+        || async { waiter.is_finished() || last_seen(b, &probe).await > before },
+    )
     .await;
     assert!(!waiter.is_finished(), "nothing to claim yet");
     let started = Instant::now();
@@ -157,12 +159,19 @@ async fn an_expired_lease_is_recovered_once_by_several_sweepers() {
         runs.push((tid, rid));
     }
     for i in 0..6 {
-        claim(&nodes[i % 3], &format!("crashed-{i}"), json!({"lease_seconds": 1})).await;
+        claim(
+            &nodes[i % 3],
+            &format!("crashed-{i}"),
+            json!({"lease_seconds": 1}),
+        )
+        .await;
     }
     for (tid, rid) in &runs {
-        eventually(Duration::from_secs(20), "the lease was recovered", || async {
-            run_status(&nodes[1], rid).await == "queued"
-        })
+        eventually(
+            Duration::from_secs(20),
+            "the lease was recovered",
+            || async { run_status(&nodes[1], rid).await == "queued" },
+        )
         .await;
         let expired = run_events(&nodes[2], tid, "task.run_lease_expired").await;
         assert_eq!(expired.len(), 1, "one recovery per expiry: {expired:?}");

@@ -9,7 +9,6 @@ mod console;
 mod error;
 mod health;
 mod identity;
-mod leases;
 mod metrics;
 mod openapi;
 mod path;
@@ -18,6 +17,7 @@ mod request_id;
 mod routes;
 mod sse_hub;
 mod state;
+mod sweeper;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -179,7 +179,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     metrics::install();
-    let recovered = leases::recover_all(&state, "orphaned_on_boot")
+    let recovered = sweeper::recover_all(&state, "orphaned_on_boot")
         .await
         .map_err(|e| {
             std::io::Error::other(format!("lease recovery at start-up failed: {}", e.0))
@@ -197,7 +197,7 @@ pub async fn serve(
             .map_err(|e| std::io::Error::other(format!("loading API tokens failed: {e}")))?;
         cache.spawn_maintenance(state.clone());
     }
-    leases::spawn_sweeper(state.clone());
+    sweeper::spawn(state.clone());
     spawn_remote_wakeups(&state);
     let store = state.store.clone();
     let stopping = state.shutting_down.clone();

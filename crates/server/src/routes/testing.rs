@@ -31,7 +31,7 @@ pub async fn advance_clock(
     }
     let now = clock.advance_micros((seconds * 1_000_000.0) as i64);
     // Recover what the jump expired before answering, so a test sees the effect at once.
-    let recovered = crate::leases::recover_all(&s, "scheduler_sweep").await?;
+    let recovered = crate::sweeper::recover_all(&s, "scheduler_sweep").await?;
     Ok(json(
         StatusCode::OK,
         json!({ "now": now, "recovered_leases": recovered }),

@@ -27,7 +27,10 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn connect(opts: &PgOptions) -> Result<Conn> {
         let mut config: postgres::Config = opts.url.parse().map_err(|e: postgres::Error| {
-            Error::Storage(format!("invalid PostgreSQL URL: {}", redact(&e.to_string())))
+            Error::Storage(format!(
+                "invalid PostgreSQL URL: {}",
+                redact(&e.to_string())
+            ))
         })?;
         config.connect_timeout(opts.connect_timeout);
         config.application_name("tasklane");

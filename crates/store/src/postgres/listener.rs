@@ -86,7 +86,12 @@ fn run(opts: &PgOptions, shared: &WriterShared, stop: &AtomicBool) {
 }
 
 /// Listens until stopped (`Ok`) or the connection fails (`Err`).
-fn listen(opts: &PgOptions, shared: &WriterShared, stop: &AtomicBool, lost: &mut bool) -> Result<()> {
+fn listen(
+    opts: &PgOptions,
+    shared: &WriterShared,
+    stop: &AtomicBool,
+    lost: &mut bool,
+) -> Result<()> {
     let mut conn = Conn::connect(opts)?;
     conn.batch(&format!("LISTEN {CHANNEL}"))?;
     if std::mem::take(lost) {

@@ -133,7 +133,8 @@ impl PgStore {
     pub fn open(opts: PgOptions) -> Result<PgStore> {
         let mut conn = Conn::connect(&opts)?;
         schema::migrate(&mut conn)?;
-        let started_at = tasklane_core::time::Clock::now(&tasklane_core::time::SystemClock::default());
+        let started_at =
+            tasklane_core::time::Clock::now(&tasklane_core::time::SystemClock::default());
         nodes::register(&mut conn, listener::node_id(), started_at)?;
         let last_seq = schema::last_sequence(&mut conn)?;
 

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 
-use tasklane_core::model::{ApiToken, Dependency, Event, IdempotencyRecord, Priority, Ref, Run, Task};
+use tasklane_core::model::{
+    ApiToken, Dependency, Event, IdempotencyRecord, Priority, Ref, Run, Task,
+};
 use tasklane_core::store::{AgentSessionRecord, ReadStore, RunFilter, TaskFilter};
 use tasklane_core::time::Ts;
 use tasklane_core::Result;
@@ -93,8 +95,11 @@ impl ReadStore for Db<'_> {
         unimplemented!()
     }
 
-    fn active_runs_of_session(&mut self, session_id: &str, token: Option<&str>)
-        -> Result<Vec<Run>> {
+    fn active_runs_of_session(
+        &mut self,
+        session_id: &str,
+        token: Option<&str>,
+    ) -> Result<Vec<Run>> {
         unimplemented!()
     }
 

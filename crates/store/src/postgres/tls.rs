@@ -18,9 +18,9 @@ pub(crate) fn connect(config: &Config, opts: &PgOptions) -> Result<Client> {
     let tls_err = |e: openssl::error::ErrorStack| Error::Storage(format!("TLS setup failed: {e}"));
     let mut builder = SslConnector::builder(SslMethod::tls()).map_err(tls_err)?;
     if let Some(ca) = &opts.ca_file {
-        builder.set_ca_file(ca).map_err(|e| {
-            Error::Storage(format!("cannot load CA file {}: {e}", ca.display()))
-        })?;
+        builder
+            .set_ca_file(ca)
+            .map_err(|e| Error::Storage(format!("cannot load CA file {}: {e}", ca.display())))?;
     }
     config
         .connect(MakeTlsConnector::new(builder.build()))

@@ -173,7 +173,11 @@ fn fail(batch: &mut Vec<Box<dyn Command>>, msg: &str) {
 
 /// Runs and commits one batch; on `Err` the transaction is gone and `batch` still holds every
 /// command, unanswered. On `Ok` every command has been answered.
-fn run_batch(conn: &mut Conn, shared: &WriterShared, batch: &mut Vec<Box<dyn Command>>) -> Result<()> {
+fn run_batch(
+    conn: &mut Conn,
+    shared: &WriterShared,
+    batch: &mut Vec<Box<dyn Command>>,
+) -> Result<()> {
     let mut max_seq: Option<i64> = None;
     let mut deltas = CounterDeltas::default();
     conn.batch("BEGIN")?;
@@ -186,7 +190,9 @@ fn run_batch(conn: &mut Conn, shared: &WriterShared, batch: &mut Vec<Box<dyn Com
             let appended = db.appended;
             let cmd_deltas = std::mem::take(&mut db.deltas);
             if conn.is_closed() {
-                return Err(Error::Unavailable("the database connection was lost".into()));
+                return Err(Error::Unavailable(
+                    "the database connection was lost".into(),
+                ));
             }
             if ok {
                 conn.batch("RELEASE cmd")?;

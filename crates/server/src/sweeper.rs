@@ -1,5 +1,7 @@
-//! Lease recovery: at start-up (before serving) and then continuously, so an expired lease is
-//! requeued within a second of its `lease_until`.
+//! The lease sweeper: recovers expired leases at start-up (before serving) and then
+//! continuously, so an expired lease is requeued within a second of its `lease_until`. With
+//! several servers on one PostgreSQL database every server sweeps; recovery re-reads the expired
+//! leases inside its write transaction, under the cluster's write lock, so each is recovered once.
 
 use std::time::Duration;
 
@@ -37,7 +39,7 @@ pub async fn recover_all(state: &AppState, reason: &'static str) -> ApiResult<us
 /// Not started on the test clock: there time moves only through `POST /api/_test/clock/advance`,
 /// which recovers everything the jump expired before it answers. A sweeper racing that call would
 /// make what the call reports depend on thread timing.
-pub fn spawn_sweeper(state: AppState) {
+pub fn spawn(state: AppState) {
     if state.manual_clock.is_some() {
         return;
     }
