@@ -1,6 +1,7 @@
-//! The storage seam: the primitives every backend implements inside one transaction. No business
-//! rule lives behind this trait; the rules in `service` call these primitives and run unchanged on
-//! every backend.
+//! The storage seam: the primitives every backend implements inside one transaction, all in this
+//! file — reads (`ReadStore`), writes (`WriteStore`), and the observe surfaces' reads and triage
+//! writes (`ObserveStore`, `ObserveWriteStore`). No business rule lives behind these traits; the
+//! rules in `service` and `observe` call the primitives and run unchanged on every backend.
 
 use std::collections::HashMap;
 
@@ -8,6 +9,10 @@ use crate::error::Result;
 use crate::model::{
     ApiToken, ApprovalState, Dependency, Event, IdempotencyRecord, NewEvent, OwnerKind, Priority,
     Ref, Run, RunStatus, Scope, Task, TaskStatus,
+};
+use crate::observe::{
+    InboxCandidate, InboxClassCount, Lane, ObserveFilter, QueueGroup, RunTotals, TaskCount,
+    TriageRecord,
 };
 use crate::page::{RunKey, TaskKey};
 use crate::time::Ts;
@@ -185,4 +190,92 @@ pub trait WriteStore: ReadStore {
     /// Closes the item opened by [`WriteStore::begin_item`]: keeps its writes, or rolls them back
     /// (events included). Fails with `Unavailable` if storage lost the whole transaction.
     fn end_item(&mut self, keep: bool) -> Result<()>;
+}
+
+/// Storage primitives of the observe surfaces. Cost contracts are stated per method; "live" means
+/// not finished (queued/claimed/starting/running runs; non-terminal tasks), whose number does not
+/// grow with history.
+pub trait ObserveStore: ReadStore {
+    /// Task counts by class over the filter (`network_channel`/`origin_kind` apply to the task).
+    /// Cost: independent of the number of tasks (maintained counters).
+    fn task_counts(&mut self, filter: &ObserveFilter) -> Result<Vec<TaskCount>>;
+    /// Run counts and latency totals over runs of filtered tasks (channel/origin filter the run's
+    /// own fields too). Cost: independent of the number of runs (maintained counters).
+    fn run_totals(&mut self, filter: &ObserveFilter) -> Result<RunTotals>;
+    /// Queued runs grouped by their trimmed `network_channel`, channels ascending.
+    /// Cost: one index seek per channel.
+    fn queue_groups(&mut self, filter: &ObserveFilter) -> Result<Vec<QueueGroup>>;
+    /// Claimed, starting and running runs of the filter. Cost: O(live runs).
+    fn live_runs(&mut self, filter: &ObserveFilter) -> Result<Vec<Run>>;
+    /// Queued runs of the filter, newest `queued_at` first (then id descending), at most `limit`.
+    fn newest_queued_runs(&mut self, filter: &ObserveFilter, limit: i64) -> Result<Vec<Run>>;
+    /// `task.run_force_stopped` events at or after `since` among the filter's tasks
+    /// (`origin_kind` also filters the event's origin; `network_channel` the event's run channel,
+    /// else its task's channel). Cost: O(such events), through an index of that type only.
+    fn count_forced_stops_since(&mut self, filter: &ObserveFilter, since: Ts) -> Result<i64>;
+    /// The newest activity of any filtered task (None when there is no task).
+    fn latest_activity(&mut self, filter: &ObserveFilter) -> Result<Option<Ts>>;
+
+    /// Every task that may be in `actor`'s inbox under `filter` and `query` (title or identifier,
+    /// case-insensitive substring): blocked tasks, tasks whose latest run failed, the actor's own
+    /// unfinished tasks, tasks with an open run claimed by the actor, tasks the actor archived.
+    /// Cost: O(inbox size), independent of finished tasks that are in no lane.
+    fn inbox_candidates(
+        &mut self,
+        actor: &Ref,
+        owner_kind: Option<OwnerKind>,
+        filter: &ObserveFilter,
+        query: Option<&str>,
+    ) -> Result<Vec<InboxCandidate>>;
+    /// Task counts by inbox class over the filter's task set (scope, workspace, owner), with
+    /// `owned` = owned by `owner` (never, when None). Cost: independent of the number of tasks
+    /// (maintained counters).
+    fn inbox_class_counts(
+        &mut self,
+        owner: Option<&Ref>,
+        filter: &ObserveFilter,
+    ) -> Result<Vec<InboxClassCount>>;
+    /// The tasks of the filter whose inbox state depends on `actor` beyond their class: those
+    /// with a triage row of the actor, and those with an open run the actor claimed.
+    /// Cost: O(the actor's triage rows + open claimed runs).
+    fn inbox_corrections(
+        &mut self,
+        actor: &Ref,
+        filter: &ObserveFilter,
+    ) -> Result<Vec<InboxCandidate>>;
+    /// The tasks of the filter whose *base* lane (their lane with no triage row and no claim by
+    /// the caller: `inbox::base_lane`; my_work needs `owner`) is `lane`, newest
+    /// `latest_activity_at` first, skipping `exclude`: at least `min_rows` of them (all when None
+    /// or fewer exist) plus every further task tied with the last one on `latest_activity_at`.
+    /// The archived lane has no base set. Cost: O(rows returned · log n) without filters.
+    fn inbox_lane_page(
+        &mut self,
+        actor: &Ref,
+        lane: Lane,
+        owner: Option<&Ref>,
+        filter: &ObserveFilter,
+        exclude: &[String],
+        min_rows: Option<usize>,
+    ) -> Result<Vec<InboxCandidate>>;
+    /// The latest run of each given task (tasks without runs are absent).
+    fn latest_runs(&mut self, task_ids: &[String]) -> Result<Vec<Run>>;
+    fn runs_by_ids(&mut self, ids: &[String]) -> Result<Vec<Run>>;
+    fn triage_record(&mut self, task_id: &str, actor: &Ref) -> Result<Option<TriageRecord>>;
+
+    /// Events of the subtree rooted at `root` (as it is now) with sequence > `after`, ascending,
+    /// at most `limit`.
+    fn subtree_events_after(&mut self, root: &str, after: i64, limit: i64) -> Result<Vec<Event>>;
+    /// Events of every task with sequence > `after`, ascending, at most `limit`.
+    fn events_after(&mut self, after: i64, limit: i64) -> Result<Vec<Event>>;
+    /// The task itself then its ancestors up to the root (empty when it does not exist).
+    fn ancestry(&mut self, task_id: &str) -> Result<Vec<String>>;
+    /// The subtree rooted at `root` as (task, depth), the root first at depth 0, then by depth,
+    /// newest `last_activity_at` first, task id ascending: at most `limit` nodes.
+    /// Memory: O(limit) tasks, whatever the size of the subtree.
+    fn subtree(&mut self, root: &str, limit: i64) -> Result<Vec<(Task, i64)>>;
+}
+
+/// Triage writes (per caller; they record no event).
+pub trait ObserveWriteStore: ObserveStore + WriteStore {
+    fn put_triage(&mut self, record: &TriageRecord) -> Result<()>;
 }
