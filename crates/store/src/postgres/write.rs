@@ -69,7 +69,7 @@ impl WriteStore for Db<'_> {
                 "INSERT INTO tasks (",
                 task_columns!(),
                 ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,",
-                " $17, $18, $19, $20, $21, $22, $23, $24, $25, GREATEST($26, $24), $27, $28, $29)",
+                " $17, $18, $19, $20, $21, $22, $23, $24, $25, GREATEST($26::BIGINT, $24::BIGINT), $27, $28, $29)",
                 " ON CONFLICT (id) DO NOTHING"
             ),
             &param_refs(&params),
@@ -332,3 +332,7 @@ impl WriteStore for Db<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
