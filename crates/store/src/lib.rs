@@ -4,6 +4,7 @@
 //! `--database` URL chose.
 
 pub mod postgres;
+mod rows_common;
 pub mod sqlite;
 
 use tasklane_core::observe::{ObserveStore, ObserveWriteStore};

@@ -23,6 +23,7 @@ mod monitor;
 mod nodes;
 mod observe;
 mod read;
+mod rows;
 mod schema;
 mod tls;
 mod write;

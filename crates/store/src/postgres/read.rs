@@ -1,8 +1,11 @@
-//! `ReadStore` on PostgreSQL (STUB: to be ported from `sqlite/read.rs`).
-#![allow(unused_variables)]
+//! `ReadStore` over one PostgreSQL connection: a reader's snapshot or the writer's open
+//! transaction.
 
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 
+use postgres::types::ToSql;
 use tasklane_core::model::{
     ApiToken, Dependency, Event, IdempotencyRecord, Priority, Ref, Run, Task,
 };
@@ -10,43 +13,343 @@ use tasklane_core::store::{AgentSessionRecord, ReadStore, RunFilter, TaskFilter}
 use tasklane_core::time::Ts;
 use tasklane_core::Result;
 
+use super::rows::{
+    agent_session_from_row, column, dependency_columns, dependency_from_row, event_columns,
+    event_from_row, idempotency_from_row, map_rows, run_and_claim_caps_from_row, run_columns,
+    run_from_row, task_columns, task_from_row, token_columns, token_from_row,
+};
 use super::Db;
+use crate::sqlite::status_sets::{active_run, finished_run};
+
+/// Ids per query for the `*_of_tasks` lookups. The ids travel as one TEXT[] parameter (so every
+/// chunk reuses one prepared statement whatever its length); chunking only bounds the size of
+/// that parameter and of each result set.
+const ID_CHUNK: usize = 500;
+
+const TASK_ORDER_SQL: &str =
+    " ORDER BY last_activity_at DESC, updated_at DESC, created_at DESC, id DESC";
+
+/// `$c` with ASCII letters folded to lower case, and nothing else: SQLite's `LIKE` folds ASCII
+/// only, and `lower()`/`ILIKE` would also fold other letters by the database's locale. Compare
+/// with a pattern passed through `str::to_ascii_lowercase`.
+macro_rules! ascii_lower {
+    ($c:literal) => {
+        concat!(
+            "translate(",
+            $c,
+            ", 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')"
+        )
+    };
+}
+pub(crate) use ascii_lower;
+
+/// The oldest queued run, with its `claim_caps`, of the next claim class of audience $1 at
+/// priority $2 after capability class $3: one seek of `task_runs_claim_class`.
+pub(super) const NEXT_CLASS_OF_PRIORITY_SQL: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    ", claim_caps FROM task_runs \
+     WHERE claim_audience = $1 AND claim_audience IS NOT NULL AND status = 'queued' \
+     AND priority_rank = $2 AND claim_caps > $3 \
+     ORDER BY claim_caps, queued_at, id LIMIT 1"
+);
+
+/// The oldest queued run, with its `claim_caps`, of the first claim class of audience $1 above
+/// priority $2: one seek of `task_runs_claim_class`.
+pub(super) const FIRST_CLASS_ABOVE_PRIORITY_SQL: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    ", claim_caps FROM task_runs \
+     WHERE claim_audience = $1 AND claim_audience IS NOT NULL AND status = 'queued' \
+     AND priority_rank > $2 \
+     ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1"
+);
+
+/// Unique ids, in first-seen order, in chunks of at most [`ID_CHUNK`] ids (bind a chunk as a
+/// TEXT[] parameter: `id = ANY($1)`).
+pub(crate) fn id_chunks(ids: &[String]) -> Vec<Vec<String>> {
+    let mut seen = HashSet::with_capacity(ids.len());
+    let unique: Vec<String> = ids
+        .iter()
+        .filter(|id| seen.insert(id.as_str()))
+        .cloned()
+        .collect();
+    unique.chunks(ID_CHUNK).map(<[String]>::to_vec).collect()
+}
+
+fn task_order(a: &Task, b: &Task) -> Ordering {
+    b.last_activity_at
+        .cmp(&a.last_activity_at)
+        .then_with(|| b.updated_at.cmp(&a.updated_at))
+        .then_with(|| b.created_at.cmp(&a.created_at))
+        .then_with(|| b.id.cmp(&a.id))
+}
+
+fn run_order(a: &Run, b: &Run) -> Ordering {
+    b.queued_at.cmp(&a.queued_at).then_with(|| b.id.cmp(&a.id))
+}
+
+fn dependency_order(a: &Dependency, b: &Dependency) -> Ordering {
+    a.created_at
+        .cmp(&b.created_at)
+        .then_with(|| a.depends_on_task_id.cmp(&b.depends_on_task_id))
+        .then_with(|| a.task_id.cmp(&b.task_id))
+}
+
+/// A page size for `LIMIT $n::BIGINT`: NULL (no limit) unless positive, as SQLite reads a
+/// negative limit.
+fn sql_limit(limit: Option<i64>) -> Option<i64> {
+    limit.filter(|n| *n > 0)
+}
+
+/// Makes `query` match literally under `LIKE ... ESCAPE '\'` (case-sensitively: fold both sides
+/// with [`ascii_lower!`] and `to_ascii_lowercase` to match as SQLite does).
+pub(crate) fn like_pattern(query: &str) -> String {
+    let mut p = String::with_capacity(query.len() + 2);
+    p.push('%');
+    for c in query.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+fn as_sql<T: ToSql + Sync>(v: &Option<T>) -> Option<&(dyn ToSql + Sync)> {
+    v.as_ref().map(|v| v as &(dyn ToSql + Sync))
+}
+
+/// Hands `run` the `list_tasks` statement for this filter and its parameters.
+pub(crate) fn with_task_list_query<R>(
+    filter: &TaskFilter,
+    run: impl FnOnce(&str, &[&(dyn ToSql + Sync)]) -> Result<R>,
+) -> Result<R> {
+    let scope = filter.scope.map(|s| s.as_str());
+    let status = filter.status.map(|s| s.as_str());
+    let priority = filter.priority.map(|p| p.as_str());
+    let approval_state = filter.approval_state.map(|a| a.as_str());
+    let owner_kind = filter.owner_kind.map(|o| o.as_str());
+    let pattern = filter
+        .query
+        .as_deref()
+        .map(|q| like_pattern(q).to_ascii_lowercase());
+    let limit = sql_limit(filter.limit);
+    // Only present filters become clauses, so the planner can pick the index a filter
+    // allows; the fixed clause order keeps one prepared statement per filter shape.
+    let equalities = [
+        ("scope", as_sql(&scope)),
+        ("workspace_id", as_sql(&filter.workspace_id)),
+        ("status", as_sql(&status)),
+        ("priority", as_sql(&priority)),
+        ("approval_state", as_sql(&approval_state)),
+        ("owner_kind", as_sql(&owner_kind)),
+        ("owner_ref", as_sql(&filter.owner_ref)),
+        ("parent_task_id", as_sql(&filter.parent_task_id)),
+        ("network_channel", as_sql(&filter.network_channel)),
+    ];
+
+    let mut sql = String::from(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE TRUE"
+    ));
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+    for (column, value) in equalities {
+        if let Some(value) = value {
+            params.push(value);
+            let _ = write!(sql, " AND {column} = ${}", params.len());
+        }
+    }
+    if status.is_none() && !filter.include_drafts {
+        sql.push_str(" AND status <> 'draft'");
+    }
+    if let Some(pattern) = &pattern {
+        params.push(pattern);
+        let n = params.len();
+        let _ = write!(
+            sql,
+            concat!(
+                r" AND (",
+                self::ascii_lower!("title"),
+                r" LIKE ${n}::TEXT ESCAPE '\' OR ",
+                self::ascii_lower!("identifier"),
+                r" LIKE ${n}::TEXT ESCAPE '\')"
+            ),
+            n = n
+        );
+    }
+    // The row value compares in list order, so the planner resumes with a range on
+    // `tasks_list_order` (or `tasks_parent` under a parent filter) instead of skipping rows.
+    let after = filter.after.as_ref().map(|k| {
+        (
+            k.last_activity_at.0,
+            k.updated_at.0,
+            k.created_at.0,
+            k.id.as_str(),
+        )
+    });
+    if let Some((a, u, c, id)) = &after {
+        params.extend([a as &(dyn ToSql + Sync), u, c, id]);
+        let n = params.len();
+        let _ = write!(
+            sql,
+            " AND (last_activity_at, updated_at, created_at, id) < (${}, ${}, ${}, ${n})",
+            n - 3,
+            n - 2,
+            n - 1
+        );
+    }
+    params.push(&limit);
+    let _ = write!(sql, "{TASK_ORDER_SQL} LIMIT ${}::BIGINT", params.len());
+    run(&sql, &params)
+}
+
+impl Db<'_> {
+    fn tasks(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Task>> {
+        map_rows(self.conn.query(sql, params)?, task_from_row)
+    }
+
+    fn runs(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Run>> {
+        map_rows(self.conn.query(sql, params)?, run_from_row)
+    }
+
+    fn claim_class_head(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<(Run, String)>> {
+        self.conn
+            .query_opt(sql, params)?
+            .as_ref()
+            .map(run_and_claim_caps_from_row)
+            .transpose()
+    }
+}
 
 impl ReadStore for Db<'_> {
     fn task(&mut self, id: &str) -> Result<Option<Task>> {
-        unimplemented!()
+        self.conn
+            .query_opt(
+                concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1"),
+                &[&id],
+            )?
+            .as_ref()
+            .map(task_from_row)
+            .transpose()
     }
 
     fn tasks_by_ids(&mut self, ids: &[String]) -> Result<Vec<Task>> {
-        unimplemented!()
+        let sql = concat!(
+            "SELECT ",
+            task_columns!(),
+            " FROM tasks WHERE id = ANY($1)",
+            " ORDER BY last_activity_at DESC, updated_at DESC, created_at DESC, id DESC"
+        );
+        let chunks = id_chunks(ids);
+        let mut out = Vec::new();
+        for chunk in &chunks {
+            out.extend(self.tasks(sql, &[chunk])?);
+        }
+        if chunks.len() > 1 {
+            out.sort_by(task_order);
+        }
+        Ok(out)
     }
 
     fn list_tasks(&mut self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        unimplemented!()
+        with_task_list_query(filter, |sql, params| self.tasks(sql, params))
     }
 
     fn children_of(&mut self, parent_id: &str) -> Result<Vec<Task>> {
-        unimplemented!()
+        self.tasks(
+            concat!(
+                "SELECT ",
+                task_columns!(),
+                " FROM tasks WHERE parent_task_id = $1",
+                " ORDER BY last_activity_at DESC, updated_at DESC, created_at DESC, id DESC"
+            ),
+            &[&parent_id],
+        )
     }
 
     fn child_counts(&mut self, ids: &[String]) -> Result<HashMap<String, i64>> {
-        unimplemented!()
+        let mut out = HashMap::new();
+        for chunk in id_chunks(ids) {
+            let rows = self.conn.query(
+                "SELECT parent_task_id, COUNT(*) FROM tasks \
+                 WHERE parent_task_id = ANY($1) GROUP BY parent_task_id",
+                &[&chunk],
+            )?;
+            for row in &rows {
+                out.insert(column(row, 0)?, column(row, 1)?);
+            }
+        }
+        Ok(out)
     }
 
     fn run(&mut self, id: &str) -> Result<Option<Run>> {
-        unimplemented!()
+        self.conn
+            .query_opt(
+                concat!("SELECT ", run_columns!(), " FROM task_runs WHERE id = $1"),
+                &[&id],
+            )?
+            .as_ref()
+            .map(run_from_row)
+            .transpose()
     }
 
     fn runs_of_task(&mut self, task_id: &str) -> Result<Vec<Run>> {
-        unimplemented!()
+        self.list_runs(task_id, &RunFilter::default())
     }
 
     fn list_runs(&mut self, task_id: &str, filter: &RunFilter) -> Result<Vec<Run>> {
-        unimplemented!()
+        let status = filter.status.map(|s| s.as_str());
+        let limit = sql_limit(filter.limit);
+        let (after_queued, after_id) = match &filter.after {
+            Some(k) => (Some(k.queued_at.0), Some(k.id.as_str())),
+            None => (None, None),
+        };
+        self.runs(
+            concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM task_runs WHERE task_id = $1",
+                " AND ($2::TEXT IS NULL OR status = $2)",
+                " AND ($3::TEXT IS NULL OR session_id = $3)",
+                " AND ($5::BIGINT IS NULL OR (queued_at, id) < ($5, $6::TEXT))",
+                " ORDER BY queued_at DESC, id DESC LIMIT $4::BIGINT"
+            ),
+            &[
+                &task_id,
+                &status,
+                &filter.session_id,
+                &limit,
+                &after_queued,
+                &after_id,
+            ],
+        )
     }
 
     fn open_runs_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Run>> {
-        unimplemented!()
+        let sql = concat!(
+            "SELECT ",
+            run_columns!(),
+            " FROM task_runs WHERE task_id = ANY($1)",
+            " AND NOT ",
+            finished_run!("status"),
+            " ORDER BY queued_at DESC, id DESC"
+        );
+        let chunks = id_chunks(ids);
+        let mut out = Vec::new();
+        for chunk in &chunks {
+            out.extend(self.runs(sql, &[chunk])?);
+        }
+        if chunks.len() > 1 {
+            out.sort_by(run_order);
+        }
+        Ok(out)
     }
 
     fn active_run_of_session(
@@ -54,19 +357,63 @@ impl ReadStore for Db<'_> {
         session_id: &str,
         token: Option<&str>,
     ) -> Result<Option<String>> {
-        unimplemented!()
+        self.conn
+            .query_opt(
+                concat!(
+                    "SELECT id FROM task_runs WHERE session_id = $1",
+                    " AND session_token IS NOT DISTINCT FROM $2::TEXT AND ",
+                    active_run!("status"),
+                    " ORDER BY queued_at DESC, id DESC LIMIT 1"
+                ),
+                &[&session_id, &token],
+            )?
+            .as_ref()
+            .map(|row| column(row, 0))
+            .transpose()
     }
 
     fn dependencies_of(&mut self, task_id: &str) -> Result<Vec<Dependency>> {
-        unimplemented!()
+        let rows = self.conn.query(
+            concat!(
+                "SELECT ",
+                dependency_columns!(),
+                " FROM task_dependencies WHERE task_id = $1",
+                " ORDER BY created_at, depends_on_task_id"
+            ),
+            &[&task_id],
+        )?;
+        map_rows(rows, dependency_from_row)
     }
 
     fn dependencies_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Dependency>> {
-        unimplemented!()
+        let sql = concat!(
+            "SELECT ",
+            dependency_columns!(),
+            " FROM task_dependencies WHERE task_id = ANY($1)",
+            " ORDER BY created_at, depends_on_task_id, task_id"
+        );
+        let chunks = id_chunks(ids);
+        let mut out = Vec::new();
+        for chunk in &chunks {
+            out.extend(map_rows(
+                self.conn.query(sql, &[chunk])?,
+                dependency_from_row,
+            )?);
+        }
+        if chunks.len() > 1 {
+            out.sort_by(dependency_order);
+        }
+        Ok(out)
     }
 
     fn dependents_of(&mut self, task_id: &str) -> Result<Vec<String>> {
-        unimplemented!()
+        // Grouped so a pair linked by several kinds is reported once.
+        let rows = self.conn.query(
+            "SELECT task_id FROM task_dependencies WHERE depends_on_task_id = $1 \
+             GROUP BY task_id ORDER BY MIN(created_at), task_id",
+            &[&task_id],
+        )?;
+        map_rows(rows, |row| column(row, 0))
     }
 
     fn events_of_task(
@@ -76,11 +423,37 @@ impl ReadStore for Db<'_> {
         limit: Option<i64>,
         newest_first: bool,
     ) -> Result<Vec<Event>> {
-        unimplemented!()
+        let sql = if newest_first {
+            concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM task_events WHERE task_id = $1 AND sequence > $2",
+                " ORDER BY sequence DESC LIMIT $3::BIGINT"
+            )
+        } else {
+            concat!(
+                "SELECT ",
+                event_columns!(),
+                " FROM task_events WHERE task_id = $1 AND sequence > $2",
+                " ORDER BY sequence ASC LIMIT $3::BIGINT"
+            )
+        };
+        let rows = self
+            .conn
+            .query(sql, &[&task_id, &after_sequence, &sql_limit(limit)])?;
+        map_rows(rows, event_from_row)
     }
 
     fn idempotency_record(&mut self, key: &str, origin: &Ref) -> Result<Option<IdempotencyRecord>> {
-        unimplemented!()
+        self.conn
+            .query_opt(
+                "SELECT key, origin_kind, origin_ref, task_id, run_id, created_at \
+                 FROM run_idempotency WHERE key = $1 AND origin_kind = $2 AND origin_ref = $3",
+                &[&key, &origin.kind, &origin.reference],
+            )?
+            .as_ref()
+            .map(idempotency_from_row)
+            .transpose()
     }
 
     fn agent_session(
@@ -88,11 +461,36 @@ impl ReadStore for Db<'_> {
         session_id: &str,
         token: Option<&str>,
     ) -> Result<Option<AgentSessionRecord>> {
-        unimplemented!()
+        self.conn
+            .query_opt(
+                "SELECT session_id, agent_name, first_seen_at, last_seen_at, token_name \
+                 FROM agent_sessions WHERE token_name = $2 AND session_id = $1",
+                &[&session_id, &token.unwrap_or("")],
+            )?
+            .as_ref()
+            .map(agent_session_from_row)
+            .transpose()
     }
 
     fn claim_class_heads(&mut self, audience: &str, min_priority: Priority) -> Result<Vec<Run>> {
-        unimplemented!()
+        // A skip-scan of the claim index: each seek lands on the first run after the previous
+        // class, which is the oldest run of the next class because the index continues with
+        // (queued_at, id). One seek per class, plus one per priority band and a last one.
+        let mut heads = Vec::new();
+        let mut next = self.claim_class_head(
+            FIRST_CLASS_ABOVE_PRIORITY_SQL,
+            &[&audience, &(min_priority.rank() - 1)],
+        )?;
+        while let Some((head, caps)) = next {
+            let rank = head.priority.rank();
+            heads.push(head);
+            next = self.claim_class_head(NEXT_CLASS_OF_PRIORITY_SQL, &[&audience, &rank, &caps])?;
+            if next.is_none() {
+                next =
+                    self.claim_class_head(FIRST_CLASS_ABOVE_PRIORITY_SQL, &[&audience, &rank])?;
+            }
+        }
+        Ok(heads)
     }
 
     fn active_runs_of_session(
@@ -100,22 +498,70 @@ impl ReadStore for Db<'_> {
         session_id: &str,
         token: Option<&str>,
     ) -> Result<Vec<Run>> {
-        unimplemented!()
+        self.runs(
+            concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM task_runs WHERE session_id = $1",
+                " AND session_token IS NOT DISTINCT FROM $2::TEXT AND ",
+                active_run!("status"),
+                " ORDER BY queued_at, id"
+            ),
+            &[&session_id, &token],
+        )
     }
 
     fn expired_leases(&mut self, now: Ts, limit: i64) -> Result<Vec<Run>> {
-        unimplemented!()
+        self.runs(
+            concat!(
+                "SELECT ",
+                run_columns!(),
+                " FROM task_runs WHERE ",
+                active_run!("status"),
+                " AND lease_until IS NOT NULL AND lease_until <= $1 \
+                 ORDER BY lease_until, id LIMIT $2::BIGINT"
+            ),
+            // SQLite reads a negative LIMIT as "no limit"; PostgreSQL refuses one.
+            &[&now.0, &(limit >= 0).then_some(limit)],
+        )
     }
 
     fn next_lease_deadline(&mut self) -> Result<Option<Ts>> {
-        unimplemented!()
+        let row = self.conn.query_one(
+            concat!(
+                "SELECT MIN(lease_until) FROM task_runs WHERE ",
+                active_run!("status"),
+                " AND lease_until IS NOT NULL"
+            ),
+            &[],
+        )?;
+        Ok(column::<Option<i64>>(&row, 0)?.map(Ts))
     }
 
     fn api_tokens(&mut self) -> Result<Vec<ApiToken>> {
-        unimplemented!()
+        let rows = self.conn.query(
+            concat!(
+                "SELECT ",
+                token_columns!(),
+                " FROM api_tokens ORDER BY name"
+            ),
+            &[],
+        )?;
+        map_rows(rows, token_from_row)
     }
 
     fn api_token(&mut self, token_hash: &str) -> Result<Option<ApiToken>> {
-        unimplemented!()
+        self.conn
+            .query_opt(
+                concat!(
+                    "SELECT ",
+                    token_columns!(),
+                    " FROM api_tokens WHERE token_hash = $1"
+                ),
+                &[&token_hash],
+            )?
+            .as_ref()
+            .map(token_from_row)
+            .transpose()
     }
 }

@@ -1,64 +1,284 @@
-//! `WriteStore` on PostgreSQL (STUB: to be ported from `sqlite/write.rs`).
-#![allow(unused_variables)]
+//! `WriteStore` on the writer's connection, always inside the current command's SAVEPOINT (and
+//! under the cluster's write lock, so no statement here needs a row lock or a retry).
+//!
+//! Unlike the SQLite backend there are no deferred task marks: each primitive raises the task's
+//! `last_activity_at` / `latest_event_seq` itself, with a conditional UPDATE that writes nothing
+//! when the row is already at or past the new value.
 
+use std::fmt::Write as _;
+
+use postgres::types::ToSql;
 use tasklane_core::model::{ApiToken, Dependency, IdempotencyRecord, NewEvent, Run, Task};
-use tasklane_core::store::WriteStore;
+use tasklane_core::store::{ReadStore, WriteStore};
 use tasklane_core::time::Ts;
-use tasklane_core::Result;
+use tasklane_core::{Error, Result};
 
+use super::rows::{
+    changed_run_columns, changed_task_columns, column, param_refs, payload_text, run_columns,
+    run_params, task_columns, task_param, task_params, Param,
+};
 use super::Db;
+use crate::sqlite::status_sets::finished_run;
+
+/// `UPDATE <table> SET <changed columns> WHERE id = $1`, numbering the changed columns' parameters
+/// `$2, $3, …` (PostgreSQL must see every parameter it is given), and the parameters to bind.
+/// `extra` adds SQL after a column's assignment, given the column's parameter number.
+fn partial_update<'p>(
+    table: &str,
+    changed: &[(&'static str, usize)],
+    params: &'p [Param<'_>],
+    extra: impl Fn(usize, usize) -> Option<String>,
+) -> (String, Vec<&'p (dyn ToSql + Sync)>) {
+    let all = param_refs(params);
+    let mut sql = format!("UPDATE {table} SET ");
+    let mut bound = vec![all[0]];
+    for (i, (column, idx)) in changed.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        bound.push(all[idx - 1]);
+        let n = bound.len();
+        let _ = write!(sql, "{column} = ${n}");
+        if let Some(more) = extra(*idx, n) {
+            sql.push_str(&more);
+        }
+    }
+    sql.push_str(" WHERE id = $1");
+    (sql, bound)
+}
+
+impl Db<'_> {
+    /// Raises the task's `last_activity_at` to `at` (activity never moves backwards); a row
+    /// already at or past it is not written at all.
+    fn raise_activity(&mut self, task_id: &str, at: Ts) -> Result<()> {
+        self.conn.execute(
+            "UPDATE tasks SET last_activity_at = $2 WHERE id = $1 AND last_activity_at < $2",
+            &[&task_id, &at.0],
+        )?;
+        Ok(())
+    }
+}
 
 impl WriteStore for Db<'_> {
     fn insert_task(&mut self, task: &Task) -> Result<()> {
-        unimplemented!()
+        // DO NOTHING + a change count tells a duplicate id apart without parsing error codes;
+        // other constraint failures (a missing parent) still surface as errors.
+        let params = task_params(task);
+        let inserted = self.conn.execute(
+            concat!(
+                "INSERT INTO tasks (",
+                task_columns!(),
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,",
+                " $17, $18, $19, $20, $21, $22, $23, $24, $25, GREATEST($26::BIGINT, $24::BIGINT), $27, $28, $29)",
+                " ON CONFLICT (id) DO NOTHING"
+            ),
+            &param_refs(&params),
+        )?;
+        if inserted == 0 {
+            return Err(Error::conflict(
+                "duplicate_task",
+                format!("task {} already exists", task.id),
+            ));
+        }
+        self.count_inserted_task(task);
+        Ok(())
     }
 
     fn update_task(&mut self, task: &Task) -> Result<()> {
-        unimplemented!()
+        // Only the columns that changed are written (as on SQLite): an UPDATE that leaves every
+        // indexed column alone can stay a heap-only update, and tasks carry many indexes.
+        let current = self
+            .task(&task.id)?
+            .ok_or_else(|| Error::task_not_found(&task.id))?;
+        let changed = changed_task_columns(&current, task);
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let params = task_params(task);
+        let (sql, bound) = partial_update("tasks", &changed, &params, |idx, n| {
+            (idx == task_param::UPDATED_AT)
+                .then(|| format!(", last_activity_at = GREATEST(last_activity_at, ${n})"))
+        });
+        self.conn.execute(&sql, &bound)?;
+        self.count_updated_task(&current, task)
     }
 
     fn delete_task(&mut self, id: &str) -> Result<()> {
-        unimplemented!()
+        // Runs, edges in both directions, events and idempotency records go by ON DELETE CASCADE.
+        self.count_deleted_task(id)?;
+        self.conn
+            .execute("DELETE FROM tasks WHERE id = $1", &[&id])?;
+        Ok(())
     }
 
     fn insert_run(&mut self, run: &Run) -> Result<()> {
-        unimplemented!()
+        let params = run_params(run);
+        self.conn.execute(
+            concat!(
+                "INSERT INTO task_runs (",
+                run_columns!(),
+                ", claim_caps) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,",
+                " $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29,",
+                " $30)"
+            ),
+            &param_refs(&params),
+        )?;
+        self.count_inserted_run(run)?;
+        self.raise_activity(&run.task_id, run.activity_at())
     }
 
     fn update_run(&mut self, run: &Run) -> Result<()> {
-        unimplemented!()
+        // As for tasks, only the changed columns are written.
+        let current = self
+            .run(&run.id)?
+            .ok_or_else(|| Error::run_not_found(&run.id))?;
+        let changed = changed_run_columns(&current, run);
+        if !changed.is_empty() {
+            let params = run_params(run);
+            let (sql, bound) = partial_update("task_runs", &changed, &params, |_, _| None);
+            self.conn.execute(&sql, &bound)?;
+            self.count_updated_run(&current, run)?;
+        }
+        self.raise_activity(&run.task_id, run.activity_at())
     }
 
     fn set_claim_audience(&mut self, task_id: &str, audience: Option<&str>) -> Result<()> {
-        unimplemented!()
+        self.conn.execute(
+            concat!(
+                "UPDATE task_runs SET claim_audience = $2 \
+                 WHERE task_id = $1 AND claim_audience IS DISTINCT FROM $2::TEXT AND NOT ",
+                finished_run!("status")
+            ),
+            &[&task_id, &audience],
+        )?;
+        Ok(())
     }
 
     fn insert_dependency(&mut self, dep: &Dependency) -> Result<()> {
-        unimplemented!()
+        let inserted = self.conn.execute(
+            "INSERT INTO task_dependencies (task_id, depends_on_task_id, kind, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            &[
+                &dep.task_id,
+                &dep.depends_on_task_id,
+                &dep.kind,
+                &dep.created_at.0,
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(Error::conflict(
+                "duplicate_dependency",
+                format!(
+                    "dependency edge {} -> {} already exists",
+                    dep.task_id, dep.depends_on_task_id
+                ),
+            ));
+        }
+        self.add_dependency_count(&dep.task_id, 1)
     }
 
     fn delete_dependency(&mut self, task_id: &str, depends_on_task_id: &str) -> Result<bool> {
-        unimplemented!()
+        let deleted = self.conn.execute(
+            "DELETE FROM task_dependencies WHERE task_id = $1 AND depends_on_task_id = $2",
+            &[&task_id, &depends_on_task_id],
+        )?;
+        if deleted > 0 {
+            self.add_dependency_count(task_id, -(deleted as i64))?;
+        }
+        Ok(deleted > 0)
     }
 
     fn append_event(&mut self, event: &NewEvent) -> Result<i64> {
-        unimplemented!()
+        // The sequence comes from `task_events_sequence`; the cluster's write lock makes the order
+        // it hands values out in the commit order.
+        let row = self.conn.query_one(
+            "INSERT INTO task_events (id, task_id, run_id, event_type, actor_kind, actor_ref, \
+             origin_kind, origin_ref, payload, timestamp) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING sequence",
+            &[
+                &event.id,
+                &event.task_id,
+                &event.run_id,
+                &event.event_type,
+                &event.actor.kind,
+                &event.actor.reference,
+                &event.origin.kind,
+                &event.origin.reference,
+                &payload_text(&event.payload),
+                &event.timestamp.0,
+            ],
+        )?;
+        let sequence: i64 = column(&row, 0)?;
+        self.conn.execute(
+            "UPDATE tasks SET latest_event_seq = GREATEST(latest_event_seq, $2), \
+             last_activity_at = GREATEST(last_activity_at, $3) WHERE id = $1",
+            &[&event.task_id, &sequence, &event.timestamp.0],
+        )?;
+
+        self.appended = Some(self.appended.map_or(sequence, |s| s.max(sequence)));
+        Ok(sequence)
     }
 
     fn insert_idempotency_record(&mut self, record: &IdempotencyRecord) -> Result<()> {
-        unimplemented!()
+        let inserted = self.conn.execute(
+            "INSERT INTO run_idempotency (key, origin_kind, origin_ref, task_id, run_id, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            &[
+                &record.key,
+                &record.origin.kind,
+                &record.origin.reference,
+                &record.task_id,
+                &record.run_id,
+                &record.created_at.0,
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(Error::conflict(
+                "duplicate_idempotency_key",
+                format!(
+                    "idempotency key {} is already bound for origin {}/{}",
+                    record.key, record.origin.kind, record.origin.reference
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn insert_api_token(&mut self, token: &ApiToken) -> Result<()> {
-        unimplemented!()
+        let inserted = self.conn.execute(
+            "INSERT INTO api_tokens (name, role, token_hash, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+            &[
+                &token.name,
+                &token.role.as_str(),
+                &token.token_hash,
+                &token.created_at.0,
+            ],
+        )?;
+        if inserted == 0 {
+            return Err(Error::conflict(
+                "duplicate_token",
+                format!("a token named {} already exists", token.name),
+            ));
+        }
+        Ok(())
     }
 
     fn revoke_api_token(&mut self, name: &str) -> Result<bool> {
-        unimplemented!()
+        // The row goes: a revoked token must never authenticate again, and its name becomes free.
+        Ok(self
+            .conn
+            .execute("DELETE FROM api_tokens WHERE name = $1", &[&name])?
+            > 0)
     }
 
     fn touch_api_token(&mut self, token_hash: &str, at: Ts) -> Result<()> {
-        unimplemented!()
+        self.conn.execute(
+            "UPDATE api_tokens SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $2) \
+             WHERE token_hash = $1",
+            &[&token_hash, &at.0],
+        )?;
+        Ok(())
     }
 
     fn touch_agent_session(
@@ -68,14 +288,51 @@ impl WriteStore for Db<'_> {
         agent_name: Option<&str>,
         now: Ts,
     ) -> Result<()> {
-        unimplemented!()
+        // A call without an agent name keeps the name an earlier call announced.
+        self.conn.execute(
+            "INSERT INTO agent_sessions \
+             (token_name, session_id, agent_name, first_seen_at, last_seen_at) \
+             VALUES ($1, $2, $3, $4, $4) \
+             ON CONFLICT (token_name, session_id) DO UPDATE SET \
+             agent_name = COALESCE(EXCLUDED.agent_name, agent_sessions.agent_name), \
+             last_seen_at = GREATEST(agent_sessions.last_seen_at, EXCLUDED.last_seen_at)",
+            &[&token.unwrap_or(""), &session_id, &agent_name, &now.0],
+        )?;
+        Ok(())
     }
 
     fn begin_item(&mut self) -> Result<()> {
-        unimplemented!()
+        if self.item_start.is_some() {
+            return Err(Error::Storage("an item is already open".to_string()));
+        }
+        self.conn.batch("SAVEPOINT item")?;
+        self.item_start = Some((self.appended, std::mem::take(&mut self.deltas)));
+        Ok(())
     }
 
     fn end_item(&mut self, keep: bool) -> Result<()> {
-        unimplemented!()
+        let Some((appended, deltas)) = self.item_start.take() else {
+            return Err(Error::Storage("no item is open".to_string()));
+        };
+        // With the connection gone the whole transaction is: no item of it may be reported as
+        // done.
+        if self.conn.is_closed() {
+            return Err(Error::Unavailable(
+                "the database connection was lost".to_string(),
+            ));
+        }
+        let item_deltas = std::mem::replace(&mut self.deltas, deltas);
+        if keep {
+            self.deltas.merge(item_deltas);
+            self.conn.batch("RELEASE item")
+        } else {
+            // A rolled-back sequence must never be published.
+            self.appended = appended;
+            self.conn.batch("ROLLBACK TO item; RELEASE item")
+        }
     }
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -4,63 +4,17 @@
 use rusqlite::types::ToSql;
 use rusqlite::{Row, Statement};
 use serde_json::Value;
-use tasklane_core::model::{
-    ApiToken, ApprovalPolicy, ApprovalState, Dependency, Event, IdempotencyRecord, Priority, Ref,
-    Role, Run, RunStatus, Scope, Task, TaskStatus,
-};
+use tasklane_core::model::{ApiToken, Dependency, Event, IdempotencyRecord, Ref, Run, Task};
 use tasklane_core::store::AgentSessionRecord;
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
 use super::error::{json_err, sql_err};
-
-/// Parses the exact stored wire name. Stored values were written with `as_str()`, so there is no
-/// need for the input normalization that `parse` does for client input.
-trait StoredEnum: Sized + Copy + 'static {
-    const ALL: &'static [Self];
-    const WHAT: &'static str;
-    fn wire(self) -> &'static str;
-
-    fn from_stored(s: &str) -> Result<Self> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|v| v.wire() == s)
-            .ok_or_else(|| Error::Storage(format!("unknown {} {s:?} in database", Self::WHAT)))
-    }
-}
-
-macro_rules! stored_enum {
-    ($($ty:ident = $what:literal),+ $(,)?) => {$(
-        impl StoredEnum for $ty {
-            const ALL: &'static [Self] = $ty::ALL;
-            const WHAT: &'static str = $what;
-            fn wire(self) -> &'static str {
-                self.as_str()
-            }
-        }
-    )+};
-}
-
-stored_enum!(
-    Scope = "scope",
-    TaskStatus = "task status",
-    Priority = "priority",
-    ApprovalPolicy = "approval policy",
-    ApprovalState = "approval state",
-    RunStatus = "run status",
-    Role = "token role",
-);
-
-/// `Dependency::kind` is `&'static str`, so stored kinds map back onto the known constants.
-fn dependency_kind(s: &str) -> Result<&'static str> {
-    match s {
-        "blocks" => Ok("blocks"),
-        other => Err(Error::Storage(format!(
-            "unknown dependency kind {other:?} in database"
-        ))),
-    }
-}
+pub(crate) use crate::rows_common::{
+    changed_run_columns, changed_task_columns, dependency_columns, event_columns, payload_text,
+    priority_from_rank, run_columns, task_columns, task_param, token_columns,
+};
+use crate::rows_common::{claim_caps, dependency_kind, opt_json_text, strings_text, StoredEnum};
 
 fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, idx: usize) -> Result<T> {
     row.get(idx).map_err(sql_err)
@@ -123,15 +77,6 @@ fn get_strings(row: &Row<'_>, idx: usize, what: &str) -> Result<Vec<String>> {
     serde_json::from_str(get_text(row, idx)?).map_err(|e| json_err(what, e))
 }
 
-fn opt_json_text(v: &Option<Value>) -> Option<String> {
-    // Serializing a `Value` cannot fail: its keys are always strings.
-    v.as_ref().map(|v| v.to_string())
-}
-
-fn strings_text(v: &[String]) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "[]".to_string())
-}
-
 /// Binds `?idx`; statements that use only the first parameters of a column list (a partial
 /// UPDATE) simply do not receive the later ones.
 fn bind<T: ToSql>(stmt: &mut Statement<'_>, idx: usize, value: T) -> Result<()> {
@@ -143,126 +88,6 @@ fn bind<T: ToSql>(stmt: &mut Statement<'_>, idx: usize, value: T) -> Result<()> 
 
 // ---------------------------------------------------------------------------------------------
 // tasks
-
-/// Column order shared by SELECT (0-based index) and the `?n` parameters (1-based) of writes. A
-/// macro rather than a const so statements can be assembled with `concat!` at compile time.
-macro_rules! task_columns {
-    () => {
-        "id, identifier, scope, workspace_id, parent_task_id, network_channel, title, \
-         description, priority, max_attempts, auto_enqueue_on_ready, status, approval_policy, \
-         approval_state, owner_kind, owner_ref, current_run_id, latest_event_seq, created_by_kind, \
-         created_by_ref, origin_kind, origin_ref, created_at, updated_at, closed_at, \
-         last_activity_at, metadata, required_capabilities, preferred_capabilities"
-    };
-}
-pub(crate) use task_columns;
-
-/// 1-based parameter positions of the columns that writes treat specially.
-pub(crate) mod task_param {
-    pub const UPDATED_AT: usize = 24;
-}
-
-/// The columns `update_task` writes that differ between the stored and the new task, each with
-/// its parameter position. Storage-owned columns (`latest_event_seq`, `last_activity_at`) and
-/// the immutable id are never listed.
-pub(crate) fn changed_task_columns(old: &Task, new: &Task) -> Vec<(&'static str, usize)> {
-    let owner = |t: &Task| {
-        t.owner
-            .as_ref()
-            .map(|o| (o.kind.clone(), o.reference.clone()))
-    };
-    let candidates: [(&'static str, usize, bool); 27] = [
-        ("identifier", 2, old.identifier != new.identifier),
-        ("scope", 3, old.scope != new.scope),
-        ("workspace_id", 4, old.workspace_id != new.workspace_id),
-        (
-            "parent_task_id",
-            5,
-            old.parent_task_id != new.parent_task_id,
-        ),
-        (
-            "network_channel",
-            6,
-            old.network_channel != new.network_channel,
-        ),
-        ("title", 7, old.title != new.title),
-        ("description", 8, old.description != new.description),
-        ("priority", 9, old.priority != new.priority),
-        ("max_attempts", 10, old.max_attempts != new.max_attempts),
-        (
-            "auto_enqueue_on_ready",
-            11,
-            old.auto_enqueue_on_ready != new.auto_enqueue_on_ready,
-        ),
-        ("status", 12, old.status != new.status),
-        (
-            "approval_policy",
-            13,
-            old.approval_policy != new.approval_policy,
-        ),
-        (
-            "approval_state",
-            14,
-            old.approval_state != new.approval_state,
-        ),
-        (
-            "owner_kind",
-            15,
-            owner(old).map(|o| o.0) != owner(new).map(|o| o.0),
-        ),
-        (
-            "owner_ref",
-            16,
-            owner(old).map(|o| o.1) != owner(new).map(|o| o.1),
-        ),
-        (
-            "current_run_id",
-            17,
-            old.current_run_id != new.current_run_id,
-        ),
-        (
-            "created_by_kind",
-            19,
-            old.created_by.kind != new.created_by.kind,
-        ),
-        (
-            "created_by_ref",
-            20,
-            old.created_by.reference != new.created_by.reference,
-        ),
-        ("origin_kind", 21, old.origin.kind != new.origin.kind),
-        (
-            "origin_ref",
-            22,
-            old.origin.reference != new.origin.reference,
-        ),
-        ("created_at", 23, old.created_at != new.created_at),
-        (
-            "updated_at",
-            task_param::UPDATED_AT,
-            old.updated_at != new.updated_at,
-        ),
-        ("closed_at", 25, old.closed_at != new.closed_at),
-        ("metadata", 27, old.metadata != new.metadata),
-        (
-            "required_capabilities",
-            28,
-            old.required_capabilities != new.required_capabilities,
-        ),
-        (
-            "preferred_capabilities",
-            29,
-            old.preferred_capabilities != new.preferred_capabilities,
-        ),
-        // Present so the list is exhaustive over the column list; never written from here.
-        ("latest_event_seq", 18, false),
-    ];
-    candidates
-        .into_iter()
-        .filter(|(_, _, changed)| *changed)
-        .map(|(column, idx, _)| (column, idx))
-        .collect()
-}
 
 pub(crate) fn bind_task(stmt: &mut Statement<'_>, t: &Task) -> Result<()> {
     bind(stmt, 1, &t.id)?;
@@ -331,112 +156,6 @@ pub(crate) fn task_from_row(row: &Row<'_>) -> Result<Task> {
 // ---------------------------------------------------------------------------------------------
 // runs
 
-macro_rules! run_columns {
-    () => {
-        "id, task_id, status, attempt, claimed_by_kind, claimed_by_ref, session_id, origin_kind, \
-         origin_ref, idempotency_key, network_channel, coordination_channel_id, claim_token_hash, \
-         lease_until, heartbeat_at, lease_expirations, queued_at, claimed_at, started_at, \
-         ended_at, error, metadata, result, required_capabilities, preferred_capabilities, \
-         priority_rank, claim_idempotency_key, session_token, claim_audience"
-    };
-}
-pub(crate) use run_columns;
-
-/// The run columns whose value differs between `old` and `new`, with their parameter index in
-/// [`bind_run`] (the `id` is parameter 1). `claim_audience` is never among them: only
-/// `set_claim_audience` moves it.
-pub(crate) fn changed_run_columns(old: &Run, new: &Run) -> Vec<(&'static str, usize)> {
-    let claimant = |r: &Run| {
-        r.claimed_by
-            .as_ref()
-            .map(|c| (c.kind.clone(), c.reference.clone()))
-    };
-    let candidates: [(&'static str, usize, bool); 28] = [
-        ("task_id", 2, old.task_id != new.task_id),
-        ("status", 3, old.status != new.status),
-        ("attempt", 4, old.attempt != new.attempt),
-        (
-            "claimed_by_kind",
-            5,
-            claimant(old).map(|c| c.0) != claimant(new).map(|c| c.0),
-        ),
-        (
-            "claimed_by_ref",
-            6,
-            claimant(old).map(|c| c.1) != claimant(new).map(|c| c.1),
-        ),
-        ("session_id", 7, old.session_id != new.session_id),
-        ("origin_kind", 8, old.origin.kind != new.origin.kind),
-        (
-            "origin_ref",
-            9,
-            old.origin.reference != new.origin.reference,
-        ),
-        (
-            "idempotency_key",
-            10,
-            old.idempotency_key != new.idempotency_key,
-        ),
-        (
-            "network_channel",
-            11,
-            old.network_channel != new.network_channel,
-        ),
-        (
-            "coordination_channel_id",
-            12,
-            old.coordination_channel_id != new.coordination_channel_id,
-        ),
-        (
-            "claim_token_hash",
-            13,
-            old.claim_token_hash != new.claim_token_hash,
-        ),
-        ("lease_until", 14, old.lease_until != new.lease_until),
-        ("heartbeat_at", 15, old.heartbeat_at != new.heartbeat_at),
-        (
-            "lease_expirations",
-            16,
-            old.lease_expirations != new.lease_expirations,
-        ),
-        ("queued_at", 17, old.queued_at != new.queued_at),
-        ("claimed_at", 18, old.claimed_at != new.claimed_at),
-        ("started_at", 19, old.started_at != new.started_at),
-        ("ended_at", 20, old.ended_at != new.ended_at),
-        ("error", 21, old.error != new.error),
-        ("metadata", 22, old.metadata != new.metadata),
-        ("result", 23, old.result != new.result),
-        (
-            "required_capabilities",
-            24,
-            old.required_capabilities != new.required_capabilities,
-        ),
-        (
-            "preferred_capabilities",
-            25,
-            old.preferred_capabilities != new.preferred_capabilities,
-        ),
-        ("priority_rank", 26, old.priority != new.priority),
-        (
-            "claim_idempotency_key",
-            27,
-            old.claim_idempotency_key != new.claim_idempotency_key,
-        ),
-        ("session_token", 28, old.session_token != new.session_token),
-        (
-            "claim_caps",
-            30,
-            old.required_capabilities != new.required_capabilities
-                || old.preferred_capabilities != new.preferred_capabilities,
-        ),
-    ];
-    candidates
-        .into_iter()
-        .filter(|(_, _, changed)| *changed)
-        .map(|(column, idx, _)| (column, idx))
-        .collect()
-}
-
 pub(crate) fn bind_run(stmt: &mut Statement<'_>, r: &Run) -> Result<()> {
     bind(stmt, 1, &r.id)?;
     bind(stmt, 2, &r.task_id)?;
@@ -469,24 +188,6 @@ pub(crate) fn bind_run(stmt: &mut Statement<'_>, r: &Run) -> Result<()> {
     bind(stmt, 29, &r.claim_audience)?;
     bind(stmt, 30, claim_caps(r))?;
     Ok(())
-}
-
-/// The run's capability class: its required and preferred capability sets, sorted, as one JSON
-/// text (`[["req",…],["pref",…]]`), so runs asking for the same sets share a claim class. The
-/// migration that added the column computes the same text in SQL; a run whose text differed
-/// would only form a class of its own, never join a wrong one.
-fn claim_caps(r: &Run) -> String {
-    let sorted = |v: &[String]| {
-        let mut v = v.to_vec();
-        v.sort_unstable();
-        v.dedup();
-        v
-    };
-    serde_json::to_string(&(
-        sorted(&r.required_capabilities),
-        sorted(&r.preferred_capabilities),
-    ))
-    .unwrap_or_default()
 }
 
 pub(crate) fn run_from_row(row: &Row<'_>) -> Result<Run> {
@@ -529,13 +230,6 @@ pub(crate) fn run_and_claim_caps_from_row(row: &Row<'_>) -> Result<(Run, String)
 // ---------------------------------------------------------------------------------------------
 // dependencies, events, idempotency, sessions
 
-macro_rules! dependency_columns {
-    () => {
-        "task_id, depends_on_task_id, kind, created_at"
-    };
-}
-pub(crate) use dependency_columns;
-
 pub(crate) fn dependency_from_row(row: &Row<'_>) -> Result<Dependency> {
     Ok(Dependency {
         task_id: get(row, 0)?,
@@ -544,14 +238,6 @@ pub(crate) fn dependency_from_row(row: &Row<'_>) -> Result<Dependency> {
         created_at: get_ts(row, 3)?,
     })
 }
-
-macro_rules! event_columns {
-    () => {
-        "sequence, id, task_id, run_id, event_type, actor_kind, actor_ref, origin_kind, \
-         origin_ref, payload, timestamp"
-    };
-}
-pub(crate) use event_columns;
 
 pub(crate) fn event_from_row(row: &Row<'_>) -> Result<Event> {
     Ok(Event {
@@ -565,11 +251,6 @@ pub(crate) fn event_from_row(row: &Row<'_>) -> Result<Event> {
         payload: get_json(row, 9, "event payload")?,
         timestamp: get_ts(row, 10)?,
     })
-}
-
-/// JSON text of an event payload (always present; JSON null is stored as `null`).
-pub(crate) fn payload_text(v: &Value) -> String {
-    v.to_string()
 }
 
 pub(crate) fn idempotency_from_row(row: &Row<'_>) -> Result<IdempotencyRecord> {
@@ -618,21 +299,6 @@ pub(crate) fn first<T, P: rusqlite::Params>(
         None => Ok(None),
     }
 }
-
-pub(crate) fn priority_from_rank(rank: i64) -> Result<Priority> {
-    Priority::ALL
-        .iter()
-        .copied()
-        .find(|p| p.rank() == rank)
-        .ok_or_else(|| Error::Storage(format!("stored priority rank {rank} is not known")))
-}
-
-macro_rules! token_columns {
-    () => {
-        "name, role, token_hash, created_at, last_used_at"
-    };
-}
-pub(crate) use token_columns;
 
 pub(crate) fn token_from_row(row: &Row<'_>) -> Result<ApiToken> {
     Ok(ApiToken {
