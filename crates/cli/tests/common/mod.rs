@@ -53,14 +53,21 @@ fn with_database(url: &str, db: &str) -> String {
     }
 }
 
-/// Runs `sql` on the test PostgreSQL server. On a thread of its own: the blocking client cannot
-/// run inside the async tests' runtime.
-fn admin_execute(url: &str, sql: String) -> Result<(), String> {
+/// Runs each statement on the test PostgreSQL server, one at a time (`CREATE DATABASE` refuses
+/// to run in the implicit transaction of a multi-statement query). On a thread of its own: the
+/// blocking client cannot run inside the async tests' runtime.
+fn admin_execute(url: &str, statements: Vec<String>) -> Result<(), String> {
     let url = url.to_string();
+    let text = |e: postgres::Error| match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    };
     std::thread::spawn(move || {
-        let mut client =
-            postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
-        client.batch_execute(&sql).map_err(|e| e.to_string())
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).map_err(text)?;
+        for sql in &statements {
+            client.batch_execute(sql).map_err(text)?;
+        }
+        Ok(())
     })
     .join()
     .unwrap_or_else(|_| Err("admin connection panicked".to_string()))
@@ -75,7 +82,10 @@ pub fn database_url(dir: &Path) -> String {
     let db = postgres_database_name(dir);
     admin_execute(
         &admin,
-        format!("DROP DATABASE IF EXISTS {db} WITH (FORCE); CREATE DATABASE {db}"),
+        vec![
+            format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            format!("CREATE DATABASE {db}"),
+        ],
     )
     .unwrap_or_else(|e| panic!("cannot create test database {db}: {e}"));
     with_database(&admin, &db)
@@ -96,7 +106,10 @@ fn postgres_database_name(dir: &Path) -> String {
 fn drop_database(dir: &Path) {
     if let Some(admin) = postgres_admin_url() {
         let db = postgres_database_name(dir);
-        let _ = admin_execute(&admin, format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        let _ = admin_execute(
+            &admin,
+            vec![format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")],
+        );
     }
 }
 

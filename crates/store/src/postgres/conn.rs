@@ -26,18 +26,13 @@ pub(crate) struct Conn {
 
 impl Conn {
     pub(crate) fn connect(opts: &PgOptions) -> Result<Conn> {
-        let mut config: postgres::Config = opts.url.parse().map_err(|e: postgres::Error| {
-            Error::Storage(format!(
-                "invalid PostgreSQL URL: {}",
-                redact(&e.to_string())
-            ))
+        let client = super::tls::connect(opts, |config| {
+            config.connect_timeout(opts.connect_timeout);
+            config.application_name("tasklane");
+            if let Some(timeout) = opts.statement_timeout.filter(|t| !t.is_zero()) {
+                config.options(&format!("-c statement_timeout={}", timeout.as_millis()));
+            }
         })?;
-        config.connect_timeout(opts.connect_timeout);
-        config.application_name("tasklane");
-        if let Some(timeout) = opts.statement_timeout.filter(|t| !t.is_zero()) {
-            config.options(&format!("-c statement_timeout={}", timeout.as_millis()));
-        }
-        let client = super::tls::connect(&config, opts)?;
         Ok(Conn {
             client,
             statements: HashMap::new(),
