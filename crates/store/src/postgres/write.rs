@@ -305,7 +305,12 @@ impl WriteStore for Db<'_> {
         if self.item_start.is_some() {
             return Err(Error::Storage("an item is already open".to_string()));
         }
-        self.conn.batch("SAVEPOINT item")?;
+        // The sequence's position is noted outside the savepoint (a setting made inside it would
+        // be rolled back with it), in the same round trip.
+        self.conn.batch(concat!(
+            "SELECT set_config('tasklane.item_sequence', (SELECT CASE WHEN is_called ",
+            "THEN last_value ELSE 0 END FROM task_events_sequence)::TEXT, true); SAVEPOINT item"
+        ))?;
         self.item_start = Some((self.appended, std::mem::take(&mut self.deltas)));
         Ok(())
     }
@@ -326,9 +331,22 @@ impl WriteStore for Db<'_> {
             self.deltas.merge(item_deltas);
             self.conn.batch("RELEASE item")
         } else {
+            let item_appended = self.appended != appended;
             // A rolled-back sequence must never be published.
             self.appended = appended;
-            self.conn.batch("ROLLBACK TO item; RELEASE item")
+            if !item_appended {
+                return self.conn.batch("ROLLBACK TO item; RELEASE item");
+            }
+            // `nextval` is not undone by a rollback. The sequences the item took were never
+            // committed nor published, and the cluster's write lock keeps every other writer
+            // out, so the sequence goes back to where the item found it: the next event gets
+            // the sequence SQLite would give it, with no gap.
+            self.conn.batch(concat!(
+                "ROLLBACK TO item; RELEASE item; ",
+                "SELECT setval('task_events_sequence', ",
+                "GREATEST(current_setting('tasklane.item_sequence')::BIGINT, 1), ",
+                "current_setting('tasklane.item_sequence')::BIGINT > 0)"
+            ))
         }
     }
 }
