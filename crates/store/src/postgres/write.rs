@@ -20,6 +20,44 @@ use super::rows::{
 use super::Db;
 use crate::sqlite::status_sets::finished_run;
 
+/// Notes the event sequence's position in the transaction-local setting `$name`. Run before a
+/// savepoint (a setting made inside it would be rolled back with it), in the same round trip.
+macro_rules! note_sequence {
+    ($name:literal) => {
+        concat!(
+            "SELECT set_config('",
+            $name,
+            "', (SELECT CASE WHEN is_called THEN last_value ELSE 0 END ",
+            "FROM task_events_sequence)::TEXT, true)"
+        )
+    };
+}
+
+/// Puts the event sequence back where `note_sequence!($name)` found it. `nextval` is not undone
+/// by a rollback; the sequences a rolled-back savepoint took were never committed nor published,
+/// and the cluster's write lock keeps every other writer out, so handing them out again gives
+/// the next event the sequence SQLite would give it, with no gap in the log.
+macro_rules! restore_sequence {
+    ($name:literal) => {
+        concat!(
+            "SELECT setval('task_events_sequence', GREATEST(current_setting('",
+            $name,
+            "')::BIGINT, 1), current_setting('",
+            $name,
+            "')::BIGINT > 0)"
+        )
+    };
+}
+
+/// Opens a command's savepoint (the writer, for each command of a batch).
+pub(crate) const SAVEPOINT_CMD: &str =
+    concat!(note_sequence!("tasklane.cmd_sequence"), "; SAVEPOINT cmd");
+/// Rolls back a command that appended events, giving their sequences back.
+pub(crate) const ROLLBACK_CMD_WITH_EVENTS: &str = concat!(
+    "ROLLBACK TO cmd; RELEASE cmd; ",
+    restore_sequence!("tasklane.cmd_sequence")
+);
+
 /// `UPDATE <table> SET <changed columns> WHERE id = $1`, numbering the changed columns' parameters
 /// `$2, $3, …` (PostgreSQL must see every parameter it is given), and the parameters to bind.
 /// `extra` adds SQL after a column's assignment, given the column's parameter number.
@@ -305,11 +343,9 @@ impl WriteStore for Db<'_> {
         if self.item_start.is_some() {
             return Err(Error::Storage("an item is already open".to_string()));
         }
-        // The sequence's position is noted outside the savepoint (a setting made inside it would
-        // be rolled back with it), in the same round trip.
         self.conn.batch(concat!(
-            "SELECT set_config('tasklane.item_sequence', (SELECT CASE WHEN is_called ",
-            "THEN last_value ELSE 0 END FROM task_events_sequence)::TEXT, true); SAVEPOINT item"
+            note_sequence!("tasklane.item_sequence"),
+            "; SAVEPOINT item"
         ))?;
         self.item_start = Some((self.appended, std::mem::take(&mut self.deltas)));
         Ok(())
@@ -337,15 +373,9 @@ impl WriteStore for Db<'_> {
             if !item_appended {
                 return self.conn.batch("ROLLBACK TO item; RELEASE item");
             }
-            // `nextval` is not undone by a rollback. The sequences the item took were never
-            // committed nor published, and the cluster's write lock keeps every other writer
-            // out, so the sequence goes back to where the item found it: the next event gets
-            // the sequence SQLite would give it, with no gap.
             self.conn.batch(concat!(
                 "ROLLBACK TO item; RELEASE item; ",
-                "SELECT setval('task_events_sequence', ",
-                "GREATEST(current_setting('tasklane.item_sequence')::BIGINT, 1), ",
-                "current_setting('tasklane.item_sequence')::BIGINT > 0)"
+                restore_sequence!("tasklane.item_sequence")
             ))
         }
     }
