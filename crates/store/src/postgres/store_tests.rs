@@ -411,8 +411,7 @@ async fn group_commit_rolls_back_failing_and_panicking_commands_alone() {
 
     let ids = list(&store, TaskFilter::default()).await;
     assert_eq!(ids, vec!["e", "c", "a"]);
-    // Unlike SQLite (1, 2, 3), the rolled-back commands' sequences are gaps: `nextval` is not
-    // undone by a rollback. Sequences still increase in commit order.
+    // The rolled-back commands' sequences were reused within the batch; none is missing.
     let seqs: Vec<i64> = store
         .read(|r| {
             let mut s = Vec::new();
@@ -423,8 +422,8 @@ async fn group_commit_rolls_back_failing_and_panicking_commands_alone() {
         })
         .await
         .unwrap();
-    assert_eq!(seqs, vec![1, 3, 5]);
-    assert_eq!(*store.committed_sequence().borrow(), 5);
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(*store.committed_sequence().borrow(), 3);
 
     // The writer is healthy afterwards.
     insert(&store, vec![task("f", 1)]).await;
@@ -507,13 +506,11 @@ async fn events_get_increasing_sequences() {
         ("renamed", 3, Ts(200), Ts(10))
     );
 
-    // A reopened store's watch starts at the end of the log. Unlike SQLite (3), it starts at
-    // the sequence's high-water mark, which the failed command's event advanced: `nextval` is
-    // not undone by a rollback.
+    // A reopened store's watch starts at the end of the log.
     let reopened = _db.reopen();
     let seen = *reopened.committed_sequence().borrow();
     off_runtime(move || reopened.shutdown());
-    assert_eq!(seen, 4);
+    assert_eq!(seen, 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

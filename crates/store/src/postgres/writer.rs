@@ -180,7 +180,7 @@ fn run_batch(conn: &mut Conn, shared: &WriterShared, batch: &mut Vec<Box<dyn Com
     let outcome = (|| {
         conn.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
         for cmd in batch.iter_mut() {
-            conn.batch("SAVEPOINT cmd")?;
+            conn.batch(super::write::SAVEPOINT_CMD)?;
             let mut db = Db::new(conn);
             let ok = cmd.run(&mut db);
             let appended = db.appended;
@@ -193,7 +193,10 @@ fn run_batch(conn: &mut Conn, shared: &WriterShared, batch: &mut Vec<Box<dyn Com
                 max_seq = max_seq.max(appended);
                 deltas.merge(cmd_deltas);
             } else {
-                conn.batch("ROLLBACK TO cmd; RELEASE cmd")?;
+                conn.batch(match appended {
+                    Some(_) => super::write::ROLLBACK_CMD_WITH_EVENTS,
+                    None => "ROLLBACK TO cmd; RELEASE cmd",
+                })?;
             }
         }
         counters::apply(conn, &deltas)?;
