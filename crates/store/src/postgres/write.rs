@@ -2,8 +2,9 @@
 //! under the cluster's write lock, so no statement here needs a row lock or a retry).
 //!
 //! Unlike the SQLite backend there are no deferred task marks: each primitive raises the task's
-//! `last_activity_at` / `latest_event_seq` itself, with a conditional UPDATE that writes nothing
-//! when the row is already at or past the new value.
+//! `last_activity_at` / `latest_event_seq` itself (run writes with an UPDATE that writes nothing
+//! when the row is already at or past the new time; an event always moves `latest_event_seq`, so
+//! it sets both in one UPDATE).
 
 use std::fmt::Write as _;
 
