@@ -56,7 +56,7 @@ pub(crate) fn dependency_kind(s: &str) -> Result<&'static str> {
     }
 }
 
-pub(crate) fn json_err(what: &str, err: serde_json::Error) -> Error {
+fn json_err(what: &str, err: serde_json::Error) -> Error {
     Error::Storage(format!("stored {what} is not valid JSON: {err}"))
 }
 

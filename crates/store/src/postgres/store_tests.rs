@@ -411,8 +411,7 @@ async fn group_commit_rolls_back_failing_and_panicking_commands_alone() {
 
     let ids = list(&store, TaskFilter::default()).await;
     assert_eq!(ids, vec!["e", "c", "a"]);
-    // Unlike SQLite (1, 2, 3), the rolled-back commands' sequences are gaps: `nextval` is not
-    // undone by a rollback. Sequences still increase in commit order.
+    // The rolled-back commands' sequences were reused within the batch; none is missing.
     let seqs: Vec<i64> = store
         .read(|r| {
             let mut s = Vec::new();
@@ -423,8 +422,8 @@ async fn group_commit_rolls_back_failing_and_panicking_commands_alone() {
         })
         .await
         .unwrap();
-    assert_eq!(seqs, vec![1, 3, 5]);
-    assert_eq!(*store.committed_sequence().borrow(), 5);
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(*store.committed_sequence().borrow(), 3);
 
     // The writer is healthy afterwards.
     insert(&store, vec![task("f", 1)]).await;
@@ -507,13 +506,11 @@ async fn events_get_increasing_sequences() {
         ("renamed", 3, Ts(200), Ts(10))
     );
 
-    // A reopened store's watch starts at the end of the log. Unlike SQLite (3), it starts at
-    // the sequence's high-water mark, which the failed command's event advanced: `nextval` is
-    // not undone by a rollback.
+    // A reopened store's watch starts at the end of the log.
     let reopened = _db.reopen();
     let seen = *reopened.committed_sequence().borrow();
     off_runtime(move || reopened.shutdown());
-    assert_eq!(seen, 4);
+    assert_eq!(seen, 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1276,14 +1273,13 @@ async fn a_rolled_back_item_undoes_only_itself_and_publishes_no_sequence_of_it()
     assert_eq!((b.latest_event_seq, b.title.as_str()), (0, "title of b"));
     // Its counter changes went with it.
     assert_counters_match_a_recount(&db);
-    // The rolled-back event's sequence was never published. Unlike SQLite (2), it is not used
-    // again either: `nextval` is not undone by a rollback.
+    // The rolled-back event's sequence was never published and is the next one used.
     assert_eq!(*store.committed_sequence().borrow(), 1);
     let seq = store
         .write(|w| w.append_event(&event("e-3", "b", 4)))
         .await
         .unwrap();
-    assert_eq!(seq, 3);
+    assert_eq!(seq, 2);
 }
 
 /// Runs of one task each, with the given audience, priority and capabilities.
@@ -1685,4 +1681,33 @@ async fn answers_equal_the_sqlite_backend() {
         assert_eq!(e, g);
     }
     assert_eq!(expected.len(), got.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolled_back_items_leave_no_gap_in_the_sequences() {
+    let (_db, store) = pg_store!();
+    insert(&store, vec![task("a", 1)]).await;
+    let seqs = store
+        .write(|w| {
+            // The very first event of the log, rolled back: the log still starts at 1.
+            w.begin_item()?;
+            w.append_event(&event("x-1", "a", 2))?;
+            w.append_event(&event("x-2", "a", 2))?;
+            w.end_item(false)?;
+            let first = w.append_event(&event("e-1", "a", 3))?;
+            w.begin_item()?;
+            w.append_event(&event("x-3", "a", 4))?;
+            w.end_item(false)?;
+            // An item that appended nothing leaves the sequence alone.
+            w.begin_item()?;
+            w.end_item(false)?;
+            let second = w.append_event(&event("e-2", "a", 5))?;
+            Ok((first, second))
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs, (1, 2));
+    assert_eq!(*store.committed_sequence().borrow(), 2);
+    let a = get_task(&store, "a").await.unwrap();
+    assert_eq!((a.latest_event_seq, a.last_activity_at), (2, Ts(5)));
 }

@@ -2,8 +2,9 @@
 //! under the cluster's write lock, so no statement here needs a row lock or a retry).
 //!
 //! Unlike the SQLite backend there are no deferred task marks: each primitive raises the task's
-//! `last_activity_at` / `latest_event_seq` itself, with a conditional UPDATE that writes nothing
-//! when the row is already at or past the new value.
+//! `last_activity_at` / `latest_event_seq` itself (run writes with an UPDATE that writes nothing
+//! when the row is already at or past the new time; an event always moves `latest_event_seq`, so
+//! it sets both in one UPDATE).
 
 use std::fmt::Write as _;
 
@@ -19,6 +20,44 @@ use super::rows::{
 };
 use super::Db;
 use crate::sqlite::status_sets::finished_run;
+
+/// Notes the event sequence's position in the transaction-local setting `$name`. Run before a
+/// savepoint (a setting made inside it would be rolled back with it), in the same round trip.
+macro_rules! note_sequence {
+    ($name:literal) => {
+        concat!(
+            "SELECT set_config('",
+            $name,
+            "', (SELECT CASE WHEN is_called THEN last_value ELSE 0 END ",
+            "FROM task_events_sequence)::TEXT, true)"
+        )
+    };
+}
+
+/// Puts the event sequence back where `note_sequence!($name)` found it. `nextval` is not undone
+/// by a rollback; the sequences a rolled-back savepoint took were never committed nor published,
+/// and the cluster's write lock keeps every other writer out, so handing them out again gives
+/// the next event the sequence SQLite would give it, with no gap in the log.
+macro_rules! restore_sequence {
+    ($name:literal) => {
+        concat!(
+            "SELECT setval('task_events_sequence', GREATEST(current_setting('",
+            $name,
+            "')::BIGINT, 1), current_setting('",
+            $name,
+            "')::BIGINT > 0)"
+        )
+    };
+}
+
+/// Opens a command's savepoint (the writer, for each command of a batch).
+pub(crate) const SAVEPOINT_CMD: &str =
+    concat!(note_sequence!("tasklane.cmd_sequence"), "; SAVEPOINT cmd");
+/// Rolls back a command that appended events, giving their sequences back.
+pub(crate) const ROLLBACK_CMD_WITH_EVENTS: &str = concat!(
+    "ROLLBACK TO cmd; RELEASE cmd; ",
+    restore_sequence!("tasklane.cmd_sequence")
+);
 
 /// `UPDATE <table> SET <changed columns> WHERE id = $1`, numbering the changed columns' parameters
 /// `$2, $3, …` (PostgreSQL must see every parameter it is given), and the parameters to bind.
@@ -305,7 +344,10 @@ impl WriteStore for Db<'_> {
         if self.item_start.is_some() {
             return Err(Error::Storage("an item is already open".to_string()));
         }
-        self.conn.batch("SAVEPOINT item")?;
+        self.conn.batch(concat!(
+            note_sequence!("tasklane.item_sequence"),
+            "; SAVEPOINT item"
+        ))?;
         self.item_start = Some((self.appended, std::mem::take(&mut self.deltas)));
         Ok(())
     }
@@ -326,9 +368,16 @@ impl WriteStore for Db<'_> {
             self.deltas.merge(item_deltas);
             self.conn.batch("RELEASE item")
         } else {
+            let item_appended = self.appended != appended;
             // A rolled-back sequence must never be published.
             self.appended = appended;
-            self.conn.batch("ROLLBACK TO item; RELEASE item")
+            if !item_appended {
+                return self.conn.batch("ROLLBACK TO item; RELEASE item");
+            }
+            self.conn.batch(concat!(
+                "ROLLBACK TO item; RELEASE item; ",
+                restore_sequence!("tasklane.item_sequence")
+            ))
         }
     }
 }

@@ -184,7 +184,7 @@ fn run_batch(
     let outcome = (|| {
         conn.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
         for cmd in batch.iter_mut() {
-            conn.batch("SAVEPOINT cmd")?;
+            conn.batch(super::write::SAVEPOINT_CMD)?;
             let mut db = Db::new(conn);
             let ok = cmd.run(&mut db);
             let appended = db.appended;
@@ -199,7 +199,10 @@ fn run_batch(
                 max_seq = max_seq.max(appended);
                 deltas.merge(cmd_deltas);
             } else {
-                conn.batch("ROLLBACK TO cmd; RELEASE cmd")?;
+                conn.batch(match appended {
+                    Some(_) => super::write::ROLLBACK_CMD_WITH_EVENTS,
+                    None => "ROLLBACK TO cmd; RELEASE cmd",
+                })?;
             }
         }
         counters::apply(conn, &deltas)?;
