@@ -98,7 +98,11 @@ pub(crate) fn pg_err(err: postgres::Error) -> Error {
         None => true, // I/O, a closed connection, a timeout: no SQLSTATE at all
         Some(code) => is_transient(code),
     };
-    let msg = redact(&err.to_string());
+    // A database error's Display is only "db error"; its message says what happened.
+    let msg = match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => redact(&err.to_string()),
+    };
     if transient {
         Error::Unavailable(format!("database unavailable: {msg}"))
     } else {

@@ -2,7 +2,9 @@
 //!
 //! The tables, columns and indexes are the SQLite backend's, column for column (times are
 //! microseconds since the epoch in BIGINT, flags 0/1 in BIGINT, JSON as the exact text the API
-//! was sent), so both backends answer every request byte for byte alike. Migration `n` (1-based)
+//! was sent), so both backends answer every request byte for byte alike. Text compares by byte
+//! (`COLLATE "C"`, SQLite's order) whatever locale the database was created with: ids and names
+//! are ordered and paged by keyset, and a locale order would differ from SQLite's. Migration `n` (1-based)
 //! is `MIGRATIONS[n - 1]`; migrations are only ever appended.
 
 use tasklane_core::{Error, Result};
@@ -22,35 +24,35 @@ pub(crate) use inbox_activity;
 const MIGRATION_1: &str = concat!(
     r#"
 CREATE TABLE tasks (
-    id                     TEXT PRIMARY KEY,
-    identifier             TEXT,
-    scope                  TEXT NOT NULL,
-    workspace_id           TEXT,
-    parent_task_id         TEXT REFERENCES tasks(id) ON DELETE RESTRICT,
-    network_channel        TEXT,
-    title                  TEXT NOT NULL,
-    description            TEXT,
-    priority               TEXT NOT NULL,
+    id                     TEXT COLLATE "C" PRIMARY KEY,
+    identifier             TEXT COLLATE "C",
+    scope                  TEXT COLLATE "C" NOT NULL,
+    workspace_id           TEXT COLLATE "C",
+    parent_task_id         TEXT COLLATE "C" REFERENCES tasks(id) ON DELETE RESTRICT,
+    network_channel        TEXT COLLATE "C",
+    title                  TEXT COLLATE "C" NOT NULL,
+    description            TEXT COLLATE "C",
+    priority               TEXT COLLATE "C" NOT NULL,
     max_attempts           BIGINT NOT NULL,
     auto_enqueue_on_ready  BOOLEAN NOT NULL,
-    status                 TEXT NOT NULL,
-    approval_policy        TEXT NOT NULL,
-    approval_state         TEXT NOT NULL,
-    owner_kind             TEXT,
-    owner_ref              TEXT,
-    current_run_id         TEXT,
+    status                 TEXT COLLATE "C" NOT NULL,
+    approval_policy        TEXT COLLATE "C" NOT NULL,
+    approval_state         TEXT COLLATE "C" NOT NULL,
+    owner_kind             TEXT COLLATE "C",
+    owner_ref              TEXT COLLATE "C",
+    current_run_id         TEXT COLLATE "C",
     latest_event_seq       BIGINT NOT NULL DEFAULT 0,
-    created_by_kind        TEXT NOT NULL,
-    created_by_ref         TEXT NOT NULL,
-    origin_kind            TEXT NOT NULL,
-    origin_ref             TEXT NOT NULL,
+    created_by_kind        TEXT COLLATE "C" NOT NULL,
+    created_by_ref         TEXT COLLATE "C" NOT NULL,
+    origin_kind            TEXT COLLATE "C" NOT NULL,
+    origin_ref             TEXT COLLATE "C" NOT NULL,
     created_at             BIGINT NOT NULL,
     updated_at             BIGINT NOT NULL,
     closed_at              BIGINT,
     last_activity_at       BIGINT NOT NULL,
-    metadata               TEXT,
-    required_capabilities  TEXT NOT NULL DEFAULT '[]',
-    preferred_capabilities TEXT NOT NULL DEFAULT '[]',
+    metadata               TEXT COLLATE "C",
+    required_capabilities  TEXT COLLATE "C" NOT NULL DEFAULT '[]',
+    preferred_capabilities TEXT COLLATE "C" NOT NULL DEFAULT '[]',
     dependency_count       BIGINT NOT NULL DEFAULT 0,
     latest_run_failed      BIGINT NOT NULL DEFAULT 0
 );
@@ -80,19 +82,19 @@ CREATE INDEX tasks_inbox_open ON tasks (owner_kind, owner_ref, "#,
     r#" AND latest_run_failed = 0;
 
 CREATE TABLE task_runs (
-    id                      TEXT PRIMARY KEY,
-    task_id                 TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    status                  TEXT NOT NULL,
+    id                      TEXT COLLATE "C" PRIMARY KEY,
+    task_id                 TEXT COLLATE "C" NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    status                  TEXT COLLATE "C" NOT NULL,
     attempt                 BIGINT NOT NULL,
-    claimed_by_kind         TEXT,
-    claimed_by_ref          TEXT,
-    session_id              TEXT,
-    origin_kind             TEXT NOT NULL,
-    origin_ref              TEXT NOT NULL,
-    idempotency_key         TEXT,
-    network_channel         TEXT,
-    coordination_channel_id TEXT,
-    claim_token_hash        TEXT,
+    claimed_by_kind         TEXT COLLATE "C",
+    claimed_by_ref          TEXT COLLATE "C",
+    session_id              TEXT COLLATE "C",
+    origin_kind             TEXT COLLATE "C" NOT NULL,
+    origin_ref              TEXT COLLATE "C" NOT NULL,
+    idempotency_key         TEXT COLLATE "C",
+    network_channel         TEXT COLLATE "C",
+    coordination_channel_id TEXT COLLATE "C",
+    claim_token_hash        TEXT COLLATE "C",
     lease_until             BIGINT,
     heartbeat_at            BIGINT,
     lease_expirations       BIGINT NOT NULL DEFAULT 0,
@@ -100,16 +102,16 @@ CREATE TABLE task_runs (
     claimed_at              BIGINT,
     started_at              BIGINT,
     ended_at                BIGINT,
-    error                   TEXT,
-    metadata                TEXT,
-    result                  TEXT,
-    required_capabilities   TEXT NOT NULL DEFAULT '[]',
-    preferred_capabilities  TEXT NOT NULL DEFAULT '[]',
+    error                   TEXT COLLATE "C",
+    metadata                TEXT COLLATE "C",
+    result                  TEXT COLLATE "C",
+    required_capabilities   TEXT COLLATE "C" NOT NULL DEFAULT '[]',
+    preferred_capabilities  TEXT COLLATE "C" NOT NULL DEFAULT '[]',
     priority_rank           BIGINT NOT NULL DEFAULT 1,
-    claim_idempotency_key   TEXT,
-    session_token           TEXT,
-    claim_audience          TEXT,
-    claim_caps              TEXT NOT NULL DEFAULT ''
+    claim_idempotency_key   TEXT COLLATE "C",
+    session_token           TEXT COLLATE "C",
+    claim_audience          TEXT COLLATE "C",
+    claim_caps              TEXT COLLATE "C" NOT NULL DEFAULT ''
 );
 CREATE INDEX task_runs_task ON task_runs (task_id, queued_at DESC, id DESC);
 CREATE INDEX task_runs_session ON task_runs (session_id) WHERE session_id IS NOT NULL;
@@ -133,9 +135,9 @@ CREATE INDEX task_runs_claim_class ON task_runs (claim_audience, priority_rank, 
 CREATE INDEX task_runs_queue_recent ON task_runs (queued_at, id, priority_rank) WHERE status = 'queued';
 
 CREATE TABLE task_dependencies (
-    task_id            TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    depends_on_task_id TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    kind               TEXT NOT NULL,
+    task_id            TEXT COLLATE "C" NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    depends_on_task_id TEXT COLLATE "C" NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    kind               TEXT COLLATE "C" NOT NULL,
     created_at         BIGINT NOT NULL,
     PRIMARY KEY (task_id, depends_on_task_id, kind)
 );
@@ -146,15 +148,15 @@ CREATE INDEX task_dependencies_depends_on ON task_dependencies (depends_on_task_
 CREATE SEQUENCE task_events_sequence;
 CREATE TABLE task_events (
     sequence    BIGINT PRIMARY KEY DEFAULT nextval('task_events_sequence'),
-    id          TEXT NOT NULL UNIQUE,
-    task_id     TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    run_id      TEXT,
-    event_type  TEXT NOT NULL,
-    actor_kind  TEXT NOT NULL,
-    actor_ref   TEXT NOT NULL,
-    origin_kind TEXT NOT NULL,
-    origin_ref  TEXT NOT NULL,
-    payload     TEXT NOT NULL,
+    id          TEXT COLLATE "C" NOT NULL UNIQUE,
+    task_id     TEXT COLLATE "C" NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    run_id      TEXT COLLATE "C",
+    event_type  TEXT COLLATE "C" NOT NULL,
+    actor_kind  TEXT COLLATE "C" NOT NULL,
+    actor_ref   TEXT COLLATE "C" NOT NULL,
+    origin_kind TEXT COLLATE "C" NOT NULL,
+    origin_ref  TEXT COLLATE "C" NOT NULL,
+    payload     TEXT COLLATE "C" NOT NULL,
     timestamp   BIGINT NOT NULL
 );
 ALTER SEQUENCE task_events_sequence OWNED BY task_events.sequence;
@@ -162,38 +164,38 @@ CREATE INDEX task_events_task ON task_events (task_id, sequence);
 CREATE INDEX task_events_force_stopped ON task_events (timestamp) WHERE event_type = 'task.run_force_stopped';
 
 CREATE TABLE run_idempotency (
-    key         TEXT NOT NULL,
-    origin_kind TEXT NOT NULL,
-    origin_ref  TEXT NOT NULL,
-    task_id     TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
-    run_id      TEXT NOT NULL,
+    key         TEXT COLLATE "C" NOT NULL,
+    origin_kind TEXT COLLATE "C" NOT NULL,
+    origin_ref  TEXT COLLATE "C" NOT NULL,
+    task_id     TEXT COLLATE "C" NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    run_id      TEXT COLLATE "C" NOT NULL,
     created_at  BIGINT NOT NULL,
     PRIMARY KEY (key, origin_kind, origin_ref)
 );
 CREATE INDEX run_idempotency_task ON run_idempotency (task_id);
 
 CREATE TABLE agent_sessions (
-    token_name    TEXT NOT NULL,
-    session_id    TEXT NOT NULL,
-    agent_name    TEXT,
+    token_name    TEXT COLLATE "C" NOT NULL,
+    session_id    TEXT COLLATE "C" NOT NULL,
+    agent_name    TEXT COLLATE "C",
     first_seen_at BIGINT NOT NULL,
     last_seen_at  BIGINT NOT NULL,
     PRIMARY KEY (token_name, session_id)
 );
 
 CREATE TABLE api_tokens (
-    name         TEXT PRIMARY KEY,
-    role         TEXT NOT NULL,
-    token_hash   TEXT NOT NULL UNIQUE,
+    name         TEXT COLLATE "C" PRIMARY KEY,
+    role         TEXT COLLATE "C" NOT NULL,
+    token_hash   TEXT COLLATE "C" NOT NULL UNIQUE,
     created_at   BIGINT NOT NULL,
     last_used_at BIGINT,
     revoked_at   BIGINT
 );
 
 CREATE TABLE task_triage (
-    actor_kind            TEXT NOT NULL,
-    actor_ref             TEXT NOT NULL,
-    task_id               TEXT NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+    actor_kind            TEXT COLLATE "C" NOT NULL,
+    actor_ref             TEXT COLLATE "C" NOT NULL,
+    task_id               TEXT COLLATE "C" NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
     read                  BIGINT NOT NULL,
     dismissed             BIGINT NOT NULL,
     archived              BIGINT NOT NULL,
@@ -213,31 +215,31 @@ CREATE TABLE tasklane_nodes (
 
 -- Dashboard and inbox counters, kept exact by the writer (see counters.rs).
 CREATE TABLE obs_task_counts (
-    scope           TEXT NOT NULL,
-    workspace_id    TEXT NOT NULL,
-    owner_kind      TEXT NOT NULL,
-    owner_ref       TEXT NOT NULL,
-    network_channel TEXT NOT NULL,
-    origin_kind     TEXT NOT NULL,
-    status          TEXT NOT NULL,
-    approval_state  TEXT NOT NULL,
+    scope           TEXT COLLATE "C" NOT NULL,
+    workspace_id    TEXT COLLATE "C" NOT NULL,
+    owner_kind      TEXT COLLATE "C" NOT NULL,
+    owner_ref       TEXT COLLATE "C" NOT NULL,
+    network_channel TEXT COLLATE "C" NOT NULL,
+    origin_kind     TEXT COLLATE "C" NOT NULL,
+    status          TEXT COLLATE "C" NOT NULL,
+    approval_state  TEXT COLLATE "C" NOT NULL,
     has_deps        BIGINT NOT NULL,
-    approval_policy TEXT NOT NULL,
+    approval_policy TEXT COLLATE "C" NOT NULL,
     latest_failed   BIGINT NOT NULL,
     n               BIGINT NOT NULL,
     PRIMARY KEY (scope, workspace_id, owner_kind, owner_ref, network_channel, origin_kind, status,
                  approval_state, has_deps, approval_policy, latest_failed)
 );
 CREATE TABLE obs_run_counts (
-    scope           TEXT NOT NULL,
-    workspace_id    TEXT NOT NULL,
-    owner_kind      TEXT NOT NULL,
-    owner_ref       TEXT NOT NULL,
-    network_channel TEXT NOT NULL,
-    origin_kind     TEXT NOT NULL,
-    run_channel     TEXT NOT NULL,
-    run_origin_kind TEXT NOT NULL,
-    status          TEXT NOT NULL,
+    scope           TEXT COLLATE "C" NOT NULL,
+    workspace_id    TEXT COLLATE "C" NOT NULL,
+    owner_kind      TEXT COLLATE "C" NOT NULL,
+    owner_ref       TEXT COLLATE "C" NOT NULL,
+    network_channel TEXT COLLATE "C" NOT NULL,
+    origin_kind     TEXT COLLATE "C" NOT NULL,
+    run_channel     TEXT COLLATE "C" NOT NULL,
+    run_origin_kind TEXT COLLATE "C" NOT NULL,
+    status          TEXT COLLATE "C" NOT NULL,
     n               BIGINT NOT NULL,
     claim_n         BIGINT NOT NULL,
     claim_sum       BIGINT NOT NULL,
