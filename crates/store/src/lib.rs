@@ -3,6 +3,7 @@
 //! unchanged on every backend. [`Store`] is the handle the server holds, whichever backend the
 //! `--database` URL chose.
 
+pub mod monitor;
 pub mod postgres;
 pub mod sqlite;
 
@@ -11,8 +12,8 @@ use tasklane_core::store::{ReadStore, WriteStore};
 use tasklane_core::Result;
 use tokio::sync::watch;
 
+pub use monitor::QueueGauges;
 pub use postgres::{PgOptions, PgStore};
-pub use sqlite::monitor::QueueGauges;
 pub use sqlite::{SqliteStore, StoreOptions};
 
 /// The backend a server runs on. Cheap to clone.
