@@ -22,6 +22,7 @@ mod listener;
 mod monitor;
 mod observe;
 mod read;
+mod rows;
 mod schema;
 mod tls;
 mod write;
