@@ -210,6 +210,39 @@ fn get<'r, T: postgres::types::FromSql<'r>>(row: &'r Row, idx: usize) -> Result<
         .map_err(|e| storage_err(&format!("column {idx}"), e))
 }
 
+/// The partial index and the predicate of a lane's base set; the predicate repeats the index's
+/// WHERE terms, so that index serves the lane page in `activity` order. In my_work, $3/$4 are the
+/// owner's kind and ref.
+fn lane_base(lane: Lane) -> Option<(&'static str, &'static str)> {
+    Some(match lane {
+        Lane::Approvals => (
+            "tasks_inbox_approvals",
+            "t.status = 'blocked' AND t.approval_policy = 'manual' \
+             AND t.approval_state = 'pending'",
+        ),
+        Lane::FailedRuns => (
+            "tasks_inbox_failed",
+            "t.latest_run_failed = 1 AND NOT (t.status = 'blocked' \
+             AND t.approval_policy = 'manual' AND t.approval_state = 'pending')",
+        ),
+        Lane::Blocked => (
+            "tasks_inbox_blocked",
+            "t.status = 'blocked' AND t.latest_run_failed = 0 \
+             AND NOT (t.approval_policy = 'manual' AND t.approval_state = 'pending')",
+        ),
+        Lane::MyWork => (
+            "tasks_inbox_open",
+            concat!(
+                "t.owner_kind = $3 AND t.owner_ref = $4 AND NOT ",
+                not_open_work!("t.status"),
+                " AND t.latest_run_failed = 0"
+            ),
+        ),
+        // Only triage rows put a task there: the corrections carry every archived item.
+        Lane::Archived => return None,
+    })
+}
+
 fn parse_run_status(s: &str) -> Result<RunStatus> {
     RunStatus::parse(s).map_err(|_| Error::Storage(format!("unknown run status {s:?} in database")))
 }
@@ -513,28 +546,8 @@ impl ObserveStore for Db<'_> {
         exclude: &[String],
         min_rows: Option<usize>,
     ) -> Result<Vec<InboxCandidate>> {
-        // The predicate of each lane's base set repeats its partial index's WHERE terms
-        // (`tasks_inbox_*`), so that index serves the page in `activity` order.
-        let predicate = match lane {
-            Lane::Approvals => {
-                "t.status = 'blocked' AND t.approval_policy = 'manual' \
-                 AND t.approval_state = 'pending'"
-            }
-            Lane::FailedRuns => {
-                "t.latest_run_failed = 1 AND NOT (t.status = 'blocked' \
-                 AND t.approval_policy = 'manual' AND t.approval_state = 'pending')"
-            }
-            Lane::Blocked => {
-                "t.status = 'blocked' AND t.latest_run_failed = 0 \
-                 AND NOT (t.approval_policy = 'manual' AND t.approval_state = 'pending')"
-            }
-            Lane::MyWork => concat!(
-                "t.owner_kind = $3 AND t.owner_ref = $4 AND NOT ",
-                not_open_work!("t.status"),
-                " AND t.latest_run_failed = 0"
-            ),
-            // Only triage rows put a task there: the corrections carry every archived item.
-            Lane::Archived => return Ok(Vec::new()),
+        let Some((_, predicate)) = lane_base(lane) else {
+            return Ok(Vec::new());
         };
         let mut params: Vec<Param<'_>> = vec![&actor.kind, &actor.reference];
         // $3/$4 exist only for my_work (every parameter must be used); an actor that owns nothing
@@ -1318,6 +1331,42 @@ mod tests {
         db.put_triage(&record).unwrap();
         record.updated_at = Some(Ts(0));
         assert_eq!(db.triage_record("t-b10", &bot()).unwrap(), Some(record));
+        conn.batch("ROLLBACK").unwrap();
+
+        // Each lane page is read from its lane's partial index, already in activity order.
+        conn.batch("BEGIN; SET LOCAL enable_seqscan = off").unwrap();
+        for lane in Lane::ALL {
+            let Some((index, predicate)) = lane_base(lane) else {
+                continue;
+            };
+            let (kind, reference) = ("human", "alice");
+            let exclude: Vec<String> = vec!["t-c1".into()];
+            let limit: Option<i64> = Some(5);
+            let mut params: Vec<Param<'_>> = vec![&kind, &reference];
+            if lane == Lane::MyWork {
+                params.push(&kind);
+                params.push(&reference);
+            }
+            params.push(&exclude);
+            let sql = format!(
+                "EXPLAIN {CANDIDATE_SELECT} WHERE {predicate} AND t.id <> ALL(${}) \
+                 ORDER BY t.activity DESC LIMIT ${}",
+                params.len(),
+                params.len() + 1
+            );
+            params.push(&limit);
+            let plan = conn
+                .query(&sql, &params)
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(
+                plan.contains(&format!("Index Scan Backward using {index} ")),
+                "{lane:?}: {plan}"
+            );
+        }
         conn.batch("ROLLBACK").unwrap();
 
         pg.shutdown();
