@@ -201,13 +201,9 @@ fn like_pattern(query: &str) -> String {
     p
 }
 
-fn storage_err(what: &str, e: postgres::Error) -> Error {
-    Error::Storage(format!("{what}: {e}"))
-}
-
 fn get<'r, T: postgres::types::FromSql<'r>>(row: &'r Row, idx: usize) -> Result<T> {
     row.try_get(idx)
-        .map_err(|e| storage_err(&format!("column {idx}"), e))
+        .map_err(|e| Error::Storage(format!("column {idx}: {e}")))
 }
 
 /// The partial index and the predicate of a lane's base set; the predicate repeats the index's
