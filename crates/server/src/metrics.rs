@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tasklane_core::service::agent::Recovered;
-use tasklane_store::sqlite::monitor::{QueueStat, Workspace};
+use tasklane_store::monitor::{QueueStat, Workspace};
 
 use crate::error::ApiResult;
 use crate::state::AppState;

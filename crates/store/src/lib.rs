@@ -3,6 +3,7 @@
 //! unchanged on every backend. [`Store`] is the handle the server holds, whichever backend the
 //! `--database` URL chose.
 
+pub mod monitor;
 pub mod postgres;
 mod rows_common;
 pub mod sqlite;
@@ -13,8 +14,8 @@ use tasklane_core::time::Ts;
 use tasklane_core::Result;
 use tokio::sync::watch;
 
+pub use monitor::QueueGauges;
 pub use postgres::{PgOptions, PgStore};
-pub use sqlite::monitor::QueueGauges;
 pub use sqlite::{SqliteStore, StoreOptions};
 
 /// The backend a server runs on. Cheap to clone.

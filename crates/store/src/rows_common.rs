@@ -366,3 +366,18 @@ macro_rules! token_columns {
     };
 }
 pub(crate) use token_columns;
+
+/// A `LIKE … ESCAPE '\'` pattern matching `query` as a substring, its `%`, `_` and `\` taken
+/// literally.
+pub(crate) fn like_pattern(query: &str) -> String {
+    let mut p = String::with_capacity(query.len() + 2);
+    p.push('%');
+    for c in query.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}

@@ -9,7 +9,7 @@ use axum::response::Response;
 use serde::Serialize;
 use tasklane_core::model::Priority;
 use tasklane_core::time::Ts;
-use tasklane_store::sqlite::monitor::{QueueGauges, QueueStat, Workspace, TOP_WORKSPACES};
+use tasklane_store::monitor::{QueueGauges, QueueStat, Workspace, TOP_WORKSPACES};
 use utoipa::ToSchema;
 
 use super::json;

@@ -19,6 +19,7 @@ use super::rows::{
     run_from_row, task_columns, task_from_row, token_columns, token_from_row,
 };
 use super::Db;
+use crate::rows_common::like_pattern;
 use crate::sqlite::status_sets::{active_run, finished_run};
 
 /// Ids per query for the `*_of_tasks` lookups. The ids travel as one TEXT[] parameter (so every
@@ -100,21 +101,6 @@ fn dependency_order(a: &Dependency, b: &Dependency) -> Ordering {
 /// negative limit.
 fn sql_limit(limit: Option<i64>) -> Option<i64> {
     limit.filter(|n| *n > 0)
-}
-
-/// Makes `query` match literally under `LIKE ... ESCAPE '\'` (case-sensitively: fold both sides
-/// with [`ascii_lower!`] and `to_ascii_lowercase` to match as SQLite does).
-pub(crate) fn like_pattern(query: &str) -> String {
-    let mut p = String::with_capacity(query.len() + 2);
-    p.push('%');
-    for c in query.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
 }
 
 fn as_sql<T: ToSql + Sync>(v: &Option<T>) -> Option<&(dyn ToSql + Sync)> {

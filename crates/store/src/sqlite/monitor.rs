@@ -3,47 +3,13 @@
 //! from counter tables and from index-only passes over the queued runs, so a scrape's cost grows
 //! with the queue's depth (tens of milliseconds per million queued runs), not with the history.
 
-use std::collections::HashMap;
-
 use rusqlite::OptionalExtension;
 use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
 use super::status_sets::active_run;
 use super::{schema, wal_path, SqliteStore};
-
-/// Workspaces given their own label in [`QueueGauges::by_workspace`]; the rest are summed under
-/// [`Workspace::Other`], so a deployment with thousands of workspaces still exports a bounded
-/// number of series.
-pub const TOP_WORKSPACES: usize = 20;
-
-/// Queued runs of one group and when the oldest of them was queued (µs since the epoch).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct QueueStat {
-    pub depth: i64,
-    pub oldest_queued_at: Option<i64>,
-}
-
-/// A workspace label of the queue gauges.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Workspace {
-    /// Tasks of global scope.
-    Global,
-    Named(String),
-    /// Every workspace beyond the [`TOP_WORKSPACES`] with the most queued runs.
-    Other,
-}
-
-/// The queue and lease figures of one scrape.
-#[derive(Clone, Debug, Default)]
-pub struct QueueGauges {
-    /// Indexed by priority rank (low 0, medium 1, high 2, urgent 3).
-    pub by_priority: [QueueStat; 4],
-    /// Only workspaces with queued runs; at most [`TOP_WORKSPACES`] named ones.
-    pub by_workspace: Vec<(Workspace, QueueStat)>,
-    /// Claimed, starting or running runs that hold a lease.
-    pub active_leases: i64,
-}
+use crate::monitor::{QueueGauges, WorkspaceFold};
 
 impl SqliteStore {
     /// Whether the database answers a read on a pooled connection and carries the schema this
@@ -104,19 +70,11 @@ impl SqliteStore {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(sql_err)?;
             for (rank, depth, oldest) in rows {
-                if let Some(stat) = usize::try_from(rank)
-                    .ok()
-                    .and_then(|r| gauges.by_priority.get_mut(r))
-                {
-                    *stat = QueueStat {
-                        depth,
-                        oldest_queued_at: Some(oldest),
-                    };
-                }
+                gauges.set_priority(rank, depth, oldest);
             }
 
             // Per workspace: depths from the run counters the dashboard keeps.
-            let mut depths: Vec<(String, i64)> = conn
+            let depths: Vec<(String, i64)> = conn
                 .prepare_cached(
                     "SELECT workspace_id, SUM(n) FROM obs_run_counts WHERE status = 'queued' \
                      GROUP BY workspace_id HAVING SUM(n) > 0",
@@ -126,25 +84,11 @@ impl SqliteStore {
                         .collect::<rusqlite::Result<_>>()
                 })
                 .map_err(sql_err)?;
-            depths.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            let mut stats: HashMap<Workspace, QueueStat> = HashMap::new();
-            let mut named = 0;
-            for (ws, depth) in depths {
-                let label = if ws.is_empty() {
-                    Workspace::Global
-                } else if named < TOP_WORKSPACES {
-                    named += 1;
-                    Workspace::Named(ws)
-                } else {
-                    Workspace::Other
-                };
-                stats.entry(label).or_default().depth += depth;
-            }
+            let mut workspaces = WorkspaceFold::new(depths);
 
             // Oldest per label: walk the queue oldest first until every label has its oldest
             // run. Usually a few rows; at worst (a label whose runs are all recent) the queue.
-            let mut missing = stats.len();
-            if missing > 0 {
+            if !workspaces.complete() {
                 let mut stmt = conn
                     .prepare_cached(
                         "SELECT COALESCE(t.workspace_id, ''), r.queued_at FROM task_runs r \
@@ -156,28 +100,12 @@ impl SqliteStore {
                 while let Some(row) = rows.next().map_err(sql_err)? {
                     let ws: String = row.get(0).map_err(sql_err)?;
                     let at: i64 = row.get(1).map_err(sql_err)?;
-                    let named = Workspace::Named(ws.clone());
-                    let label = if ws.is_empty() {
-                        Workspace::Global
-                    } else if stats.contains_key(&named) {
-                        named
-                    } else {
-                        Workspace::Other
-                    };
-                    if let Some(stat) = stats.get_mut(&label) {
-                        if stat.oldest_queued_at.is_none() {
-                            stat.oldest_queued_at = Some(at);
-                            missing -= 1;
-                            if missing == 0 {
-                                break;
-                            }
-                        }
+                    if workspaces.oldest(ws, at) {
+                        break;
                     }
                 }
             }
-            let mut by_workspace: Vec<_> = stats.into_iter().collect();
-            by_workspace.sort_by(|a, b| a.0.cmp(&b.0));
-            gauges.by_workspace = by_workspace;
+            gauges.by_workspace = workspaces.finish();
 
             gauges.active_leases = conn
                 .query_row(

@@ -20,6 +20,7 @@ use super::rows::{
 };
 use super::status_sets::{active_run, finished_run};
 use super::Db;
+use crate::rows_common::like_pattern;
 
 /// Ids per query for the `*_of_tasks` lookups. The ids travel as one JSON array parameter (so
 /// every chunk reuses one cached statement whatever its length); chunking only bounds the size of
@@ -94,20 +95,6 @@ fn sql_limit(limit: Option<i64>) -> i64 {
         Some(n) if n > 0 => n,
         _ => -1,
     }
-}
-
-/// Makes `query` match literally under `LIKE ... ESCAPE '\'`.
-pub(crate) fn like_pattern(query: &str) -> String {
-    let mut p = String::with_capacity(query.len() + 2);
-    p.push('%');
-    for c in query.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
 }
 
 /// Hands `run` the `list_tasks` statement for this filter and its parameters.

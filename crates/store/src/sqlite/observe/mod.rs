@@ -18,13 +18,14 @@ use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
-use super::read::{id_chunks, like_pattern};
+use super::read::id_chunks;
 use super::rows::{
     collect, event_columns, event_from_row, first, run_columns, run_from_row, task_columns,
     task_from_row,
 };
 use super::status_sets::{active_run, not_open_work, open_run};
 use super::{Db, SqliteStore};
+use crate::rows_common::like_pattern;
 
 impl SqliteStore {
     /// Runs an observe read on a pooled read-only connection inside one read transaction.
