@@ -177,7 +177,7 @@ async fn an_expired_lease_is_recovered_once_by_several_sweepers() {
         assert_eq!(expired.len(), 1, "one recovery per expiry: {expired:?}");
         let (s, v) = nodes[0].get(&format!("/api/task-runs/{rid}")).await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        assert_eq!(v["run"]["lease_expirations"], 1, "{v}");
+        assert_eq!(v["run"]["run"]["lease_expirations"], 1, "{v}");
     }
 }
 
@@ -189,7 +189,8 @@ async fn blockers_completed_on_two_nodes_at_once_enqueue_their_dependent_once() 
         let dependent = id(&a
             .task_with(
                 &format!("dependent {round}"),
-                json!({"auto_enqueue_on_ready": true}),
+                // A capability no agent here offers: earlier rounds' dependents stay queued.
+                json!({"auto_enqueue_on_ready": true, "required_capabilities": ["later"]}),
             )
             .await);
         let (b1, r1) = queued(a, &format!("blocker one {round}"), json!({})).await;

@@ -71,14 +71,45 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::invalid_json("request body must be a JSON object"));
     }
+    if has_nul(&value) {
+        // PostgreSQL cannot store U+0000 in text; refused alike on every backend.
+        return Err(ApiError(Error::validation(
+            "request body text must not contain the NUL character (\\u0000)",
+        )));
+    }
     serde_json::from_value(value)
         .map_err(|e| ApiError::invalid_json(format!("invalid request body: {e}")))
+}
+
+/// Whether any key or string in `value` contains U+0000.
+fn has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tasklane_core::input::CreateTaskInput;
+
+    #[test]
+    fn nul_characters_are_refused_anywhere_in_the_body() {
+        for body in [
+            r#"{"title": "a\u0000b"}"#,
+            r#"{"metadata": {"k\u0000": 1}}"#,
+            r#"{"metadata": [["\u0000"]]}"#,
+        ] {
+            let err = parse::<serde_json::Value>(body.as_bytes()).unwrap_err();
+            assert_eq!(err.0.code(), "validation_failed", "{body}");
+        }
+        // An escaped backslash followed by "u0000" is text, not a NUL.
+        assert!(parse::<serde_json::Value>(br#"{"title": "\\u0000"}"#).is_ok());
+    }
 
     #[test]
     fn empty_body_is_an_empty_object() {

@@ -94,6 +94,11 @@ pub(crate) const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
 /// statement timeout, a serialization failure) become `Unavailable` (HTTP 503 with
 /// `Retry-After`); everything else is `Storage` (HTTP 500).
 pub(crate) fn pg_err(err: postgres::Error) -> Error {
+    // Request bodies with U+0000 are refused before they get here; a query or path parameter
+    // with one reaches PostgreSQL, which cannot hold it in text.
+    if err.code() == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE) {
+        return Error::validation("text must not contain the NUL character (U+0000)");
+    }
     let transient = match err.code() {
         None => true, // I/O, a closed connection, a timeout: no SQLSTATE at all
         Some(code) => is_transient(code),

@@ -320,6 +320,17 @@ impl Inner {
         {
             listener.stop();
         }
+        // Closing a connection blocks on the client's own runtime, which must not happen on a
+        // thread that drives async tasks (the server shuts the store down from one).
+        let readers = std::mem::take(
+            &mut *self
+                .readers
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if !readers.is_empty() {
+            let _ = std::thread::spawn(move || drop(readers)).join();
+        }
     }
 
     /// Lends a pooled connection (connecting one if the pool is empty), runs `f` in a read-only
