@@ -217,3 +217,75 @@ async fn blockers_completed_on_two_nodes_at_once_enqueue_their_dependent_once() 
         assert_eq!(runs[0]["status"], "queued", "{v}");
     }
 }
+
+#[tokio::test]
+async fn lost_database_connections_fail_requests_with_503_and_heal_by_themselves() {
+    let Some(nodes) = cluster(2) else { return };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // A stream on B across the outage, and writers on A throughout it.
+    let root = a.task("root").await;
+    let mut stream = SseClient::connect(b, &format!("/api/tasks/{root}/stream"), &[]).await;
+    let writer = {
+        let (api, root) = (a.api.clone(), root.clone());
+        tokio::spawn(async move {
+            let (mut acknowledged, mut refused) = (vec![], 0);
+            for i in 0..150 {
+                let body = json!({"title": format!("child {i}")});
+                let (s, v) = api
+                    .call(
+                        Method::POST,
+                        &format!("/api/tasks/{root}/children"),
+                        Some(body),
+                        &[],
+                    )
+                    .await;
+                match s {
+                    StatusCode::CREATED => acknowledged.push(id(&v["task"])),
+                    StatusCode::SERVICE_UNAVAILABLE => refused += 1,
+                    other => panic!("neither acknowledged nor 503: {other} {v}"),
+                }
+            }
+            (acknowledged, refused)
+        })
+    };
+    for _ in 0..3 {
+        a.drop_database_connections();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (acknowledged, refused) = writer.await.unwrap();
+    eprintln!(
+        "{} acknowledged, {refused} refused with 503",
+        acknowledged.len()
+    );
+    // Both servers serve again without a restart, and every acknowledged write is there.
+    eventually(Duration::from_secs(10), "node A writes again", || async {
+        a.try_call(
+            Method::POST,
+            "/api/tasks",
+            Some(json!({"title": "after"})),
+            &[],
+        )
+        .await
+        .is_ok_and(|(s, _)| s == StatusCode::CREATED)
+    })
+    .await;
+    for tid in &acknowledged {
+        let (s, v) = b.get(&format!("/api/tasks/{tid}")).await;
+        assert_eq!(s, StatusCode::OK, "acknowledged task {tid} is gone: {v}");
+    }
+    // The stream on B delivers the root's subtree events, in order, none missing.
+    let mut expected = BTreeSet::new();
+    for tid in std::iter::once(&root).chain(&acknowledged) {
+        for item in b.timeline(tid, "").await {
+            expected.insert(item["sequence"].as_i64().unwrap());
+        }
+    }
+    let frames = stream.frames(expected.len(), Duration::from_secs(10)).await;
+    let seen: Vec<i64> = frames.iter().map(|f| f.0).collect();
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "ascending: {seen:?}");
+    assert_eq!(seen.into_iter().collect::<BTreeSet<_>>(), expected);
+    // A claim parked on B wakes for work enqueued on A after the outage.
+    let waiter = spawn_waiter(b, "w-1", json!({"wait_seconds": 30}));
+    let (_, rid) = queued(a, "work after the outage", json!({})).await;
+    assert_eq!(run_of(&expect_claim("w-1", answer(waiter, 45).await)), rid);
+}

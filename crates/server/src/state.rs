@@ -67,10 +67,11 @@ impl AppState {
         Ok(outcome?.0)
     }
 
-    /// Runs a read on a read-only snapshot; never waits for the writer.
+    /// Runs a read on a read-only snapshot; never waits for the writer. `f` may run twice (see
+    /// `Store::read`).
     pub async fn read<R, F>(&self, f: F) -> ApiResult<R>
     where
-        F: FnOnce(&mut dyn ReadStore) -> Result<R> + Send + 'static,
+        F: Fn(&mut dyn ReadStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         Ok(self.store.read(f).await?)

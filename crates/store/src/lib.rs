@@ -61,10 +61,11 @@ impl Store {
         }
     }
 
-    /// Runs `f` on a consistent read-only snapshot; never waits for writers.
+    /// Runs `f` on a consistent read-only snapshot; never waits for writers. `f` may run twice:
+    /// a read that finds its pooled connection lost is tried once more on a new one.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
-        F: FnOnce(&mut dyn ReadStore) -> Result<R> + Send + 'static,
+        F: Fn(&mut dyn ReadStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         match self {
@@ -73,9 +74,10 @@ impl Store {
         }
     }
 
+    /// [`Store::read`] for the observe primitives.
     pub async fn read_observe<R, F>(&self, f: F) -> Result<R>
     where
-        F: FnOnce(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
+        F: Fn(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         match self {

@@ -212,6 +212,27 @@ impl Server {
         &self.db_url
     }
 
+    /// PostgreSQL: ends every connection to this server's database, as a database restart or a
+    /// network failure would (the test's own admin connection goes to another database).
+    pub fn drop_database_connections(&self) {
+        let admin = postgres_admin_url().expect("only on PostgreSQL");
+        let db = self
+            .db_url
+            .rsplit('/')
+            .next()
+            .and_then(|tail| tail.split('?').next())
+            .expect("a database name")
+            .to_string();
+        admin_execute(
+            &admin,
+            vec![format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = '{db}' AND pid <> pg_backend_pid()"
+            )],
+        )
+        .unwrap_or_else(|e| panic!("cannot end the connections to {db}: {e}"));
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }

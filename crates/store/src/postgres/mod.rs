@@ -224,7 +224,7 @@ impl PgStore {
     /// Runs `f` on a pooled connection, in `spawn_blocking`, inside one read-only snapshot.
     pub async fn read<R, F>(&self, f: F) -> Result<R>
     where
-        F: FnOnce(&mut dyn ReadStore) -> Result<R> + Send + 'static,
+        F: Fn(&mut dyn ReadStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         self.read_db(move |db: &mut Db<'_>| f(db)).await
@@ -232,7 +232,7 @@ impl PgStore {
 
     pub(crate) async fn read_db<R, F>(&self, f: F) -> Result<R>
     where
-        F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
+        F: Fn(&mut Db<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         let permit = self
@@ -334,17 +334,31 @@ impl Inner {
     }
 
     /// Lends a pooled connection (connecting one if the pool is empty), runs `f` in a read-only
-    /// snapshot, and takes the connection back unless it broke.
-    fn with_reader<R>(&self, f: impl FnOnce(&mut Db<'_>) -> Result<R>) -> Result<R> {
+    /// snapshot, and takes the connection back unless it broke. A pooled connection may have
+    /// been lost while it sat in the pool (the database restarted): a read that finds it so runs
+    /// once more on a new connection, so a restart costs the reads in flight, not the next ones.
+    fn with_reader<R>(&self, f: impl Fn(&mut Db<'_>) -> Result<R>) -> Result<R> {
         let pooled = self
             .readers
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => Conn::connect(&self.opts)?,
-        };
+        if let Some(conn) = pooled {
+            match self.read_on(conn, &f) {
+                (Err(_), true) => {} // the connection was lost: try a new one
+                (done, _) => return done,
+            }
+        }
+        self.read_on(Conn::connect(&self.opts)?, &f).0
+    }
+
+    /// Runs `f` on `conn`, which goes back to the pool unless it broke; the flag says whether it
+    /// was found lost.
+    fn read_on<R>(
+        &self,
+        mut conn: Conn,
+        f: &impl Fn(&mut Db<'_>) -> Result<R>,
+    ) -> (Result<R>, bool) {
         let result = conn
             .batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .and_then(|()| {
@@ -353,13 +367,16 @@ impl Inner {
                     .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())))
             });
         let ended = conn.batch("ROLLBACK");
-        if ended.is_ok() && !conn.is_closed() {
+        if conn.is_closed() {
+            return (result, true);
+        }
+        if ended.is_ok() {
             self.readers
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
                 .push(conn);
         }
-        result
+        (result, false)
     }
 }
 

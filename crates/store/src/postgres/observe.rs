@@ -36,7 +36,7 @@ impl PgStore {
     /// Runs an observe read on a pooled connection inside one read-only snapshot.
     pub async fn read_observe<R, F>(&self, f: F) -> Result<R>
     where
-        F: FnOnce(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
+        F: Fn(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         self.read_db(move |db: &mut Db<'_>| f(db)).await
