@@ -222,23 +222,19 @@ async fn blockers_completed_on_two_nodes_at_once_enqueue_their_dependent_once() 
 async fn lost_database_connections_fail_requests_with_503_and_heal_by_themselves() {
     let Some(nodes) = cluster(2) else { return };
     let (a, b) = (&nodes[0], &nodes[1]);
-    // A stream on B across the outage, and writers on A throughout it.
+    // A stream on B across the outage, and a writer on A throughout it.
     let root = a.task("root").await;
     let mut stream = SseClient::connect(b, &format!("/api/tasks/{root}/stream"), &[]).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
-        let (api, root) = (a.api.clone(), root.clone());
+        let (api, stop) = (a.api.clone(), stop.clone());
         tokio::spawn(async move {
             let (mut acknowledged, mut refused) = (vec![], 0);
-            for i in 0..150 {
-                let body = json!({"title": format!("child {i}")});
-                let (s, v) = api
-                    .call(
-                        Method::POST,
-                        &format!("/api/tasks/{root}/children"),
-                        Some(body),
-                        &[],
-                    )
-                    .await;
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && i < 5000 {
+                i += 1;
+                let body = json!({"scope": "global", "title": format!("write {i}")});
+                let (s, v) = api.call(Method::POST, "/api/tasks", Some(body), &[]).await;
                 match s {
                     StatusCode::CREATED => acknowledged.push(id(&v["task"])),
                     StatusCode::SERVICE_UNAVAILABLE => refused += 1,
@@ -250,8 +246,9 @@ async fn lost_database_connections_fail_requests_with_503_and_heal_by_themselves
     };
     for _ in 0..3 {
         a.drop_database_connections();
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acknowledged, refused) = writer.await.unwrap();
     eprintln!(
         "{} acknowledged, {refused} refused with 503",
@@ -259,23 +256,24 @@ async fn lost_database_connections_fail_requests_with_503_and_heal_by_themselves
     );
     // Both servers serve again without a restart, and every acknowledged write is there.
     eventually(Duration::from_secs(10), "node A writes again", || async {
-        a.try_call(
-            Method::POST,
-            "/api/tasks",
-            Some(json!({"title": "after"})),
-            &[],
-        )
-        .await
-        .is_ok_and(|(s, _)| s == StatusCode::CREATED)
+        let body = json!({"scope": "global", "title": "after"});
+        a.try_call(Method::POST, "/api/tasks", Some(body), &[])
+            .await
+            .is_ok_and(|(s, _)| s == StatusCode::CREATED)
     })
     .await;
     for tid in &acknowledged {
         let (s, v) = b.get(&format!("/api/tasks/{tid}")).await;
         assert_eq!(s, StatusCode::OK, "acknowledged task {tid} is gone: {v}");
     }
-    // The stream on B delivers the root's subtree events, in order, none missing.
+    // The stream on B carries on: children written through both nodes after the outage arrive
+    // in order, after the root's own events, none missing.
+    let mut tasks = vec![root.clone()];
+    for i in 0..4 {
+        tasks.push(nodes[i % 2].child(&root, &format!("child {i}")).await);
+    }
     let mut expected = BTreeSet::new();
-    for tid in std::iter::once(&root).chain(&acknowledged) {
+    for tid in &tasks {
         for item in b.timeline(tid, "").await {
             expected.insert(item["sequence"].as_i64().unwrap());
         }
