@@ -3,6 +3,8 @@
 //! unchanged on every backend. [`Store`] is the handle the server holds, whichever backend the
 //! `--database` URL chose.
 
+#[cfg(test)]
+mod conformance;
 pub mod monitor;
 pub mod postgres;
 mod rows_common;

@@ -755,134 +755,17 @@ mod tests {
 
     use super::super::{Conn, Db, PgOptions, PgStore};
     use super::*;
+    use crate::conformance::fixtures::{self, run, task};
+    use crate::conformance::{scratch_database, DATABASE_URL_VAR};
     use crate::monitor::{QueueGauges, QueueStat, Workspace};
     use crate::sqlite::{SqliteStore, StoreOptions};
 
-    const ENV: &str = "TASKLANE_TEST_DATABASE_URL";
-
-    /// A database of its own on the test server, dropped at the end.
-    struct Scratch {
-        admin: PgOptions,
-        name: String,
-        url: String,
-    }
-
-    impl Scratch {
-        fn create(tag: &str) -> Option<Scratch> {
-            let Some(base) = std::env::var(ENV).ok().filter(|u| !u.is_empty()) else {
-                eprintln!("{ENV} is not set: skipping the PostgreSQL test");
-                return None;
-            };
-            let name = format!("tasklane_pgb_{tag}_{}", std::process::id());
-            let admin = PgOptions::new(base.clone());
-            let mut conn = Conn::connect(&admin).unwrap();
-            conn.batch(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .unwrap();
-            conn.batch(&format!("CREATE DATABASE {name}")).unwrap();
-            Some(Scratch {
-                url: with_database(&base, &name),
-                admin,
-                name,
-            })
-        }
-    }
-
-    impl Drop for Scratch {
-        fn drop(&mut self) {
-            if let Ok(mut conn) = Conn::connect(&self.admin) {
-                let _ = conn.batch(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ));
-            }
-        }
-    }
-
-    /// `url` with its database replaced by `name` (URL or key=value form).
-    fn with_database(url: &str, name: &str) -> String {
-        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-            return format!("{url} dbname={name}");
-        };
-        let (head, query) = url.split_at(url.find('?').unwrap_or(url.len()));
-        let host_end = head[scheme_end..]
-            .find('/')
-            .map_or(head.len(), |i| scheme_end + i);
-        format!("{}/{name}{query}", &head[..host_end])
-    }
-
-    fn task(id: &str, at: i64) -> Task {
-        Task {
-            id: id.to_string(),
-            identifier: None,
-            scope: Scope::Global,
-            workspace_id: None,
-            parent_task_id: None,
-            network_channel: None,
-            title: format!("title of {id}"),
-            description: None,
-            priority: Priority::Medium,
-            max_attempts: 3,
-            auto_enqueue_on_ready: false,
-            status: TaskStatus::Ready,
-            approval_policy: ApprovalPolicy::None,
-            approval_state: ApprovalState::NotRequired,
-            owner: None,
-            current_run_id: None,
-            latest_event_seq: 0,
-            created_by: Ref::new("human", "local-user"),
-            origin: Ref::new("http", "tasks.create"),
-            created_at: Ts(at),
-            updated_at: Ts(at),
-            closed_at: None,
-            last_activity_at: Ts(at),
-            metadata: None,
-            required_capabilities: vec![],
-            preferred_capabilities: vec![],
-        }
-    }
-
-    fn run(id: &str, task_id: &str, status: RunStatus, queued_at: i64) -> Run {
-        Run {
-            id: id.to_string(),
-            task_id: task_id.to_string(),
-            status,
-            attempt: 1,
-            claimed_by: None,
-            session_id: None,
-            origin: Ref::new("http", "tasks.enqueue_run"),
-            idempotency_key: None,
-            network_channel: None,
-            coordination_channel_id: None,
-            claim_token_hash: None,
-            lease_until: None,
-            heartbeat_at: None,
-            lease_expirations: 0,
-            queued_at: Ts(queued_at),
-            claimed_at: None,
-            started_at: None,
-            ended_at: None,
-            error: None,
-            metadata: None,
-            result: None,
-            required_capabilities: vec![],
-            preferred_capabilities: vec![],
-            priority: Priority::Medium,
-            claim_idempotency_key: None,
-            session_token: None,
-            claim_audience: None,
-        }
-    }
-
+    /// A `task.created` (or other) event of the shared fixture, with a payload of non-ASCII text.
     fn event(id: &str, task_id: &str, at: i64, event_type: &'static str) -> NewEvent {
         NewEvent {
-            id: id.to_string(),
-            task_id: task_id.to_string(),
-            run_id: None,
             event_type,
-            actor: Ref::new("human", "local-user"),
-            origin: Ref::new("http", "tasks.create"),
             payload: json!({"n": at, "s": "ü"}),
-            timestamp: Ts(at),
+            ..fixtures::event(id, task_id, at)
         }
     }
 
@@ -984,19 +867,22 @@ mod tests {
             tasks.push(t);
         }
         for i in 0..25i64 {
-            let id = format!("t-w{i:02}");
-            let mut t = task(&id, 9_000 + i);
-            t.scope = Scope::Workspace;
-            t.workspace_id = Some(format!("w{:02}", i % 23));
-            tasks.push(t);
+            // A task has at most one open run: each further queued run is on a task of its own.
             for k in 0..(1 + i % 3) {
+                let id = match k {
+                    0 => format!("t-w{i:02}"),
+                    _ => format!("t-w{i:02}-{k}"),
+                };
+                let mut t = task(&id, 9_000 + i);
+                t.scope = Scope::Workspace;
+                t.workspace_id = Some(format!("w{:02}", i % 23));
+                tasks.push(t);
                 let mut r = run(
                     &format!("r-w{i:02}-{k}"),
                     &id,
                     RunStatus::Queued,
                     9_100 + (i * 7 + k * 13) % 40,
                 );
-                r.attempt = k + 1;
                 r.network_channel = CHANNELS[((i + k) % 5) as usize].map(str::to_string);
                 r.priority = Priority::ALL[((i + k) % 4) as usize];
                 if k == 1 {
@@ -1265,7 +1151,8 @@ mod tests {
     #[test]
     fn observe_answers_match_sqlite() {
         // The PostgreSQL client blocks: it runs outside the runtime the stores' reads use.
-        let Some(scratch) = Scratch::create("observe") else {
+        let Some(scratch) = scratch_database() else {
+            eprintln!("{DATABASE_URL_VAR} is not set: skipping the PostgreSQL test");
             return;
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1360,7 +1247,8 @@ mod tests {
     /// runs are all recent, and the gauges still match SQLite's single pass.
     #[test]
     fn queue_gauges_walk_pages_like_sqlite() {
-        let Some(scratch) = Scratch::create("gauges") else {
+        let Some(scratch) = scratch_database() else {
+            eprintln!("{DATABASE_URL_VAR} is not set: skipping the PostgreSQL test");
             return;
         };
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -1372,27 +1260,31 @@ mod tests {
         let sqlite = SqliteStore::open(&path, StoreOptions::default()).unwrap();
         let mut tasks = Vec::new();
         let mut runs = Vec::new();
-        for (ws, n, from) in [("busy", 700, 1_000), ("late", 1, 5_000), ("", 2, 1_500)] {
-            let id = format!("t-{ws}");
-            let mut t = task(&id, 1);
+        // A task has at most one open run: each run is on a task of its own, in its workspace.
+        let task_in = |id: &str, ws: &str| {
+            let mut t = task(id, 1);
             if !ws.is_empty() {
                 t.scope = Scope::Workspace;
                 t.workspace_id = Some(ws.to_string());
             }
-            tasks.push(t);
+            t
+        };
+        for (ws, n, from) in [("busy", 700, 1_000), ("late", 1, 5_000), ("", 2, 1_500)] {
             for k in 0..n {
+                let id = format!("t-{ws}-{k:04}");
+                tasks.push(task_in(&id, ws));
                 let mut r = run(
                     &format!("r-{ws}-{k:04}"),
                     &id,
                     RunStatus::Queued,
                     from + k / 3,
                 );
-                r.attempt = k + 1;
                 r.priority = Priority::ALL[(k % 4) as usize];
                 runs.push(r);
             }
         }
-        let mut lease = run("r-lease", "t-late", RunStatus::Running, 2);
+        tasks.push(task_in("t-lease", "late"));
+        let mut lease = run("r-lease", "t-lease", RunStatus::Running, 2);
         lease.lease_until = Some(Ts(10));
         runs.push(lease);
         rt.block_on(sqlite.write(move |w| {
