@@ -2,7 +2,8 @@
 //! running server with `--url`), then measures operator scenarios with 1..N concurrent clients and
 //! prints a Markdown table: operations per second and per-request latency percentiles.
 //! With `--workload`, it instead runs one work-queue workload (`queue`) on a server it starts on
-//! `--database` and prints one JSON row: `bench/run` collects these next to the peer queues.
+//! `--database` (or `--nodes N` servers on one PostgreSQL database) and prints one JSON row:
+//! `bench/run` collects these next to the peer queues.
 //!
 //! Not part of the test suite: it reports figures, it asserts nothing about speed.
 
