@@ -2,7 +2,8 @@
 //! running server with `--url`), then measures operator scenarios with 1..N concurrent clients and
 //! prints a Markdown table: operations per second and per-request latency percentiles.
 //! With `--workload`, it instead runs one work-queue workload (`queue`) on a server it starts on
-//! `--database` and prints one JSON row: `bench/run` collects these next to the peer queues.
+//! `--database` (or `--nodes N` servers on one PostgreSQL database) and prints one JSON row:
+//! `bench/run` collects these next to the peer queues.
 //!
 //! Not part of the test suite: it reports figures, it asserts nothing about speed.
 
@@ -70,6 +71,11 @@ struct Args {
     /// claim-next → complete.
     #[arg(long, default_value_t = 0)]
     batch: usize,
+    /// Workload: Tasklane servers to start on `--database`, one service (PostgreSQL only when
+    /// more than 1). Workers are spread round-robin over them, and enqueues too, except in pickup
+    /// (all enqueues on node 0: wake-ups cross nodes). CPU is summed, peak RSS the largest.
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 struct Server {
@@ -289,9 +295,36 @@ async fn pickup(
     (started.elapsed(), all)
 }
 
+/// `--nodes N`: at least 1; more than 1 only for a workload on a PostgreSQL database (servers on
+/// one SQLite file are not one service).
+fn check_nodes(args: &Args) -> Result<(), String> {
+    if args.nodes == 0 {
+        return Err("--nodes must be at least 1".into());
+    }
+    if args.nodes == 1 {
+        return Ok(());
+    }
+    if args.workload.is_none() {
+        return Err("--nodes > 1 applies to --workload runs only".into());
+    }
+    let db = args.database.as_deref().unwrap_or("");
+    if !(db.starts_with("postgres://") || db.starts_with("postgresql://")) {
+        return Err(format!(
+            "--nodes {} needs a postgres:// --database: several servers on one SQLite file are \
+             not one service (got {db:?})",
+            args.nodes
+        ));
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Err(e) = check_nodes(&args) {
+        eprintln!("tasklane-bench: {e}");
+        std::process::exit(2);
+    }
     if let Some(workload) = args.workload.clone() {
         let database = args
             .database
@@ -307,6 +340,7 @@ async fn main() {
             seed_clients: args.seed_clients,
             database,
             tasklane_bin: args.tasklane_bin.clone(),
+            nodes: args.nodes,
             timeout_s: args.timeout_s,
             batch: args.batch,
         })

@@ -1,6 +1,12 @@
 //! The work-queue workloads that `bench/run` runs against Tasklane and the peer queues alike:
-//! burn-down, deep, pickup, steady and crash. Each run starts its own server on the database it is
-//! given and prints one JSON row on stdout (progress goes to stderr).
+//! burn-down, deep, pickup, steady and crash. Each run starts its own server (or, with `nodes` N on
+//! a PostgreSQL database, N servers on that one database: one service) and prints one JSON row on
+//! stdout (progress goes to stderr).
+//!
+//! With several nodes, workers are spread round-robin over them (worker w on node w mod N) and
+//! enqueues too (job i on node i mod N), except in pickup, where every enqueue goes to node 0 so
+//! that most pickups need a wake-up from another node. The row's CPU is the sum of the servers'
+//! CPU and its peak RSS the largest server's.
 //!
 //! A job is a task with a queued run: "enqueue" is `POST /api/tasks/{id}/start` on a task created
 //! beforehand, and a worker is an agent session looping `claim-next` → `complete` with a no-op
@@ -31,6 +37,8 @@ pub struct Params {
     pub seed_clients: usize,
     pub database: String,
     pub tasklane_bin: String,
+    /// Servers started on `database` (1, or more on PostgreSQL).
+    pub nodes: usize,
     /// The whole workload gives up after this long.
     pub timeout_s: u64,
     /// Burn-down and deep: agent sessions per worker, worked in batches (0: one session per
@@ -43,9 +51,120 @@ type Res<T> = Result<T, String>;
 /// An agent's pickups: (task id, when its claim arrived).
 type Pickups = tokio::task::JoinHandle<Res<Vec<(String, Instant)>>>;
 
+/// The servers of one run, all on the same database.
+pub struct Cluster {
+    nodes: Vec<Served>,
+    /// The PostgreSQL database name, whose backends' CPU is counted too.
+    pg_db: Option<String>,
+}
+
+/// CPU readings at the start of a timed phase.
+struct CpuMark {
+    servers: f64,
+    db: HashMap<u32, f64>,
+}
+
+impl Cluster {
+    /// Starts `n` servers one after the other (each migrates at start, so the next finds the
+    /// schema in place).
+    fn start(bin: &str, database: &str, n: usize) -> Cluster {
+        let nodes = (0..n.max(1))
+            .map(|_| Served::start(bin, database, "127.0.0.1:0"))
+            .collect();
+        let pg_db = ["postgres://", "postgresql://"]
+            .iter()
+            .find_map(|scheme| database.strip_prefix(scheme))
+            .and_then(|rest| rest.split('?').next())
+            .and_then(|rest| rest.rsplit_once('/'))
+            .map(|(_, db)| db.to_string())
+            .filter(|db| !db.is_empty());
+        Cluster { nodes, pg_db }
+    }
+
+    fn cpu_mark(&self) -> CpuMark {
+        CpuMark {
+            servers: self.cpu_seconds(),
+            db: self
+                .pg_db
+                .as_deref()
+                .map(pg_backend_cpu)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// CPU since `mark`: `server_cpu_s` (the Tasklane servers) and, on PostgreSQL, `db_cpu_s`
+    /// (the backends connected to the database, as `bench/run` counts them for the peers).
+    fn cpu_since(&self, mark: &CpuMark) -> Value {
+        let mut out = json!({ "server_cpu_s": round2(self.cpu_seconds() - mark.servers) });
+        if let Some(db) = &self.pg_db {
+            let now = pg_backend_cpu(db);
+            let used: f64 = now
+                .iter()
+                .map(|(pid, c)| c - mark.db.get(pid).copied().unwrap_or(0.0))
+                .sum();
+            merge(&mut out, json!({ "db_cpu_s": round2(used) }));
+        }
+        out
+    }
+
+    /// Base URLs, node 0 first.
+    fn bases(&self) -> Vec<String> {
+        self.nodes.iter().map(|s| s.url.clone()).collect()
+    }
+
+    /// User + system CPU seconds of all servers so far.
+    fn cpu_seconds(&self) -> f64 {
+        self.nodes.iter().map(Served::cpu_seconds).sum()
+    }
+
+    /// The largest server's peak RSS in MiB.
+    fn peak_rss_mb(&self) -> f64 {
+        let rss: Vec<f64> = self.nodes.iter().map(Served::peak_rss_mb).collect();
+        if rss.iter().any(|r| r.is_nan()) {
+            return f64::NAN;
+        }
+        rss.into_iter().fold(f64::NAN, f64::max)
+    }
+}
+
+/// pid → CPU seconds of the PostgreSQL backends connected to `db` (their process title is
+/// `postgres: <user> <db> <client> <state>`). Backends that exited are not counted.
+fn pg_backend_cpu(db: &str) -> HashMap<u32, f64> {
+    let needle = format!(" {db} ");
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let title = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if !title.starts_with("postgres: ") || !title.contains(&needle) {
+            continue;
+        }
+        if let Some(cpu) = crate::server::proc_cpu_seconds(pid) {
+            out.insert(pid, cpu);
+        }
+    }
+    out
+}
+
+/// Node of worker or job `i`: round-robin.
+fn node(bases: &[String], i: usize) -> String {
+    bases[i % bases.len()].clone()
+}
+
 /// Runs one workload and returns its row.
 pub async fn run(p: Params) -> Value {
-    let mut server = Served::start(&p.tasklane_bin, &p.database, "127.0.0.1:0");
+    let mut server = Cluster::start(&p.tasklane_bin, &p.database, p.nodes);
     let deadline = Instant::now() + Duration::from_secs(p.timeout_s);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
@@ -72,6 +191,18 @@ pub async fn run(p: Params) -> Value {
         json!({ "peak_rss_mb": round2(server.peak_rss_mb()) }),
     );
     row
+}
+
+/// A JSON object with the fields of another added.
+trait With {
+    fn with(self, more: Value) -> Value;
+}
+
+impl With for Value {
+    fn with(mut self, more: Value) -> Value {
+        merge(&mut self, more);
+        self
+    }
 }
 
 fn merge(row: &mut Value, more: Value) {
@@ -155,10 +286,11 @@ async fn join_all<T>(handles: Vec<tokio::task::JoinHandle<Res<T>>>) -> Res<Vec<T
 }
 
 /// Creates `n` tasks with `clients` concurrent clients, and starts each (enqueues its run) when
-/// `enqueue_too` is set. Returns the task ids in creation order.
+/// `enqueue_too` is set; task i is created and enqueued on node i mod N. Returns the task ids in
+/// creation order.
 async fn seed(
     http: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     n: usize,
     clients: usize,
     enqueue_too: bool,
@@ -168,7 +300,7 @@ async fn seed(
     let started = Instant::now();
     let mut handles = Vec::new();
     for _ in 0..clients.max(1) {
-        let (http, base, next) = (http.clone(), base.to_string(), next.clone());
+        let (http, bases, next) = (http.clone(), bases.to_vec(), next.clone());
         handles.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             loop {
@@ -176,6 +308,7 @@ async fn seed(
                 if i >= n || Instant::now() > deadline {
                     return Ok::<_, String>(ids);
                 }
+                let base = node(&bases, i);
                 let v = expect_ok(
                     &http,
                     format!("{base}/api/tasks"),
@@ -205,18 +338,18 @@ async fn seed(
 /// All jobs queued up front; `workers` agents claim and complete until claim-next answers 204.
 async fn burn_down(
     http: &reqwest::Client,
-    server: &Served,
+    server: &Cluster,
     p: &Params,
     deadline: Instant,
 ) -> Res<Value> {
-    let base = server.url.clone();
-    seed(http, &base, p.jobs, p.seed_clients, true, deadline).await?;
-    let cpu0 = server.cpu_seconds();
+    let bases = server.bases();
+    seed(http, &bases, p.jobs, p.seed_clients, true, deadline).await?;
+    let cpu0 = server.cpu_mark();
     let started = Instant::now();
     let done = Arc::new(AtomicUsize::new(0));
     let mut handles = Vec::new();
     for w in 0..p.workers {
-        let (http, base, done) = (http.clone(), base.clone(), done.clone());
+        let (http, base, done) = (http.clone(), node(&bases, w), done.clone());
         let cap = p.jobs + 1;
         if p.batch > 0 {
             let sessions: Vec<String> = (0..p.batch).map(|k| format!("agent-{w}-{k}")).collect();
@@ -257,8 +390,8 @@ async fn burn_down(
     Ok(json!({
         "jobs": done,
         "jobs_per_s": round2(done as f64 / elapsed),
-        "server_cpu_s": round2(server.cpu_seconds() - cpu0),
-    }))
+    })
+    .with(server.cpu_since(&cpu0)))
 }
 
 /// A worker process hosting `sessions`: claims a run for each in one `claim-batch`, runs the
@@ -309,7 +442,7 @@ async fn batched_worker(
 /// Returns, per task, the instant its claim reached an agent.
 fn parked_agents(
     http: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     workers: usize,
     target: usize,
     deadline: Instant,
@@ -317,7 +450,7 @@ fn parked_agents(
     let picked = Arc::new(AtomicUsize::new(0));
     (0..workers)
         .map(|w| {
-            let (http, base, picked) = (http.clone(), base.to_string(), picked.clone());
+            let (http, base, picked) = (http.clone(), node(bases, w), picked.clone());
             tokio::spawn(async move {
                 let session = format!("agent-{w}");
                 let mut got = Vec::new();
@@ -350,12 +483,13 @@ fn parked_agents(
 }
 
 /// Enqueues `ids` on a fixed schedule (`interval` apart, open loop: a slow enqueue does not delay
-/// the next), records when each enqueue returned, and collects the agents' pickups.
+/// the next; job i on `bases[i mod len]`), records when each enqueue returned, and collects the
+/// agents' pickups.
 /// Latency = claim received − enqueue returned, clamped at 0 (an agent can hold the claim a moment
 /// before the producer has read the enqueue's response).
 async fn offer(
     http: &reqwest::Client,
-    base: &str,
+    bases: &[String],
     ids: Vec<String>,
     interval: Duration,
     agents: Vec<Pickups>,
@@ -369,7 +503,7 @@ async fn offer(
             return Err("deadline while enqueueing".into());
         }
         tokio::time::sleep_until((t0 + interval * i as u32).into()).await;
-        let (http, base, returned) = (http.clone(), base.to_string(), returned.clone());
+        let (http, base, returned) = (http.clone(), node(bases, i), returned.clone());
         enqueues.push(tokio::spawn(async move {
             enqueue(&http, &base, &id).await?;
             returned.lock().unwrap().insert(id, Instant::now());
@@ -389,51 +523,53 @@ async fn offer(
 }
 
 /// Idle agents; `jobs` enqueues `interval_ms` apart; enqueue-returned → claim-received latency.
+/// Every enqueue goes to node 0 while the agents are spread over all nodes: with several nodes,
+/// this measures the wake-up of a claim parked on another node.
 async fn pickup(
     http: &reqwest::Client,
-    server: &Served,
+    server: &Cluster,
     p: &Params,
     deadline: Instant,
 ) -> Res<Value> {
-    let base = server.url.clone();
-    let ids = seed(http, &base, p.jobs, p.seed_clients, false, deadline).await?;
-    let agents = parked_agents(http, &base, p.workers, p.jobs, deadline);
+    let bases = server.bases();
+    let ids = seed(http, &bases, p.jobs, p.seed_clients, false, deadline).await?;
+    let agents = parked_agents(http, &bases, p.workers, p.jobs, deadline);
     // Let every agent park before the first enqueue (a bounded wait, not a synchronisation).
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cpu0 = server.cpu_seconds();
+    let cpu0 = server.cpu_mark();
     let interval = Duration::from_millis(p.interval_ms);
-    let (lat, _, _) = offer(http, &base, ids, interval, agents, deadline).await?;
+    let (lat, _, _) = offer(http, &bases[..1], ids, interval, agents, deadline).await?;
     Ok(json!({
         "jobs": lat.len(),
         "p50_ms": pct(&lat, 0.50),
         "p99_ms": pct(&lat, 0.99),
-        "server_cpu_s": round2(server.cpu_seconds() - cpu0),
-    }))
+    })
+    .with(server.cpu_since(&cpu0)))
 }
 
 /// A fixed offered rate for a fixed time; achieved rate and pickup latency.
 async fn steady(
     http: &reqwest::Client,
-    server: &Served,
+    server: &Cluster,
     p: &Params,
     deadline: Instant,
 ) -> Res<Value> {
-    let base = server.url.clone();
+    let bases = server.bases();
     let n = (p.rate * p.duration_s).round() as usize;
-    let ids = seed(http, &base, n, p.seed_clients, false, deadline).await?;
-    let agents = parked_agents(http, &base, p.workers, n, deadline);
+    let ids = seed(http, &bases, n, p.seed_clients, false, deadline).await?;
+    let agents = parked_agents(http, &bases, p.workers, n, deadline);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cpu0 = server.cpu_seconds();
+    let cpu0 = server.cpu_mark();
     let interval = Duration::from_secs_f64(1.0 / p.rate);
-    let (lat, t0, last) = offer(http, &base, ids, interval, agents, deadline).await?;
+    let (lat, t0, last) = offer(http, &bases, ids, interval, agents, deadline).await?;
     Ok(json!({
         "jobs": lat.len(),
         "offered_per_s": p.rate,
         "jobs_per_s": round2(lat.len() as f64 / last.duration_since(t0).as_secs_f64()),
         "p50_ms": pct(&lat, 0.50),
         "p99_ms": pct(&lat, 0.99),
-        "server_cpu_s": round2(server.cpu_seconds() - cpu0),
-    }))
+    })
+    .with(server.cpu_since(&cpu0)))
 }
 
 /// What the agents saw during the crash workload.
@@ -482,21 +618,24 @@ const CRASH_LEASE_S: u64 = 5;
 /// (claim-next with the same idempotency key, so a claim committed before the crash comes back);
 /// they stop after a long-poll longer than the lease finds nothing, by when every lease taken
 /// before the crash has been completed or recovered and requeued. The final state is then read
-/// task by task from the timelines.
+/// task by task from the timelines. With several nodes only node 0 is killed and restarted; the
+/// agents on the other nodes keep working.
 async fn crash(
     http: &reqwest::Client,
-    server: &mut Served,
+    server: &mut Cluster,
     p: &Params,
     deadline: Instant,
 ) -> Res<Value> {
-    let base = server.url.clone();
-    let ids = seed(http, &base, p.jobs, p.seed_clients, true, deadline).await?;
+    let bases = server.bases();
+    let base = bases[0].clone();
+    let ids = seed(http, &bases, p.jobs, p.seed_clients, true, deadline).await?;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let done = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut handles = Vec::new();
     for w in 0..p.workers {
-        let (http, base, tally, done) = (http.clone(), base.clone(), tally.clone(), done.clone());
+        let (http, base, tally, done) =
+            (http.clone(), node(&bases, w), tally.clone(), done.clone());
         let cap = 4 * p.jobs + 100;
         handles.push(tokio::spawn(async move {
             let session = format!("agent-{w}");
@@ -543,9 +682,9 @@ async fn crash(
     }
     let at_kill = done.load(Ordering::SeqCst);
     eprintln!("  SIGKILL after {at_kill} acknowledged completions");
-    server.kill9();
+    server.nodes[0].kill9();
     let down = Instant::now();
-    server.restart();
+    server.nodes[0].restart();
     let restart_s = down.elapsed().as_secs_f64();
     join_all(handles).await?;
     let elapsed = started.elapsed().as_secs_f64();

@@ -62,16 +62,7 @@ impl Served {
 
     /// User + system CPU seconds the server has used so far (/proc/<pid>/stat).
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let rest = stat.rsplit(')').next().unwrap_or("");
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
-        match (ticks(11), ticks(12)) {
-            (Some(u), Some(s)) => (u + s) / clock_ticks_per_second(),
-            _ => f64::NAN,
-        }
+        proc_cpu_seconds(self.child.id()).unwrap_or(f64::NAN)
     }
 
     /// Peak resident set size in MiB (VmHWM from /proc/<pid>/status).
@@ -83,6 +74,16 @@ impl Served {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(f64::NAN, |kb| kb / 1024.0)
     }
+}
+
+/// User + system CPU seconds process `pid` has used so far (/proc/<pid>/stat).
+pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok());
+    Some((ticks(11)? + ticks(12)?) / clock_ticks_per_second())
 }
 
 /// USER_HZ: 100 on every Linux target this runs on; `getconf CLK_TCK` confirms it.
