@@ -98,28 +98,33 @@ fn listen(
         tracing::info!("notification connection restored");
     }
     // Whatever was missed while not listening: catch up and wake everyone once.
+    let wake = || shared.remote_commits.send_modify(|n| *n += 1);
     poll(&mut conn, shared)?;
-    shared.remote_commits.send_modify(|n| *n += 1);
+    wake();
     let mut polled = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        let mut woke = false;
+        // `timeout_iter` ends only after WAIT passes without a notification, so under steady
+        // traffic it may not end for a long time: everything is acted on as it arrives.
         {
             let mut notifications = conn.client().notifications();
             let mut iter = notifications.timeout_iter(WAIT);
             while let Some(n) = iter.next().map_err(super::conn::pg_err)? {
-                let Some((node, seq)) = parse(n.payload()) else {
-                    continue;
-                };
-                shared.publish(seq);
-                woke |= node != node_id();
+                if let Some((node, seq)) = parse(n.payload()) {
+                    shared.publish(seq);
+                    if node != node_id() {
+                        wake();
+                    }
+                }
+                if stop.load(Ordering::Relaxed) || polled.elapsed() >= POLL {
+                    break;
+                }
             }
         }
         if polled.elapsed() >= POLL {
-            woke |= poll(&mut conn, shared)?;
+            if poll(&mut conn, shared)? {
+                wake();
+            }
             polled = Instant::now();
-        }
-        if woke {
-            shared.remote_commits.send_modify(|n| *n += 1);
         }
         if conn.is_closed() {
             return Err(Error::Unavailable("notification connection closed".into()));
