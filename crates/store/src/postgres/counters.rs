@@ -221,34 +221,67 @@ pub(crate) fn apply(conn: &mut Conn, deltas: &CounterDeltas) -> Result<()> {
     if deltas.is_empty() {
         return Ok(());
     }
-    for (b, n) in deltas.task_changes() {
-        let d = &b.dims;
+    // One statement per table, whatever the number of buckets: every bucket's net change as
+    // parallel arrays, unnested into rows (each bucket appears once, as ON CONFLICT requires).
+    let tasks: Vec<_> = deltas.task_changes().collect();
+    if !tasks.is_empty() {
+        let text = |f: &dyn Fn(&TaskBucket) -> &str| -> Vec<&str> {
+            tasks.iter().map(|(b, _)| f(b)).collect()
+        };
+        let (scope, workspace, owner_kind, owner_ref, channel, origin) = (
+            text(&|b| &b.dims.scope),
+            text(&|b| &b.dims.workspace_id),
+            text(&|b| &b.dims.owner_kind),
+            text(&|b| &b.dims.owner_ref),
+            text(&|b| &b.dims.network_channel),
+            text(&|b| &b.dims.origin_kind),
+        );
+        let (status, approval_state, approval_policy) = (
+            text(&|b| &b.status),
+            text(&|b| &b.approval_state),
+            text(&|b| &b.approval_policy),
+        );
+        let has_deps: Vec<i64> = tasks.iter().map(|(b, _)| i64::from(b.has_deps)).collect();
+        let failed: Vec<i64> = tasks
+            .iter()
+            .map(|(b, _)| i64::from(b.latest_failed))
+            .collect();
+        let n: Vec<i64> = tasks.iter().map(|(_, n)| *n).collect();
         conn.execute(
-            "INSERT INTO obs_task_counts VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+            "INSERT INTO obs_task_counts SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], \
+             $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[], $10::TEXT[], \
+             $11::BIGINT[], $12::BIGINT[]) \
              ON CONFLICT (scope, workspace_id, owner_kind, owner_ref, network_channel, origin_kind, \
              status, approval_state, has_deps, approval_policy, latest_failed) \
              DO UPDATE SET n = obs_task_counts.n + EXCLUDED.n",
             &[
-                &d.scope,
-                &d.workspace_id,
-                &d.owner_kind,
-                &d.owner_ref,
-                &d.network_channel,
-                &d.origin_kind,
-                &b.status,
-                &b.approval_state,
-                &i64::from(b.has_deps),
-                &b.approval_policy,
-                &i64::from(b.latest_failed),
+                &scope,
+                &workspace,
+                &owner_kind,
+                &owner_ref,
+                &channel,
+                &origin,
+                &status,
+                &approval_state,
+                &has_deps,
+                &approval_policy,
+                &failed,
                 &n,
             ],
         )?;
     }
-    for (b, t) in deltas.run_changes() {
-        let d = &b.dims;
+    let runs: Vec<_> = deltas.run_changes().collect();
+    if !runs.is_empty() {
+        let text = |f: &dyn Fn(&RunBucket) -> &str| -> Vec<&str> {
+            runs.iter().map(|(b, _)| f(b)).collect()
+        };
+        let int =
+            |f: &dyn Fn(&RunTally) -> i64| -> Vec<i64> { runs.iter().map(|(_, t)| f(t)).collect() };
         conn.execute(
-            "INSERT INTO obs_run_counts VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+            "INSERT INTO obs_run_counts SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], \
+             $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], \
+             $11::BIGINT[], $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], \
+             $16::BIGINT[]) \
              ON CONFLICT (scope, workspace_id, owner_kind, owner_ref, network_channel, origin_kind, \
              run_channel, run_origin_kind, status) DO UPDATE SET \
              n = obs_run_counts.n + EXCLUDED.n, \
@@ -259,22 +292,22 @@ pub(crate) fn apply(conn: &mut Conn, deltas: &CounterDeltas) -> Result<()> {
              start_sum = obs_run_counts.start_sum + EXCLUDED.start_sum, \
              start_max = GREATEST(obs_run_counts.start_max, EXCLUDED.start_max)",
             &[
-                &d.scope,
-                &d.workspace_id,
-                &d.owner_kind,
-                &d.owner_ref,
-                &d.network_channel,
-                &d.origin_kind,
-                &b.run_channel,
-                &b.run_origin_kind,
-                &b.status,
-                &t.n,
-                &t.claim_n,
-                &t.claim_sum,
-                &t.claim_max,
-                &t.start_n,
-                &t.start_sum,
-                &t.start_max,
+                &text(&|b| &b.dims.scope),
+                &text(&|b| &b.dims.workspace_id),
+                &text(&|b| &b.dims.owner_kind),
+                &text(&|b| &b.dims.owner_ref),
+                &text(&|b| &b.dims.network_channel),
+                &text(&|b| &b.dims.origin_kind),
+                &text(&|b| &b.run_channel),
+                &text(&|b| &b.run_origin_kind),
+                &text(&|b| &b.status),
+                &int(&|t| t.n),
+                &int(&|t| t.claim_n),
+                &int(&|t| t.claim_sum),
+                &int(&|t| t.claim_max),
+                &int(&|t| t.start_n),
+                &int(&|t| t.start_sum),
+                &int(&|t| t.start_max),
             ],
         )?;
     }

@@ -180,11 +180,14 @@ fn run_batch(
 ) -> Result<()> {
     let mut max_seq: Option<i64> = None;
     let mut deltas = CounterDeltas::default();
-    conn.batch("BEGIN")?;
+    // Statements without parameters ride along with the next simple query, so that a write of
+    // one command costs its own statements plus two round trips: [BEGIN, lock, savepoint] and
+    // [release, notify, COMMIT].
+    let mut pending = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); ");
     let outcome = (|| {
-        conn.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
         for cmd in batch.iter_mut() {
-            conn.batch(super::write::SAVEPOINT_CMD)?;
+            pending.push_str(super::write::SAVEPOINT_CMD);
+            conn.batch(&std::mem::take(&mut pending))?;
             let mut db = Db::new(conn);
             let ok = cmd.run(&mut db);
             let appended = db.appended;
@@ -195,7 +198,7 @@ fn run_batch(
                 ));
             }
             if ok {
-                conn.batch("RELEASE cmd")?;
+                pending.push_str("RELEASE cmd; ");
                 max_seq = max_seq.max(appended);
                 deltas.merge(cmd_deltas);
             } else {
@@ -205,16 +208,17 @@ fn run_batch(
                 })?;
             }
         }
+        // Inside the last command's savepoint when it was kept: released with the COMMIT.
         counters::apply(conn, &deltas)?;
         if let Some(seq) = max_seq {
-            // Delivered to the listeners at COMMIT, never before.
-            conn.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&CHANNEL, &super::listener::payload(seq)],
-            )?;
+            // Delivered to the listeners at COMMIT, never before. The payload is digits and a
+            // colon only.
+            let payload = super::listener::payload(seq);
+            pending.push_str(&format!("NOTIFY {CHANNEL}, '{payload}'; "));
         }
+        pending.push_str("COMMIT");
         let committing = std::time::Instant::now();
-        conn.batch("COMMIT")?;
+        conn.batch(&pending)?;
         metrics::histogram!("tasklane_writer_commit_seconds").record(committing.elapsed());
         Ok(())
     })();
