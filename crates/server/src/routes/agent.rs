@@ -19,12 +19,11 @@ use tasklane_core::views::Claim;
 use tasklane_core::Error;
 use tokio::sync::oneshot;
 
-use super::json;
+use super::{json, path_write};
 use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
 use crate::identity::{header_value, AGENT_HEADER};
-use crate::path::Path;
 use crate::state::AppState;
 
 /// `POST /api/agent/tasks/claim-next`. With `wait: true` the request parks until a write that
@@ -217,23 +216,28 @@ pub async fn complete_batch(
     Ok(json(StatusCode::OK, json!({ "results": results })))
 }
 
-macro_rules! lease_operation {
-    ($name:ident, $action:literal, $input:ty, $rule:path) => {
-        pub async fn $name(
-            State(s): State<AppState>,
-            who: Identity,
-            Path(run_id): Path<String>,
-            JsonBody(input, body_bytes): JsonBody<$input>,
-        ) -> ApiResult<Response> {
-            let lease = s
-                .write_body(who.caller($action), body_bytes, move |op| $rule(op, &run_id, &input))
-                .await?;
-            Ok(json(StatusCode::OK, json!({ "lease": lease })))
-        }
-    };
-}
-
-lease_operation!(heartbeat, "heartbeat", HeartbeatInput, agent::heartbeat);
-lease_operation!(complete, "agent_complete", CompleteInput, agent::complete);
-lease_operation!(fail, "agent_fail", FailInput, agent::fail);
-lease_operation!(release, "release", ReleaseInput, agent::release);
+path_write!(
+    heartbeat,
+    "heartbeat",
+    HeartbeatInput,
+    agent::heartbeat,
+    OK,
+    "lease"
+);
+path_write!(
+    complete,
+    "agent_complete",
+    CompleteInput,
+    agent::complete,
+    OK,
+    "lease"
+);
+path_write!(fail, "agent_fail", FailInput, agent::fail, OK, "lease");
+path_write!(
+    release,
+    "release",
+    ReleaseInput,
+    agent::release,
+    OK,
+    "lease"
+);

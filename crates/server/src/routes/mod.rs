@@ -17,3 +17,35 @@ use serde::Serialize;
 pub fn json<T: Serialize>(status: StatusCode, body: T) -> Response {
     (status, Json(body)).into_response()
 }
+
+/// Declares a write handler on the resource its path names, with a JSON body: the handler's
+/// name, the action of the caller's origin (`tasks.<action>`), the body type, the rule in
+/// `tasklane_core` (called as `rule(op, &id, &input)`), the success status, and the key its
+/// answer goes under (without one, the rule's answer is the whole body). Every such handler
+/// thus parses, identifies, writes and answers the same way.
+macro_rules! path_write {
+    ($name:ident, $action:literal, $input:ty, $rule:path, $status:ident) => {
+        $crate::routes::path_write!(@handler $name, $action, $input, $rule, |out| {
+            $crate::routes::json(axum::http::StatusCode::$status, out)
+        });
+    };
+    ($name:ident, $action:literal, $input:ty, $rule:path, $status:ident, $key:literal) => {
+        $crate::routes::path_write!(@handler $name, $action, $input, $rule, |out| {
+            $crate::routes::json(axum::http::StatusCode::$status, serde_json::json!({ $key: out }))
+        });
+    };
+    (@handler $name:ident, $action:literal, $input:ty, $rule:path, $answer:expr) => {
+        pub async fn $name(
+            axum::extract::State(s): axum::extract::State<$crate::state::AppState>,
+            who: $crate::auth::Identity,
+            $crate::path::Path(id): $crate::path::Path<String>,
+            $crate::body::JsonBody(input, body_bytes): $crate::body::JsonBody<$input>,
+        ) -> $crate::error::ApiResult<axum::response::Response> {
+            let out = s
+                .write_body(who.caller($action), body_bytes, move |op| $rule(op, &id, &input))
+                .await?;
+            Ok(($answer)(out))
+        }
+    };
+}
+pub(crate) use path_write;

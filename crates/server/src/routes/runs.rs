@@ -9,9 +9,7 @@ use tasklane_core::input::{
 };
 use tasklane_core::{service, views};
 
-use super::json;
-use crate::auth::Identity;
-use crate::body::JsonBody;
+use super::{json, path_write};
 use crate::error::ApiResult;
 use crate::path::Path;
 use crate::state::AppState;
@@ -21,36 +19,44 @@ pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
     Ok(json(StatusCode::OK, json!({ "run": detail })))
 }
 
-/// Declares a handler for one run transition: action name for the origin, body type, rule.
-macro_rules! run_transition {
-    ($name:ident, $action:literal, $input:ty, $rule:path) => {
-        pub async fn $name(
-            State(s): State<AppState>,
-            who: Identity,
-            Path(id): Path<String>,
-            JsonBody(input, body_bytes): JsonBody<$input>,
-        ) -> ApiResult<Response> {
-            let run = s
-                .write_body(who.caller($action), body_bytes, move |op| $rule(op, &id, &input))
-                .await?;
-            Ok(json(StatusCode::OK, json!({ "run": run })))
-        }
-    };
-}
-
-run_transition!(claim, "claim_run", IdempotencyInput, service::claim_run);
-run_transition!(start, "start_run", IdempotencyInput, service::start_run);
-run_transition!(
+path_write!(
+    claim,
+    "claim_run",
+    IdempotencyInput,
+    service::claim_run,
+    OK,
+    "run"
+);
+path_write!(
+    start,
+    "start_run",
+    IdempotencyInput,
+    service::start_run,
+    OK,
+    "run"
+);
+path_write!(
     attach_session,
     "attach_run_session",
     AttachSessionInput,
-    service::attach_session
+    service::attach_session,
+    OK,
+    "run"
 );
-run_transition!(
+path_write!(
     complete,
     "complete_run",
     CompleteInput,
-    service::complete_run
+    service::complete_run,
+    OK,
+    "run"
 );
-run_transition!(fail, "fail_run", FailInput, service::fail_run);
-run_transition!(cancel, "cancel_run", CancelInput, service::cancel_run);
+path_write!(fail, "fail_run", FailInput, service::fail_run, OK, "run");
+path_write!(
+    cancel,
+    "cancel_run",
+    CancelInput,
+    service::cancel_run,
+    OK,
+    "run"
+);

@@ -10,7 +10,7 @@ use tasklane_core::input::{
 use tasklane_core::service;
 use tasklane_core::views;
 
-use super::json;
+use super::{json, path_write};
 use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::ApiResult;
@@ -57,20 +57,6 @@ pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult
     Ok(json(StatusCode::OK, json!({ "task": detail })))
 }
 
-pub async fn patch(
-    State(s): State<AppState>,
-    who: Identity,
-    Path(id): Path<String>,
-    JsonBody(input, body_bytes): JsonBody<PatchTaskInput>,
-) -> ApiResult<Response> {
-    let task = s
-        .write_body(who.caller("update"), body_bytes, move |op| {
-            service::patch_task(op, &id, &input)
-        })
-        .await?;
-    Ok(json(StatusCode::OK, json!({ "task": task })))
-}
-
 pub async fn delete(
     State(s): State<AppState>,
     who: Identity,
@@ -81,76 +67,6 @@ pub async fn delete(
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-pub async fn publish(
-    State(s): State<AppState>,
-    who: Identity,
-    Path(id): Path<String>,
-    JsonBody(input, body_bytes): JsonBody<ExecuteInput>,
-) -> ApiResult<Response> {
-    let done = s
-        .write_body(who.caller("publish"), body_bytes, move |op| {
-            service::publish_task(op, &id, &input)
-        })
-        .await?;
-    Ok(json(StatusCode::OK, done))
-}
-
-pub async fn approve(
-    State(s): State<AppState>,
-    who: Identity,
-    Path(id): Path<String>,
-    JsonBody(input, body_bytes): JsonBody<ExecuteInput>,
-) -> ApiResult<Response> {
-    let done = s
-        .write_body(who.caller("approve"), body_bytes, move |op| {
-            service::approve_task(op, &id, &input)
-        })
-        .await?;
-    Ok(json(StatusCode::CREATED, done))
-}
-
-pub async fn reject(
-    State(s): State<AppState>,
-    who: Identity,
-    Path(id): Path<String>,
-    JsonBody(input, body_bytes): JsonBody<RejectInput>,
-) -> ApiResult<Response> {
-    let task = s
-        .write_body(who.caller("reject"), body_bytes, move |op| {
-            service::reject_task(op, &id, &input)
-        })
-        .await?;
-    Ok(json(StatusCode::OK, json!({ "task": task })))
-}
-
-pub async fn start(
-    State(s): State<AppState>,
-    who: Identity,
-    Path(id): Path<String>,
-    JsonBody(input, body_bytes): JsonBody<ExecuteInput>,
-) -> ApiResult<Response> {
-    let done = s
-        .write_body(who.caller("start"), body_bytes, move |op| {
-            service::start_task(op, &id, &input)
-        })
-        .await?;
-    Ok(json(StatusCode::CREATED, done))
-}
-
-pub async fn cancel(
-    State(s): State<AppState>,
-    who: Identity,
-    Path(id): Path<String>,
-    JsonBody(input, body_bytes): JsonBody<CancelInput>,
-) -> ApiResult<Response> {
-    let task = s
-        .write_body(who.caller("cancel"), body_bytes, move |op| {
-            service::cancel_task(op, &id, &input)
-        })
-        .await?;
-    Ok(json(StatusCode::OK, json!({ "task": task })))
 }
 
 pub async fn add_dependency(
@@ -200,16 +116,44 @@ pub async fn list_runs(
     Ok(json(StatusCode::OK, page.to_json("runs")))
 }
 
-pub async fn enqueue_run(
-    State(s): State<AppState>,
-    who: Identity,
-    Path(id): Path<String>,
-    JsonBody(input, body_bytes): JsonBody<ExecuteInput>,
-) -> ApiResult<Response> {
-    let run = s
-        .write_body(who.caller("enqueue_run"), body_bytes, move |op| {
-            service::enqueue_run(op, &id, &input)
-        })
-        .await?;
-    Ok(json(StatusCode::CREATED, json!({ "run": run })))
-}
+path_write!(
+    patch,
+    "update",
+    PatchTaskInput,
+    service::patch_task,
+    OK,
+    "task"
+);
+path_write!(publish, "publish", ExecuteInput, service::publish_task, OK);
+path_write!(
+    approve,
+    "approve",
+    ExecuteInput,
+    service::approve_task,
+    CREATED
+);
+path_write!(
+    reject,
+    "reject",
+    RejectInput,
+    service::reject_task,
+    OK,
+    "task"
+);
+path_write!(start, "start", ExecuteInput, service::start_task, CREATED);
+path_write!(
+    cancel,
+    "cancel",
+    CancelInput,
+    service::cancel_task,
+    OK,
+    "task"
+);
+path_write!(
+    enqueue_run,
+    "enqueue_run",
+    ExecuteInput,
+    service::enqueue_run,
+    CREATED,
+    "run"
+);
