@@ -2,7 +2,8 @@
 //! agent talks to, a parked claim on one node woken by an enqueue on another, SSE on one node
 //! delivering every node's events in sequence order, each expired lease recovered once however
 //! many sweepers run, and a dependent auto-enqueued once when its blockers complete on two nodes
-//! at the same moment.
+//! at the same moment, a token revocation reaching every node, and lost database connections
+//! answered with 503 and healed without a restart.
 //!
 //! These tests need `TASKLANE_TEST_DATABASE_URL` (as `.ci/run` sets it); on SQLite, which has one
 //! server per file, they return at once.
@@ -19,11 +20,15 @@ use support_agent::*;
 
 /// Two or more servers on one fresh database, or None on SQLite.
 fn cluster(nodes: usize) -> Option<Vec<Server>> {
+    cluster_with(nodes, &[])
+}
+
+fn cluster_with(nodes: usize, env: &[(&str, &str)]) -> Option<Vec<Server>> {
     if !on_postgres() {
         eprintln!("skipped: multi-node tests need TASKLANE_TEST_DATABASE_URL (PostgreSQL)");
         return None;
     }
-    let first = Server::start();
+    let first = Server::start_with_env(env);
     let mut all = vec![];
     for _ in 1..nodes {
         all.push(first.another_node());
@@ -286,4 +291,37 @@ async fn lost_database_connections_fail_requests_with_503_and_heal_by_themselves
     let waiter = spawn_waiter(b, "w-1", json!({"wait_seconds": 30}));
     let (_, rid) = queued(a, "work after the outage", json!({})).await;
     assert_eq!(run_of(&expect_claim("w-1", answer(waiter, 45).await)), rid);
+}
+
+#[tokio::test]
+async fn a_token_created_or_revoked_through_one_database_reaches_every_node() {
+    let Some(nodes) = cluster_with(2, &[("TASKLANE_AUTH", "token")]) else {
+        return;
+    };
+    let token = create_token(nodes[0].database(), "operator", "ops");
+    for node in &nodes {
+        let (s, v) = node
+            .call(Method::GET, "/api/tasks", None, &bearer(&token))
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::OK,
+            "a new token works on its first request: {v}"
+        );
+    }
+    let out = token_cli(nodes[0].database(), &["revoke", "ops"]);
+    assert!(out.status.success(), "{out:?}");
+    for node in &nodes {
+        eventually(
+            Duration::from_secs(10),
+            "the revocation reached the node",
+            || async {
+                let (s, _) = node
+                    .call(Method::GET, "/api/tasks", None, &bearer(&token))
+                    .await;
+                s == StatusCode::UNAUTHORIZED
+            },
+        )
+        .await;
+    }
 }
