@@ -154,6 +154,7 @@ impl PgStore {
             rx,
             max_batch: opts.max_batch.max(1),
             shared: shared.clone(),
+            last_batch: std::time::Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("tasklane-pg-writer".to_string())

@@ -10,6 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tasklane_core::observe::counters::CounterDeltas;
 use tasklane_core::{Error, Result};
@@ -116,7 +117,12 @@ pub(crate) struct Writer {
     pub(crate) rx: Receiver<Box<dyn Command>>,
     pub(crate) max_batch: usize,
     pub(crate) shared: Arc<WriterShared>,
+    /// When the last batch began.
+    pub(crate) last_batch: Instant,
 }
+
+/// A write connection idle this long is checked before it carries a batch.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl Writer {
     pub(crate) fn run(mut self) {
@@ -153,10 +159,16 @@ impl Writer {
         tracing::debug!("postgres writer stopped");
     }
 
-    /// The write connection, reconnected if it was lost.
+    /// The write connection, reconnected if it was lost. One that sat idle is checked first: a
+    /// database restarted meanwhile would otherwise cost the next batch, whose commands could
+    /// have run on a new connection.
     fn connection(&mut self) -> Result<&mut Conn> {
-        if self.conn.as_ref().is_some_and(Conn::is_closed) {
-            self.conn = None;
+        let idle = self.last_batch.elapsed() >= IDLE_CHECK;
+        self.last_batch = Instant::now();
+        if let Some(conn) = self.conn.as_mut() {
+            if conn.is_closed() || (idle && conn.batch("").is_err()) {
+                self.conn = None;
+            }
         }
         if self.conn.is_none() {
             self.conn = Some(Conn::connect(&self.opts)?);
