@@ -9,6 +9,7 @@ pub mod monitor;
 pub mod postgres;
 mod rows_common;
 pub mod sqlite;
+mod write_queue;
 
 use tasklane_core::observe::{ObserveStore, ObserveWriteStore};
 use tasklane_core::store::{ReadStore, WriteStore};

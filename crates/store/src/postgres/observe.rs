@@ -26,31 +26,11 @@ use super::rows::{
     event_columns, event_from_row, run_columns, run_from_row, task_columns, task_from_row,
 };
 use super::schema::inbox_activity;
-use super::{Db, Params, PgStore};
+use super::{Db, Params};
 use crate::rows_common::like_pattern;
 use crate::sqlite::status_sets::{active_run, not_open_work, open_run};
 
 type Param<'a> = &'a (dyn ToSql + Sync);
-
-impl PgStore {
-    /// Runs an observe read on a pooled connection inside one read-only snapshot.
-    pub async fn read_observe<R, F>(&self, f: F) -> Result<R>
-    where
-        F: Fn(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.read_db(move |db: &mut Db<'_>| f(db)).await
-    }
-
-    /// Runs an observe write (triage) in the writer, like [`PgStore::write_sized`].
-    pub async fn write_observe<R, F>(&self, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut dyn ObserveWriteStore) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.submit(0, move |db: &mut Db<'_>| f(db)).await
-    }
-}
 
 /// The filter as SQL parameters, in a fixed order, for the counter tables (small: the
 /// `$n IS NULL OR` form costs nothing there).

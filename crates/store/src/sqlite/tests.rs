@@ -229,7 +229,7 @@ async fn shutdown_drains_the_queue() {
         move || s.shutdown()
     });
     // Once the queue is closed to new writes, the queued one must still be run.
-    while store.inner.sender.read().unwrap().is_some() {
+    while !store.inner.queue.is_shut_down() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     match insert_result(&store, task("refused", 1)).await {

@@ -50,10 +50,6 @@ impl Db<'_> {
         }
     }
 
-    pub(super) fn item_open(&self) -> bool {
-        self.item_start.is_some()
-    }
-
     /// Applies the marks of the current command to a task read back in it.
     pub(super) fn overlay_marks(&self, task: &mut Task) {
         if let Some(m) = self.marks.iter().find(|m| m.task_id == task.id) {

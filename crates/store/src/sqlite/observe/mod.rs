@@ -24,28 +24,8 @@ use super::rows::{
     task_from_row,
 };
 use super::status_sets::{active_run, not_open_work, open_run};
-use super::{Db, SqliteStore};
+use super::Db;
 use crate::rows_common::like_pattern;
-
-impl SqliteStore {
-    /// Runs an observe read on a pooled read-only connection inside one read transaction.
-    pub async fn read_observe<R, F>(&self, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.read_db(move |db: &mut Db<'_>| f(db)).await
-    }
-
-    /// Runs an observe write (triage) in the writer, like [`SqliteStore::write`].
-    pub async fn write_observe<R, F>(&self, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut dyn ObserveWriteStore) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.submit(0, move |db: &mut Db<'_>| f(db)).await
-    }
-}
 
 /// The filter as SQL parameters, in a fixed order, for the counter tables (small: the
 /// `?n IS NULL OR` form costs nothing there).
