@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod counter_deltas;
 pub mod monitor;
 pub mod postgres;
 mod rows_common;

@@ -6,6 +6,7 @@ use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
+use crate::counter_deltas::CountedStore;
 use std::fmt::Write as _;
 
 use super::rows::{
