@@ -8,6 +8,7 @@ mod conformance;
 mod counter_deltas;
 pub mod monitor;
 pub mod postgres;
+mod read_permits;
 mod rows_common;
 pub mod sqlite;
 mod write_queue;

@@ -40,6 +40,7 @@ use tokio::sync::{watch, Semaphore};
 
 pub(crate) use self::conn::{Conn, Params};
 use self::writer::Writer;
+use crate::read_permits::run_read;
 use crate::write_queue::{store_entry_points, Backend, CommandDb, WriteQueue};
 
 pub use self::schema::SCHEMA_VERSION;
@@ -196,20 +197,8 @@ impl PgStore {
         F: Fn(&mut Db<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let permit = self
-            .inner
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Unavailable("the store is shut down".to_string()))?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            inner.with_reader(f)
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
+        run_read(&self.inner.read_permits, move || inner.with_reader(f)).await
     }
 
     /// Bumped whenever another node (or the listener's safety poll) reports commits: work may

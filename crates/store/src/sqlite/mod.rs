@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 
 use self::error::sql_err;
 use self::writer::Writer;
+use crate::read_permits::run_read;
 use crate::write_queue::{store_entry_points, Backend, CommandDb, WriteQueue};
 
 pub use self::schema::SCHEMA_VERSION;
@@ -224,20 +225,11 @@ impl SqliteStore {
         F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let permit = self
-            .inner
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Unavailable("the store is shut down".to_string()))?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        run_read(&self.inner.read_permits, move || {
             inner.with_reader(|conn| read_snapshot(conn, f))
         })
         .await
-        .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
     }
 
     /// The database file.
