@@ -7,7 +7,7 @@
 mod conformance;
 mod counter_deltas;
 pub mod monitor;
-mod observe_filter;
+mod observe_common;
 pub mod postgres;
 mod read_permits;
 mod rows_common;

@@ -27,7 +27,7 @@ use super::rows::{
 };
 use super::schema::inbox_activity;
 use super::{Db, Params};
-use crate::observe_filter::{add_latency, FilterParams};
+use crate::observe_common::{add_latency, with_tie_group, FilterParams};
 use crate::rows_common::like_pattern;
 use crate::sqlite::status_sets::{active_run, not_open_work, open_run};
 
@@ -498,22 +498,13 @@ impl ObserveStore for Db<'_> {
         let limit: Option<i64> = min_rows.map(|n| n as i64);
         params.push(&limit);
         let sql = format!("{base} ORDER BY t.activity DESC LIMIT ${}", params.len());
-        let mut page = self.candidates(&sql, &params, actor)?;
-        // Every task tied with the last one on activity: the caller orders ties by priority and
-        // id, so the page must hold the whole tie group.
-        if let (Some(n), Some(last)) = (min_rows, page.last()) {
-            if page.len() == n && n > 0 {
-                let last_at = last.latest_activity_at.0;
-                let mut tie_params = params[..params.len() - 1].to_vec();
-                tie_params.push(&last_at);
-                let sql = format!("{base} AND t.activity = ${}", tie_params.len());
-                let ties = self.candidates(&sql, &tie_params, actor)?;
-                let seen: std::collections::HashSet<String> =
-                    page.iter().map(|c| c.task_id.clone()).collect();
-                page.extend(ties.into_iter().filter(|c| !seen.contains(&c.task_id)));
-            }
-        }
-        Ok(page)
+        let page = self.candidates(&sql, &params, actor)?;
+        with_tie_group(page, min_rows, |last_at| {
+            let mut tie_params = params[..params.len() - 1].to_vec();
+            tie_params.push(&last_at);
+            let sql = format!("{base} AND t.activity = ${}", tie_params.len());
+            self.candidates(&sql, &tie_params, actor)
+        })
     }
 
     fn latest_runs(&mut self, task_ids: &[String]) -> Result<Vec<Run>> {

@@ -1,8 +1,11 @@
-//! The observe filter as both backends bind it: which of its fields a statement sees, and the
-//! counter-table sums they read back. Each backend turns [`FilterParams`] into its dialect's
-//! parameters and clauses.
+//! The Rust both backends' observe primitives share: the filter as they bind it (each turns
+//! [`FilterParams`] into its dialect's parameters and clauses), the counter-table sums they read
+//! back, and the inbox page's tie group.
 
-use tasklane_core::observe::{LatencyTotals, ObserveFilter};
+use std::collections::HashSet;
+
+use tasklane_core::observe::{InboxCandidate, LatencyTotals, ObserveFilter};
+use tasklane_core::Result;
 
 /// The filter as SQL parameters, in a fixed order, for the counter tables (small: the
 /// `IS NULL OR` form costs nothing there).
@@ -51,4 +54,22 @@ pub(crate) fn add_latency(l: &mut LatencyTotals, n: i64, sum: i64, max: i64) {
     l.samples += n;
     l.sum_micros += sum;
     l.max_micros = l.max_micros.max(max);
+}
+
+/// Completes an inbox page read with `LIMIT min_rows` by every task tied with its last one on
+/// activity: the caller orders ties by priority and id, so the page must hold the whole tie group.
+/// `tied(at)` reads the candidates whose activity is `at`.
+pub(crate) fn with_tie_group(
+    mut page: Vec<InboxCandidate>,
+    min_rows: Option<usize>,
+    tied: impl FnOnce(i64) -> Result<Vec<InboxCandidate>>,
+) -> Result<Vec<InboxCandidate>> {
+    if let (Some(n), Some(last)) = (min_rows, page.last()) {
+        if page.len() == n && n > 0 {
+            let ties = tied(last.latest_activity_at.0)?;
+            let seen: HashSet<String> = page.iter().map(|c| c.task_id.clone()).collect();
+            page.extend(ties.into_iter().filter(|c| !seen.contains(&c.task_id)));
+        }
+    }
+    Ok(page)
 }
