@@ -1,7 +1,7 @@
 //! `ObserveStore` on PostgreSQL: counters read from the tables the writer keeps exact
-//! (`counters.rs`), live sets read through partial indexes, and the entry points that run observe
-//! reads and triage writes. The statements are the SQLite backend's (`sqlite/observe`), in
-//! PostgreSQL's dialect.
+//! (`counters.rs`), live sets read through partial indexes, and triage writes. The statements are
+//! the SQLite backend's (`sqlite/observe`), in PostgreSQL's dialect; the entry points and the
+//! Rust around the statements are shared (`write_queue::store_entry_points`, `observe_common`).
 //!
 //! Text sorted in memory (channel names, task ids breaking ties) is compared with `COLLATE "C"`,
 //! byte for byte like SQLite's BINARY collation, whatever collation the database was created

@@ -1,6 +1,7 @@
-//! `ObserveStore` on SQLite: counters read from the trigger-maintained tables of the observe
-//! migration ([`schema`]), live sets read through partial indexes, and the entry points that run
-//! observe reads and triage writes.
+//! `ObserveStore` on SQLite: counters read from the tables of the observe migration ([`schema`]),
+//! live sets read through partial indexes, and triage writes. The entry points that run observe
+//! reads and triage writes are the shared ones (`write_queue::store_entry_points`), and so is the
+//! Rust around the statements that both backends need (`observe_common`).
 
 pub(super) mod schema;
 
