@@ -5,10 +5,14 @@
 
 #[cfg(test)]
 mod conformance;
+mod counter_deltas;
 pub mod monitor;
+mod observe_common;
 pub mod postgres;
+mod read_permits;
 mod rows_common;
 pub mod sqlite;
+mod write_queue;
 
 use tasklane_core::observe::{ObserveStore, ObserveWriteStore};
 use tasklane_core::store::{ReadStore, WriteStore};

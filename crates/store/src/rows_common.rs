@@ -2,9 +2,12 @@
 //! position in them, so INSERT, UPDATE and SELECT cannot drift apart), the parsing of stored enum
 //! names, and the pure computations behind partial updates and claim classes.
 
+use std::cmp::Ordering;
+
 use serde_json::Value;
 use tasklane_core::model::{
-    ApprovalPolicy, ApprovalState, Priority, Role, Run, RunStatus, Scope, Task, TaskStatus,
+    ApprovalPolicy, ApprovalState, Dependency, Priority, Role, Run, RunStatus, Scope, Task,
+    TaskStatus,
 };
 use tasklane_core::{Error, Result};
 
@@ -380,4 +383,26 @@ pub(crate) fn like_pattern(query: &str) -> String {
     }
     p.push('%');
     p
+}
+
+/// The order of `list_tasks`: latest activity first.
+pub(crate) fn task_order(a: &Task, b: &Task) -> Ordering {
+    b.last_activity_at
+        .cmp(&a.last_activity_at)
+        .then_with(|| b.updated_at.cmp(&a.updated_at))
+        .then_with(|| b.created_at.cmp(&a.created_at))
+        .then_with(|| b.id.cmp(&a.id))
+}
+
+/// The order of `list_runs`: latest queued first.
+pub(crate) fn run_order(a: &Run, b: &Run) -> Ordering {
+    b.queued_at.cmp(&a.queued_at).then_with(|| b.id.cmp(&a.id))
+}
+
+/// The order of dependency lists: oldest first.
+pub(crate) fn dependency_order(a: &Dependency, b: &Dependency) -> Ordering {
+    a.created_at
+        .cmp(&b.created_at)
+        .then_with(|| a.depends_on_task_id.cmp(&b.depends_on_task_id))
+        .then_with(|| a.task_id.cmp(&b.task_id))
 }

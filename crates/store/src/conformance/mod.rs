@@ -18,6 +18,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tasklane_core::model::{Priority, Run, Task};
+use tasklane_core::page::TaskKey;
 use tasklane_core::store::TaskFilter;
 use tasklane_core::Result;
 
@@ -53,6 +54,39 @@ macro_rules! for_every_backend {
     )*};
 }
 pub(crate) use for_every_backend;
+
+/// The two pages the index-range tests plan, both after `key` and three long: of every task, and
+/// of parent `p`'s.
+pub(crate) fn paging_filters(key: &TaskKey) -> [TaskFilter; 2] {
+    let after = |f: TaskFilter| TaskFilter {
+        after: Some(key.clone()),
+        limit: Some(3),
+        ..f
+    };
+    [
+        after(TaskFilter::default()),
+        after(TaskFilter {
+            parent_task_id: Some("p".into()),
+            ..Default::default()
+        }),
+    ]
+}
+
+/// The plans of the [`paging_filters`] pages each read its index (`indexes`) from the key on
+/// (`range`), with no `sort` step over the whole list: the words are the backend's.
+pub(crate) fn assert_pages_use_index_ranges(
+    plans: &[String],
+    indexes: [&str; 2],
+    range: &str,
+    sort: &str,
+) {
+    for (plan, index) in plans.iter().zip(indexes) {
+        assert!(plan.contains(index) && plan.contains(range), "{plan}");
+    }
+    for plan in plans {
+        assert!(!plan.contains(sort), "no sort of the whole list: {plan}");
+    }
+}
 
 /// A SQLite store on a file of a temporary directory (the store must not outlive it).
 pub(crate) fn sqlite_store() -> (tempfile::TempDir, Store) {

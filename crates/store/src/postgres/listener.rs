@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use postgres::fallible_iterator::FallibleIterator;
 use tasklane_core::{Error, Result};
+use tokio::sync::watch;
 
 use super::conn::{Conn, RECONNECT_PAUSE};
-use super::writer::WriterShared;
 use super::{nodes, schema, PgOptions, CHANNEL};
+use crate::write_queue::WriterShared;
 
 /// How long one wait for notifications lasts, which bounds how long stopping takes.
 const WAIT: Duration = Duration::from_millis(200);
@@ -45,13 +46,21 @@ fn parse(payload: &str) -> Option<(i64, i64)> {
     Some((node.parse().ok()?, seq.parse().ok()?))
 }
 
+/// What the listener shares with the store handle.
+pub(crate) struct Wakes {
+    /// The writer's state, whose committed-sequence watch the listener raises too.
+    pub(crate) writer: Arc<WriterShared>,
+    /// Bumped whenever another node (or the safety poll) reports commits.
+    pub(crate) remote_commits: watch::Sender<u64>,
+}
+
 pub(crate) struct Listener {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 impl Listener {
-    pub(crate) fn start(opts: PgOptions, shared: Arc<WriterShared>) -> Result<Listener> {
+    pub(crate) fn start(opts: PgOptions, shared: Arc<Wakes>) -> Result<Listener> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
@@ -69,7 +78,7 @@ impl Listener {
     }
 }
 
-fn run(opts: &PgOptions, shared: &WriterShared, stop: &AtomicBool) {
+fn run(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool) {
     let mut lost = false;
     while !stop.load(Ordering::Relaxed) {
         match listen(opts, shared, stop, &mut lost) {
@@ -86,12 +95,7 @@ fn run(opts: &PgOptions, shared: &WriterShared, stop: &AtomicBool) {
 }
 
 /// Listens until stopped (`Ok`) or the connection fails (`Err`).
-fn listen(
-    opts: &PgOptions,
-    shared: &WriterShared,
-    stop: &AtomicBool,
-    lost: &mut bool,
-) -> Result<()> {
+fn listen(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool, lost: &mut bool) -> Result<()> {
     let mut conn = Conn::connect(opts)?;
     conn.batch(&format!("LISTEN {CHANNEL}"))?;
     if std::mem::take(lost) {
@@ -99,7 +103,7 @@ fn listen(
     }
     // Whatever was missed while not listening: catch up and wake everyone once.
     let wake = || shared.remote_commits.send_modify(|n| *n += 1);
-    poll(&mut conn, shared)?;
+    poll(&mut conn, &shared.writer)?;
     wake();
     let mut polled = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -110,7 +114,7 @@ fn listen(
             let mut iter = notifications.timeout_iter(WAIT);
             while let Some(n) = iter.next().map_err(super::conn::pg_err)? {
                 if let Some((node, seq)) = parse(n.payload()) {
-                    shared.publish(seq);
+                    shared.writer.publish(seq);
                     if node != node_id() {
                         wake();
                     }
@@ -121,7 +125,7 @@ fn listen(
             }
         }
         if polled.elapsed() >= POLL {
-            if poll(&mut conn, shared)? {
+            if poll(&mut conn, &shared.writer)? {
                 wake();
             }
             polled = Instant::now();

@@ -30,19 +30,18 @@ mod write;
 mod writer;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tasklane_core::observe::counters::CounterDeltas;
-use tasklane_core::store::{ReadStore, WriteStore};
+use tasklane_core::store::ReadStore;
 use tasklane_core::{Error, Result};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 
 pub(crate) use self::conn::{Conn, Params};
-use self::writer::{Command, Job, Writer, WriterShared};
+use self::writer::Writer;
+use crate::read_permits::run_read;
+use crate::write_queue::{store_entry_points, Backend, CommandDb, WriteQueue};
 
 pub use self::schema::SCHEMA_VERSION;
 
@@ -112,6 +111,18 @@ impl<'c> Db<'c> {
     }
 }
 
+impl CommandDb for Db<'_> {
+    fn item_open(&self) -> bool {
+        self.item_start.is_some()
+    }
+}
+
+impl Backend for PgStore {
+    type Db<'c> = Db<'c>;
+    const WRITER_STOPPED: &'static str = "the writer stopped";
+    const WRITER_PANICKED: &'static str = "postgres writer thread panicked";
+}
+
 /// The PostgreSQL store of one node. Cheap to clone; clones share the writer and the pool.
 #[derive(Clone)]
 pub struct PgStore {
@@ -120,9 +131,9 @@ pub struct PgStore {
 
 struct Inner {
     opts: PgOptions,
-    sender: RwLock<Option<SyncSender<Box<dyn Command>>>>,
-    writer_thread: Mutex<Option<JoinHandle<()>>>,
-    shared: Arc<WriterShared>,
+    /// The writer's queue and thread.
+    queue: WriteQueue<PgStore>,
+    wakes: Arc<listener::Wakes>,
     readers: Mutex<Vec<Conn>>,
     read_permits: Arc<Semaphore>,
     listener: Mutex<Option<listener::Listener>>,
@@ -139,86 +150,37 @@ impl PgStore {
         nodes::register(&mut conn, listener::node_id(), started_at)?;
         let last_seq = schema::last_sequence(&mut conn)?;
 
-        let max_queued_writes = opts.max_queued_writes.max(1);
-        let (sender, rx) = sync_channel(max_queued_writes);
-        let shared = Arc::new(WriterShared {
-            queued: AtomicUsize::new(0),
-            queued_bytes: AtomicUsize::new(0),
-            commits: AtomicU64::new(0),
-            committed_seq: watch::channel(last_seq).0,
+        let (queue, writer_queue) = WriteQueue::new(
+            opts.max_queued_writes,
+            opts.max_queued_bytes,
+            opts.max_batch,
+            last_seq,
+        );
+        let wakes = Arc::new(listener::Wakes {
+            writer: queue.shared().clone(),
             remote_commits: watch::channel(0).0,
         });
         let writer = Writer {
             conn: Some(conn),
             opts: opts.clone(),
-            rx,
-            max_batch: opts.max_batch.max(1),
-            shared: shared.clone(),
+            queue: writer_queue,
             last_batch: std::time::Instant::now(),
         };
         let thread = std::thread::Builder::new()
             .name("tasklane-pg-writer".to_string())
             .spawn(move || writer.run())
             .map_err(|e| Error::Storage(format!("cannot start the writer: {e}")))?;
-        let listener = listener::Listener::start(opts.clone(), shared.clone())?;
+        queue.writer_started(thread);
+        let listener = listener::Listener::start(opts.clone(), wakes.clone())?;
         Ok(PgStore {
             inner: Arc::new(Inner {
                 read_permits: Arc::new(Semaphore::new(opts.pool_size.max(1))),
                 opts,
-                sender: RwLock::new(Some(sender)),
-                writer_thread: Mutex::new(Some(thread)),
-                shared,
+                queue,
+                wakes,
                 readers: Mutex::new(Vec::new()),
                 listener: Mutex::new(Some(listener)),
             }),
-        })
-    }
-
-    /// Runs `f` in this node's writer, in its own SAVEPOINT of the current transaction (which
-    /// holds the cluster's write lock), and resolves once that transaction has committed.
-    pub async fn write_sized<R, F>(&self, bytes: usize, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.submit(bytes, move |db: &mut Db<'_>| f(db)).await
-    }
-
-    pub(crate) async fn submit<R, F>(&self, bytes: usize, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(Box::new(Job::new(f, tx, bytes)))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("the writer stopped".to_string()))?
-    }
-
-    fn enqueue(&self, cmd: Box<dyn Command>) -> Result<()> {
-        let guard = self
-            .inner
-            .sender
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(sender) = guard.as_ref() else {
-            return Err(Error::Unavailable("the store is shut down".to_string()));
-        };
-        let bytes = cmd.bytes();
-        let shared = &self.inner.shared;
-        let before = shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if bytes > 0 && before > 0 && before + bytes > self.inner.opts.max_queued_bytes {
-            shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            return Err(Error::Unavailable("write queue full".to_string()));
-        }
-        shared.queued.fetch_add(1, Ordering::Relaxed);
-        sender.try_send(cmd).map_err(|err| {
-            shared.queued.fetch_sub(1, Ordering::Relaxed);
-            shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            Error::Unavailable(match err {
-                TrySendError::Full(_) => "write queue full".to_string(),
-                TrySendError::Disconnected(_) => "the writer stopped".to_string(),
-            })
         })
     }
 
@@ -236,51 +198,14 @@ impl PgStore {
         F: Fn(&mut Db<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let permit = self
-            .inner
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Unavailable("the store is shut down".to_string()))?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            inner.with_reader(f)
-        })
-        .await
-        .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
-    }
-
-    /// Receives the highest committed event sequence, this node's commits and other nodes' alike.
-    pub fn committed_sequence(&self) -> watch::Receiver<i64> {
-        self.inner.shared.committed_seq.subscribe()
+        run_read(&self.inner.read_permits, move || inner.with_reader(f)).await
     }
 
     /// Bumped whenever another node (or the listener's safety poll) reports commits: work may
     /// have become claimable there.
     pub fn remote_commits(&self) -> watch::Receiver<u64> {
-        self.inner.shared.remote_commits.subscribe()
-    }
-
-    /// Stops the writer after it has drained the queued commands, and the listener.
-    pub fn shutdown(&self) {
-        self.inner.shutdown();
-    }
-
-    /// Writes waiting for the writer thread.
-    pub fn queued_writes(&self) -> usize {
-        self.inner.shared.queued.load(Ordering::Relaxed)
-    }
-
-    /// The configured bound of [`PgStore::queued_writes`].
-    pub fn max_queued_writes(&self) -> usize {
-        self.inner.opts.max_queued_writes
-    }
-
-    /// Transactions committed by this node's writer since open.
-    pub fn commits(&self) -> u64 {
-        self.inner.shared.commits.load(Ordering::Relaxed)
+        self.inner.wakes.remote_commits.subscribe()
     }
 
     /// Whether the database answers a read and carries the schema this binary migrates to.
@@ -295,24 +220,11 @@ impl PgStore {
     }
 }
 
+store_entry_points!(PgStore, Db);
+
 impl Inner {
     fn shutdown(&self) {
-        drop(
-            self.sender
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take(),
-        );
-        let handle = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(handle) = handle {
-            if handle.thread().id() != std::thread::current().id() && handle.join().is_err() {
-                tracing::error!("postgres writer thread panicked");
-            }
-        }
+        self.queue.shutdown();
         if let Some(listener) = self
             .listener
             .lock()

@@ -1,7 +1,7 @@
 //! `ObserveStore` on PostgreSQL: counters read from the tables the writer keeps exact
-//! (`counters.rs`), live sets read through partial indexes, and the entry points that run observe
-//! reads and triage writes. The statements are the SQLite backend's (`sqlite/observe`), in
-//! PostgreSQL's dialect.
+//! (`counters.rs`), live sets read through partial indexes, and triage writes. The statements are
+//! the SQLite backend's (`sqlite/observe`), in PostgreSQL's dialect; the entry points and the
+//! Rust around the statements are shared (`write_queue::store_entry_points`, `observe_common`).
 //!
 //! Text sorted in memory (channel names, task ids breaking ties) is compared with `COLLATE "C"`,
 //! byte for byte like SQLite's BINARY collation, whatever collation the database was created
@@ -16,8 +16,8 @@ use tasklane_core::model::{
     TaskStatus,
 };
 use tasklane_core::observe::{
-    InboxCandidate, InboxClassCount, Lane, LatencyTotals, ObserveFilter, ObserveStore,
-    ObserveWriteStore, QueueGroup, RunTotals, TaskCount, TriageRecord,
+    InboxCandidate, InboxClassCount, Lane, ObserveFilter, ObserveStore, ObserveWriteStore,
+    QueueGroup, RunTotals, TaskCount, TriageRecord,
 };
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
@@ -26,55 +26,21 @@ use super::rows::{
     event_columns, event_from_row, run_columns, run_from_row, task_columns, task_from_row,
 };
 use super::schema::inbox_activity;
-use super::{Db, Params, PgStore};
+use super::{Db, Params};
+use crate::observe_common::{add_latency, with_tie_group, FilterParams};
 use crate::rows_common::like_pattern;
 use crate::sqlite::status_sets::{active_run, not_open_work, open_run};
 
 type Param<'a> = &'a (dyn ToSql + Sync);
 
-impl PgStore {
-    /// Runs an observe read on a pooled connection inside one read-only snapshot.
-    pub async fn read_observe<R, F>(&self, f: F) -> Result<R>
-    where
-        F: Fn(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.read_db(move |db: &mut Db<'_>| f(db)).await
-    }
-
-    /// Runs an observe write (triage) in the writer, like [`PgStore::write_sized`].
-    pub async fn write_observe<R, F>(&self, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut dyn ObserveWriteStore) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.submit(0, move |db: &mut Db<'_>| f(db)).await
-    }
+/// The observe filter in this dialect: its parameters and clauses.
+trait FilterSql {
+    fn counter_params(&self) -> [Param<'_>; 6];
+    fn task_clauses<'p>(&'p self, alias: &str, sql: &mut String, params: &mut Vec<Param<'p>>);
+    fn run_clauses<'p>(&'p self, sql: &mut String, params: &mut Vec<Param<'p>>);
 }
 
-/// The filter as SQL parameters, in a fixed order, for the counter tables (small: the
-/// `$n IS NULL OR` form costs nothing there).
-struct FilterParams {
-    scope: Option<&'static str>,
-    workspace_id: Option<String>,
-    owner_kind: Option<&'static str>,
-    owner_ref: Option<String>,
-    network_channel: Option<String>,
-    origin_kind: Option<&'static str>,
-}
-
-impl FilterParams {
-    fn of(f: &ObserveFilter) -> Self {
-        FilterParams {
-            scope: f.scope.map(|s| s.as_str()),
-            workspace_id: f.workspace_id.clone(),
-            owner_kind: f.owner_kind.map(|o| o.as_str()),
-            owner_ref: f.owner_ref.clone(),
-            network_channel: f.network_channel.clone(),
-            origin_kind: f.origin_kind.map(|o| o.as_str()),
-        }
-    }
-
+impl FilterSql for FilterParams {
     /// `$1`..`$6` of the counter-table statements (`COUNTER_FILTER`).
     fn counter_params(&self) -> [Param<'_>; 6] {
         [
@@ -85,15 +51,6 @@ impl FilterParams {
             &self.network_channel,
             &self.origin_kind,
         ]
-    }
-
-    fn is_empty(&self) -> bool {
-        self.scope.is_none()
-            && self.workspace_id.is_none()
-            && self.owner_kind.is_none()
-            && self.owner_ref.is_none()
-            && self.network_channel.is_none()
-            && self.origin_kind.is_none()
     }
 
     /// Appends ` AND <alias>.<col> = $n` for each present task filter; on large tables only
@@ -178,15 +135,6 @@ const CANDIDATE_SELECT: &str = concat!(
 
 /// Open runs, as the claimer index `task_runs_open_claimer` states them.
 const OPEN_RUN: &str = open_run!("status");
-
-/// The inbox filters only the task set by scope, workspace and owner.
-fn inbox_filter(filter: &ObserveFilter) -> FilterParams {
-    FilterParams {
-        network_channel: None,
-        origin_kind: None,
-        ..FilterParams::of(filter)
-    }
-}
 
 fn get<'r, T: postgres::types::FromSql<'r>>(row: &'r Row, idx: usize) -> Result<T> {
     row.try_get(idx)
@@ -393,11 +341,7 @@ impl ObserveStore for Db<'_> {
              WHERE e.event_type = 'task.run_force_stopped' AND e.timestamp >= $1",
         );
         let mut params: Vec<Param<'_>> = vec![&since.0];
-        let task_only = FilterParams {
-            network_channel: None,
-            origin_kind: None,
-            ..FilterParams::of(filter)
-        };
+        let task_only = FilterParams::task_only(filter);
         task_only.task_clauses("t", &mut sql, &mut params);
         if let Some(o) = &p.origin_kind {
             params.push(o);
@@ -440,7 +384,7 @@ impl ObserveStore for Db<'_> {
     ) -> Result<Vec<InboxCandidate>> {
         let owner_kind = owner_kind.map(|o| o.as_str());
         let pattern = query.map(like_pattern);
-        let p = inbox_filter(filter);
+        let p = FilterParams::task_only(filter);
         // Each arm of the union is one indexed set; finished tasks in no lane are never read.
         let mut sql = format!(
             "{CANDIDATE_SELECT} WHERE t.id IN ( \
@@ -472,7 +416,7 @@ impl ObserveStore for Db<'_> {
         owner: Option<&Ref>,
         filter: &ObserveFilter,
     ) -> Result<Vec<InboxClassCount>> {
-        let p = inbox_filter(filter);
+        let p = FilterParams::task_only(filter);
         let (owner_kind, owner_ref) = match owner {
             Some(o) => (Some(o.kind.as_str()), Some(o.reference.as_str())),
             None => (None, None),
@@ -508,7 +452,7 @@ impl ObserveStore for Db<'_> {
         actor: &Ref,
         filter: &ObserveFilter,
     ) -> Result<Vec<InboxCandidate>> {
-        let p = inbox_filter(filter);
+        let p = FilterParams::task_only(filter);
         let mut sql = format!(
             "{CANDIDATE_SELECT} WHERE t.id IN ( \
                SELECT task_id FROM task_triage WHERE actor_kind = $1 AND actor_ref = $2 \
@@ -543,7 +487,7 @@ impl ObserveStore for Db<'_> {
             params.push(kind);
             params.push(reference);
         }
-        let p = inbox_filter(filter);
+        let p = FilterParams::task_only(filter);
         params.push(&exclude);
         let mut base = format!(
             "{CANDIDATE_SELECT} WHERE {predicate} AND t.id <> ALL(${})",
@@ -554,22 +498,13 @@ impl ObserveStore for Db<'_> {
         let limit: Option<i64> = min_rows.map(|n| n as i64);
         params.push(&limit);
         let sql = format!("{base} ORDER BY t.activity DESC LIMIT ${}", params.len());
-        let mut page = self.candidates(&sql, &params, actor)?;
-        // Every task tied with the last one on activity: the caller orders ties by priority and
-        // id, so the page must hold the whole tie group.
-        if let (Some(n), Some(last)) = (min_rows, page.last()) {
-            if page.len() == n && n > 0 {
-                let last_at = last.latest_activity_at.0;
-                let mut tie_params = params[..params.len() - 1].to_vec();
-                tie_params.push(&last_at);
-                let sql = format!("{base} AND t.activity = ${}", tie_params.len());
-                let ties = self.candidates(&sql, &tie_params, actor)?;
-                let seen: std::collections::HashSet<String> =
-                    page.iter().map(|c| c.task_id.clone()).collect();
-                page.extend(ties.into_iter().filter(|c| !seen.contains(&c.task_id)));
-            }
-        }
-        Ok(page)
+        let page = self.candidates(&sql, &params, actor)?;
+        with_tie_group(page, min_rows, |last_at| {
+            let mut tie_params = params[..params.len() - 1].to_vec();
+            tie_params.push(&last_at);
+            let sql = format!("{base} AND t.activity = ${}", tie_params.len());
+            self.candidates(&sql, &tie_params, actor)
+        })
     }
 
     fn latest_runs(&mut self, task_ids: &[String]) -> Result<Vec<Run>> {
@@ -696,12 +631,6 @@ impl ObserveWriteStore for Db<'_> {
         )?;
         Ok(())
     }
-}
-
-fn add_latency(l: &mut LatencyTotals, n: i64, sum: i64, max: i64) {
-    l.samples += n;
-    l.sum_micros += sum;
-    l.max_micros = l.max_micros.max(max);
 }
 
 fn candidate_from_row(row: &Row, actor: &Ref) -> Result<InboxCandidate> {

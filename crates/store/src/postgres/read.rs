@@ -1,7 +1,6 @@
 //! `ReadStore` over one PostgreSQL connection: a reader's snapshot or the writer's open
 //! transaction.
 
-use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -19,7 +18,7 @@ use super::rows::{
     run_from_row, task_columns, task_from_row, token_columns, token_from_row,
 };
 use super::Db;
-use crate::rows_common::like_pattern;
+use crate::rows_common::{dependency_order, like_pattern, run_order, task_order};
 use crate::sqlite::status_sets::{active_run, finished_run};
 
 /// Ids per query for the `*_of_tasks` lookups. The ids travel as one TEXT[] parameter (so every
@@ -76,25 +75,6 @@ pub(crate) fn id_chunks(ids: &[String]) -> Vec<Vec<String>> {
         .cloned()
         .collect();
     unique.chunks(ID_CHUNK).map(<[String]>::to_vec).collect()
-}
-
-fn task_order(a: &Task, b: &Task) -> Ordering {
-    b.last_activity_at
-        .cmp(&a.last_activity_at)
-        .then_with(|| b.updated_at.cmp(&a.updated_at))
-        .then_with(|| b.created_at.cmp(&a.created_at))
-        .then_with(|| b.id.cmp(&a.id))
-}
-
-fn run_order(a: &Run, b: &Run) -> Ordering {
-    b.queued_at.cmp(&a.queued_at).then_with(|| b.id.cmp(&a.id))
-}
-
-fn dependency_order(a: &Dependency, b: &Dependency) -> Ordering {
-    a.created_at
-        .cmp(&b.created_at)
-        .then_with(|| a.depends_on_task_id.cmp(&b.depends_on_task_id))
-        .then_with(|| a.task_id.cmp(&b.task_id))
 }
 
 /// A page size for `LIMIT $n::BIGINT`: NULL (no limit) unless positive, as SQLite reads a

@@ -12,7 +12,9 @@ use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
 use crate::conformance::fixtures::{blocks, event, full_task, paging_tasks, run, task};
-use crate::conformance::{insert, postgres_store, DATABASE_URL_VAR};
+use crate::conformance::{
+    assert_pages_use_index_ranges, insert, paging_filters, postgres_store, DATABASE_URL_VAR,
+};
 use crate::Store;
 
 macro_rules! pg_store {
@@ -40,39 +42,22 @@ async fn task_pages_resume_through_an_index_range() {
         .read_db(move |db| {
             // A table this small is cheaper to scan; the question is whether the index serves.
             db.conn.batch("SET LOCAL enable_seqscan = off")?;
-            let after = |f: TaskFilter| TaskFilter {
-                after: Some(key.clone()),
-                limit: Some(3),
-                ..f
-            };
-            let mut plans = Vec::new();
-            for filter in [
-                after(TaskFilter::default()),
-                after(TaskFilter {
-                    parent_task_id: Some("p".into()),
-                    ..Default::default()
-                }),
-            ] {
-                plans.push(plan_of_list(db, &filter)?);
-            }
-            Ok(plans)
+            paging_filters(&key)
+                .iter()
+                .map(|filter| plan_of_list(db, filter))
+                .collect::<Result<Vec<_>>>()
         })
         .await
         .unwrap();
-    let range = "(ROW(last_activity_at, updated_at, created_at, id) < ROW(";
-    assert!(
-        plans[0].contains("Index Scan Backward using tasks_list_order") && plans[0].contains(range),
-        "{}",
-        plans[0]
+    assert_pages_use_index_ranges(
+        &plans,
+        [
+            "Index Scan Backward using tasks_list_order",
+            "Index Scan Backward using tasks_parent",
+        ],
+        "(ROW(last_activity_at, updated_at, created_at, id) < ROW(",
+        "Sort",
     );
-    assert!(
-        plans[1].contains("Index Scan Backward using tasks_parent") && plans[1].contains(range),
-        "{}",
-        plans[1]
-    );
-    for plan in &plans {
-        assert!(!plan.contains("Sort"), "no sort of the whole list: {plan}");
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

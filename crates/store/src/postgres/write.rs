@@ -19,6 +19,7 @@ use super::rows::{
     run_params, task_columns, task_param, task_params, Param,
 };
 use super::Db;
+use crate::counter_deltas::CountedStore;
 use crate::sqlite::status_sets::finished_run;
 
 /// Notes the event sequence's position in the transaction-local setting `$name`. Run before a

@@ -6,117 +6,18 @@
 //! answer always means "durable". A lost connection fails the batch with `Unavailable` (the
 //! client retries) and the next batch reconnects.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::Receiver;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tasklane_core::observe::counters::CounterDeltas;
 use tasklane_core::{Error, Result};
-use tokio::sync::{oneshot, watch};
 
-use super::{counters, Conn, Db, PgOptions, CHANNEL, WRITE_LOCK};
-
-/// A queued write, type-erased so commands with different result types share one queue.
-pub(crate) trait Command: Send {
-    /// Runs the command's closure; returns whether it succeeded (its savepoint is kept).
-    fn run(&mut self, db: &mut Db<'_>) -> bool;
-    /// Answers the caller; `batch_failure` is set when the batch's transaction was lost.
-    fn reply(self: Box<Self>, batch_failure: Option<&str>);
-    /// The request bytes the command holds while it waits.
-    fn bytes(&self) -> usize;
-}
-
-pub(crate) struct Job<F, R> {
-    f: Option<F>,
-    result: Option<Result<R>>,
-    tx: oneshot::Sender<Result<R>>,
-    bytes: usize,
-}
-
-impl<F, R> Job<F, R> {
-    pub(crate) fn new(f: F, tx: oneshot::Sender<Result<R>>, bytes: usize) -> Self {
-        Job {
-            f: Some(f),
-            result: None,
-            tx,
-            bytes,
-        }
-    }
-}
-
-impl<F, R> Command for Job<F, R>
-where
-    F: FnOnce(&mut Db<'_>) -> Result<R> + Send,
-    R: Send,
-{
-    fn run(&mut self, db: &mut Db<'_>) -> bool {
-        let Some(f) = self.f.take() else {
-            return false;
-        };
-        // Nobody waits for the answer any more: doing the work would change state nobody learns of.
-        if self.tx.is_closed() {
-            self.result = Some(Err(Error::Unavailable("the caller went away".to_string())));
-            return false;
-        }
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            f(db).and_then(|r| {
-                if db.item_start.is_some() {
-                    return Err(Error::Storage("a command ended with an item open".into()));
-                }
-                Ok(r)
-            })
-        }))
-        .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())));
-        let ok = result.is_ok();
-        self.result = Some(result);
-        ok
-    }
-
-    fn reply(self: Box<Self>, batch_failure: Option<&str>) {
-        let result = match batch_failure {
-            Some(msg) => Err(Error::Unavailable(msg.to_string())),
-            None => self
-                .result
-                .unwrap_or_else(|| Err(Error::Unavailable("write was not run".to_string()))),
-        };
-        let _ = self.tx.send(result);
-    }
-
-    fn bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
-/// What the writer and the listener share with the store handle.
-pub(crate) struct WriterShared {
-    pub(crate) queued: AtomicUsize,
-    pub(crate) queued_bytes: AtomicUsize,
-    pub(crate) commits: AtomicU64,
-    pub(crate) committed_seq: watch::Sender<i64>,
-    pub(crate) remote_commits: watch::Sender<u64>,
-}
-
-impl WriterShared {
-    /// Raises the committed-sequence watch to `seq` (never lowers it).
-    pub(crate) fn publish(&self, seq: i64) {
-        self.committed_seq.send_if_modified(|current| {
-            let raise = seq > *current;
-            if raise {
-                *current = seq;
-            }
-            raise
-        });
-    }
-}
+use super::{counters, Conn, Db, PgOptions, PgStore, CHANNEL, WRITE_LOCK};
+use crate::write_queue::{fail, BoxedCommand, WriterQueue, WriterShared};
 
 pub(crate) struct Writer {
     pub(crate) conn: Option<Conn>,
     pub(crate) opts: PgOptions,
-    pub(crate) rx: Receiver<Box<dyn Command>>,
-    pub(crate) max_batch: usize,
-    pub(crate) shared: Arc<WriterShared>,
+    pub(crate) queue: WriterQueue<PgStore>,
     /// When the last batch began.
     pub(crate) last_batch: Instant,
 }
@@ -126,21 +27,10 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 impl Writer {
     pub(crate) fn run(mut self) {
-        let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(self.max_batch);
+        let mut batch = self.queue.new_batch();
         // Ends once every sender is gone and the queue is drained: shutdown loses no command.
-        while let Ok(first) = self.rx.recv() {
-            batch.push(first);
-            while batch.len() < self.max_batch {
-                match self.rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
-                }
-            }
-            self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-            metrics::histogram!("tasklane_writer_batch_size").record(batch.len() as f64);
-            let bytes = batch.iter().map(|cmd| cmd.bytes()).sum();
-            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            let shared = self.shared.clone();
+        while self.queue.next_batch(&mut batch) {
+            let shared = self.queue.shared().clone();
             let conn = match self.connection() {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -177,18 +67,12 @@ impl Writer {
     }
 }
 
-fn fail(batch: &mut Vec<Box<dyn Command>>, msg: &str) {
-    for cmd in batch.drain(..) {
-        cmd.reply(Some(msg));
-    }
-}
-
 /// Runs and commits one batch; on `Err` the transaction is gone and `batch` still holds every
 /// command, unanswered. On `Ok` every command has been answered.
 fn run_batch(
     conn: &mut Conn,
     shared: &WriterShared,
-    batch: &mut Vec<Box<dyn Command>>,
+    batch: &mut Vec<BoxedCommand<PgStore>>,
 ) -> Result<()> {
     let mut max_seq: Option<i64> = None;
     let mut deltas = CounterDeltas::default();
@@ -231,21 +115,19 @@ fn run_batch(
         pending.push_str("COMMIT");
         let committing = std::time::Instant::now();
         conn.batch(&pending)?;
-        metrics::histogram!("tasklane_writer_commit_seconds").record(committing.elapsed());
-        Ok(())
+        Ok(committing)
     })();
-    if let Err(e) = outcome {
-        if !conn.is_closed() {
-            let _ = conn.batch("ROLLBACK");
+    let committing = match outcome {
+        Ok(committing) => committing,
+        Err(e) => {
+            if !conn.is_closed() {
+                let _ = conn.batch("ROLLBACK");
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
-    shared.commits.fetch_add(1, Ordering::Relaxed);
-    // Published before anyone is answered, so a client that saw its write acknowledged never
-    // finds the watch behind its own event.
-    if let Some(seq) = max_seq {
-        shared.publish(seq);
-    }
+    };
+    // Published before anyone is answered.
+    shared.committed(committing, max_seq);
     for cmd in batch.drain(..) {
         cmd.reply(None);
     }

@@ -23,19 +23,18 @@ mod tests;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 use tasklane_core::observe::counters::CounterDeltas;
 use tasklane_core::store::{ReadStore, WriteStore};
 use tasklane_core::{Error, Result};
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::Semaphore;
 
 use self::error::sql_err;
-use self::writer::{Command, Job, Writer, WriterShared};
+use self::writer::Writer;
+use crate::read_permits::run_read;
+use crate::write_queue::{store_entry_points, Backend, CommandDb, WriteQueue};
 
 pub use self::schema::SCHEMA_VERSION;
 
@@ -108,6 +107,23 @@ impl<'c> Db<'c> {
     }
 }
 
+impl CommandDb for Db<'_> {
+    fn item_open(&self) -> bool {
+        self.item_start.is_some()
+    }
+
+    /// The command's task marks, written inside its savepoint.
+    fn finish_command(&mut self) -> Result<()> {
+        self.flush_task_marks()
+    }
+}
+
+impl Backend for SqliteStore {
+    type Db<'c> = Db<'c>;
+    const WRITER_STOPPED: &'static str = "the sqlite writer stopped";
+    const WRITER_PANICKED: &'static str = "sqlite writer thread panicked";
+}
+
 /// The embedded SQLite store. Cheap to clone; all clones share one writer and one reader pool.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -116,13 +132,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    /// `None` once shut down. Behind a lock (read-locked on every write) so `shutdown` can drop
-    /// the only sender, which is what lets the writer drain the queue and stop.
-    sender: RwLock<Option<SyncSender<Box<dyn Command>>>>,
-    max_queued_writes: usize,
-    max_queued_bytes: usize,
-    writer_thread: Mutex<Option<JoinHandle<()>>>,
-    shared: Arc<WriterShared>,
+    /// The writer's queue and thread.
+    queue: WriteQueue<SqliteStore>,
     readers: Mutex<Vec<Connection>>,
     checkpointer: Mutex<checkpoint::Checkpointer>,
     read_permits: Arc<Semaphore>,
@@ -154,20 +165,16 @@ impl SqliteStore {
         // connection cannot do itself; one reader up front also surfaces a broken setup at start.
         let first_reader = open_reader(path)?;
 
-        let max_queued_writes = opts.max_queued_writes.max(1);
-        let (sender, rx) = sync_channel(max_queued_writes);
-        let shared = Arc::new(WriterShared {
-            queued: AtomicUsize::new(0),
-            queued_bytes: AtomicUsize::new(0),
-            commits: AtomicU64::new(0),
-            committed_seq: watch::channel(last_seq).0,
-        });
+        let (queue, writer_queue) = WriteQueue::new(
+            opts.max_queued_writes,
+            opts.max_queued_bytes,
+            opts.max_batch,
+            last_seq,
+        );
         let checkpoint_turn = Arc::new(Mutex::new(()));
         let writer = Writer {
             conn,
-            rx,
-            max_batch: opts.max_batch.max(1),
-            shared: shared.clone(),
+            queue: writer_queue,
             wal: wal_path(path),
             wal_limit,
             checkpoint_turn: checkpoint_turn.clone(),
@@ -178,16 +185,13 @@ impl SqliteStore {
             .name("tasklane-sqlite-writer".to_string())
             .spawn(move || writer.run())
             .map_err(|e| Error::Storage(format!("cannot start the sqlite writer: {e}")))?;
+        queue.writer_started(thread);
 
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
-                sender: RwLock::new(Some(sender)),
-                max_queued_writes,
-                max_queued_bytes: opts.max_queued_bytes,
-                writer_thread: Mutex::new(Some(thread)),
+                queue,
                 checkpointer: Mutex::new(checkpointer),
-                shared,
                 readers: Mutex::new(vec![first_reader]),
                 read_permits: Arc::new(Semaphore::new(read_connections)),
                 _serve_lock: serve_lock,
@@ -195,74 +199,13 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `f` inside the single writer thread, in its own SAVEPOINT of the current group-commit
-    /// transaction, and resolves once that transaction's COMMIT has returned.
-    ///
-    /// If `f` fails (or panics) only its own savepoint is rolled back. If the COMMIT fails, every
-    /// command of the batch gets `Unavailable`: their effects are gone, so even a command that
-    /// had failed may have failed only because of an earlier command of the same batch.
+    /// [`SqliteStore::write_sized`] for a command that holds no request data.
     pub async fn write<R, F>(&self, f: F) -> Result<R>
     where
         F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         self.write_sized(0, f).await
-    }
-
-    /// [`SqliteStore::write`] for a command that holds `bytes` of request data (a parsed body)
-    /// while it waits. Queued commands may hold at most `max_queued_bytes` together; beyond that
-    /// a write with bytes is refused with `Unavailable`, except into a queue holding none, so that
-    /// any one body the server accepts can always be written.
-    pub async fn write_sized<R, F>(&self, bytes: usize, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut dyn WriteStore) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.submit(bytes, move |db: &mut Db<'_>| f(db)).await
-    }
-
-    async fn submit<R, F>(&self, bytes: usize, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        let (tx, rx) = oneshot::channel();
-        self.enqueue(Box::new(Job::new(f, tx, bytes)))?;
-        rx.await
-            .map_err(|_| Error::Unavailable("the sqlite writer stopped".to_string()))?
-    }
-
-    fn enqueue(&self, cmd: Box<dyn Command>) -> Result<()> {
-        let guard = self
-            .inner
-            .sender
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(sender) = guard.as_ref() else {
-            return Err(Error::Unavailable("the store is shut down".to_string()));
-        };
-        // Counted before sending so the writer's decrement can never run first.
-        let bytes = cmd.bytes();
-        let shared = &self.inner.shared;
-        let before = shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        if bytes > 0 && before > 0 && before + bytes > self.inner.max_queued_bytes {
-            shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-            return Err(Error::Unavailable("write queue full".to_string()));
-        }
-        shared.queued.fetch_add(1, Ordering::Relaxed);
-        match sender.try_send(cmd) {
-            Ok(()) => Ok(()),
-            Err(err) => {
-                shared.queued.fetch_sub(1, Ordering::Relaxed);
-                shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                Err(match err {
-                    TrySendError::Full(_) => Error::Unavailable("write queue full".to_string()),
-                    TrySendError::Disconnected(_) => {
-                        Error::Unavailable("the sqlite writer stopped".to_string())
-                    }
-                })
-            }
-        }
     }
 
     /// Runs `f` on a read-only connection from the pool, in `spawn_blocking`, inside one read
@@ -282,46 +225,11 @@ impl SqliteStore {
         F: FnOnce(&mut Db<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let permit = self
-            .inner
-            .read_permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| Error::Unavailable("the store is shut down".to_string()))?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        run_read(&self.inner.read_permits, move || {
             inner.with_reader(|conn| read_snapshot(conn, f))
         })
         .await
-        .map_err(|e| Error::Storage(format!("read task failed: {e}")))?
-    }
-
-    /// Receives the highest committed event sequence after every commit that appended events.
-    pub fn committed_sequence(&self) -> watch::Receiver<i64> {
-        self.inner.shared.committed_seq.subscribe()
-    }
-
-    /// Stops the writer after it has drained the queued commands, and joins its thread.
-    /// Idempotent; later writes fail with `Unavailable`.
-    pub fn shutdown(&self) {
-        self.inner.shutdown();
-    }
-
-    /// Writes waiting for the writer thread.
-    pub fn queued_writes(&self) -> usize {
-        self.inner.shared.queued.load(Ordering::Relaxed)
-    }
-
-    /// The configured bound of [`SqliteStore::queued_writes`].
-    pub fn max_queued_writes(&self) -> usize {
-        self.inner.max_queued_writes
-    }
-
-    /// Group-commit transactions committed since open.
-    pub fn commits(&self) -> u64 {
-        self.inner.shared.commits.load(Ordering::Relaxed)
     }
 
     /// The database file.
@@ -330,26 +238,11 @@ impl SqliteStore {
     }
 }
 
+store_entry_points!(SqliteStore, Db);
+
 impl Inner {
     fn shutdown(&self) {
-        drop(
-            self.sender
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take(),
-        );
-        let handle = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(handle) = handle {
-            // A command holding the last handle could drop it on the writer thread itself;
-            // joining there would wait for ever. The thread ends on its own once drained.
-            if handle.thread().id() != std::thread::current().id() && handle.join().is_err() {
-                tracing::error!("sqlite writer thread panicked");
-            }
-        }
+        self.queue.shutdown();
         self.checkpointer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -1,6 +1,5 @@
 //! `ReadStore` over one SQLite connection: a reader's snapshot or the writer's open transaction.
 
-use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
@@ -20,7 +19,7 @@ use super::rows::{
 };
 use super::status_sets::{active_run, finished_run};
 use super::Db;
-use crate::rows_common::like_pattern;
+use crate::rows_common::{dependency_order, like_pattern, run_order, task_order};
 
 /// Ids per query for the `*_of_tasks` lookups. The ids travel as one JSON array parameter (so
 /// every chunk reuses one cached statement whatever its length); chunking only bounds the size of
@@ -64,25 +63,6 @@ pub(crate) fn id_chunks(ids: &[String]) -> Vec<String> {
         .chunks(ID_CHUNK)
         .map(|chunk| serde_json::Value::from(chunk.to_vec()).to_string())
         .collect()
-}
-
-fn task_order(a: &Task, b: &Task) -> Ordering {
-    b.last_activity_at
-        .cmp(&a.last_activity_at)
-        .then_with(|| b.updated_at.cmp(&a.updated_at))
-        .then_with(|| b.created_at.cmp(&a.created_at))
-        .then_with(|| b.id.cmp(&a.id))
-}
-
-fn run_order(a: &Run, b: &Run) -> Ordering {
-    b.queued_at.cmp(&a.queued_at).then_with(|| b.id.cmp(&a.id))
-}
-
-fn dependency_order(a: &Dependency, b: &Dependency) -> Ordering {
-    a.created_at
-        .cmp(&b.created_at)
-        .then_with(|| a.depends_on_task_id.cmp(&b.depends_on_task_id))
-        .then_with(|| a.task_id.cmp(&b.task_id))
 }
 
 fn as_sql<T: ToSql>(v: &Option<T>) -> Option<&dyn ToSql> {

@@ -14,8 +14,8 @@ use super::*;
 use crate::conformance::fixtures::{class_run, full_task, paging_tasks, run, task};
 use crate::conformance::recount::{assert_sqlite_counters_match_a_recount, sqlite_rows};
 use crate::conformance::{
-    get_task, heads, hold_writer, insert, insert_result, insert_runs, sqlite_store_with,
-    wait_queued,
+    assert_pages_use_index_ranges, get_task, heads, hold_writer, insert, insert_result,
+    insert_runs, paging_filters, sqlite_store_with, wait_queued,
 };
 
 fn raw(path: &Path) -> Connection {
@@ -229,7 +229,7 @@ async fn shutdown_drains_the_queue() {
         move || s.shutdown()
     });
     // Once the queue is closed to new writes, the queued one must still be run.
-    while store.inner.sender.read().unwrap().is_some() {
+    while !store.inner.queue.is_shut_down() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     match insert_result(&store, task("refused", 1)).await {
@@ -274,42 +274,18 @@ async fn task_pages_resume_through_an_index_range() {
         .unwrap();
     let key = TaskKey::of(&all[2]);
     let plans = store
-        .read_db(move |db| {
-            let after = |f: TaskFilter| TaskFilter {
-                after: Some(key.clone()),
-                limit: Some(3),
-                ..f
-            };
-            Ok([
-                task_list_plan(db, &after(TaskFilter::default())),
-                task_list_plan(
-                    db,
-                    &after(TaskFilter {
-                        parent_task_id: Some("p".into()),
-                        ..Default::default()
-                    }),
-                ),
-            ])
-        })
+        .read_db(move |db| Ok(paging_filters(&key).map(|f| task_list_plan(db, &f))))
         .await
         .unwrap();
-    let range = "(last_activity_at,updated_at,created_at,id)<(?,?,?,?)";
-    assert!(
-        plans[0].contains("INDEX tasks_list_order (") && plans[0].contains(range),
-        "{}",
-        plans[0]
+    assert_pages_use_index_ranges(
+        &plans,
+        [
+            "INDEX tasks_list_order (",
+            "INDEX tasks_parent (parent_task_id=? AND",
+        ],
+        "(last_activity_at,updated_at,created_at,id)<(?,?,?,?)",
+        "TEMP B-TREE",
     );
-    assert!(
-        plans[1].contains("INDEX tasks_parent (parent_task_id=? AND") && plans[1].contains(range),
-        "{}",
-        plans[1]
-    );
-    for plan in &plans {
-        assert!(
-            !plan.contains("TEMP B-TREE"),
-            "no sort of the whole list: {plan}"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

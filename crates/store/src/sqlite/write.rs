@@ -6,6 +6,7 @@ use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
+use crate::counter_deltas::CountedStore;
 use std::fmt::Write as _;
 
 use super::rows::{
@@ -48,10 +49,6 @@ impl Db<'_> {
                 latest_seq: seq,
             }),
         }
-    }
-
-    pub(super) fn item_open(&self) -> bool {
-        self.item_start.is_some()
     }
 
     /// Applies the marks of the current command to a task read back in it.

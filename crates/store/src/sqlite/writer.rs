@@ -5,20 +5,17 @@
 //! commits once. One fsync thus serves the whole batch, while a failing command still rolls back
 //! alone. Nobody hears back before the COMMIT has returned, so an answer always means "durable".
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::Connection;
-use tasklane_core::{Error, Result};
-use tokio::sync::{oneshot, watch};
+use tasklane_core::observe::counters::CounterDeltas;
+use tasklane_core::Result;
 
 use super::error::sql_err;
-use super::{counters, Db, BUSY_TIMEOUT};
-use tasklane_core::observe::counters::CounterDeltas;
+use super::{counters, Db, SqliteStore, BUSY_TIMEOUT};
+use crate::write_queue::{fail, BoxedCommand, WriterQueue};
 
 /// How long a WAL checkpoint waits for readers still on older snapshots. Read snapshots last one
 /// request, so a short wait is usually enough; if it runs out, the next batch tries again. Only
@@ -27,100 +24,9 @@ use tasklane_core::observe::counters::CounterDeltas;
 const CHECKPOINT_WAIT: Duration = Duration::from_millis(20);
 const CHECKPOINT_WAIT_LONG: Duration = Duration::from_millis(250);
 
-/// A queued write, type-erased so commands with different result types share one queue.
-pub(crate) trait Command: Send {
-    /// Runs the command's closure; returns whether it succeeded (its savepoint is kept).
-    fn run(&mut self, db: &mut Db<'_>) -> bool;
-    /// Answers the caller. `batch_failure` is set when the batch's transaction was lost, which
-    /// undoes this command too, whatever it returned.
-    fn reply(self: Box<Self>, batch_failure: Option<&str>);
-    /// The request bytes the command holds while it waits (see `SqliteStore::write_sized`).
-    fn bytes(&self) -> usize;
-}
-
-pub(crate) struct Job<F, R> {
-    f: Option<F>,
-    result: Option<Result<R>>,
-    tx: oneshot::Sender<Result<R>>,
-    bytes: usize,
-}
-
-impl<F, R> Job<F, R> {
-    pub(crate) fn new(f: F, tx: oneshot::Sender<Result<R>>, bytes: usize) -> Self {
-        Job {
-            f: Some(f),
-            result: None,
-            tx,
-            bytes,
-        }
-    }
-}
-
-impl<F, R> Command for Job<F, R>
-where
-    F: FnOnce(&mut Db<'_>) -> Result<R> + Send,
-    R: Send,
-{
-    fn run(&mut self, db: &mut Db<'_>) -> bool {
-        let Some(f) = self.f.take() else {
-            return false;
-        };
-        // Nobody waits for this answer any more (the client went away, e.g. a long-polling
-        // claimer that disconnected): doing the work would change state nobody learns about.
-        if self.tx.is_closed() {
-            self.result = Some(Err(Error::Unavailable("the caller went away".to_string())));
-            return false;
-        }
-        // A panic must not take the writer thread (and every later write) down with it; the
-        // command's savepoint is rolled back like any other failure. The command's pending task
-        // marks are written inside its savepoint, before it is kept. A command that left an
-        // item open has its counter changes split between the item and the command: it fails.
-        let result = catch_unwind(AssertUnwindSafe(|| {
-            f(db).and_then(|r| {
-                if db.item_open() {
-                    return Err(Error::Storage("a command ended with an item open".into()));
-                }
-                db.flush_task_marks().map(|()| r)
-            })
-        }))
-        .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())));
-        let ok = result.is_ok();
-        self.result = Some(result);
-        ok
-    }
-
-    fn reply(self: Box<Self>, batch_failure: Option<&str>) {
-        let result = match batch_failure {
-            Some(msg) => Err(Error::Unavailable(msg.to_string())),
-            None => self
-                .result
-                .unwrap_or_else(|| Err(Error::Unavailable("write was not run".to_string()))),
-        };
-        // The caller may have gone away (request canceled); its write still stands.
-        let _ = self.tx.send(result);
-    }
-
-    fn bytes(&self) -> usize {
-        self.bytes
-    }
-}
-
-/// What the writer shares with the store handle.
-pub(crate) struct WriterShared {
-    /// Commands sent but not yet taken by the writer.
-    pub(crate) queued: AtomicUsize,
-    /// Their bytes, as declared by their senders.
-    pub(crate) queued_bytes: AtomicUsize,
-    /// Transactions committed (observability, and tests that check batching).
-    pub(crate) commits: AtomicU64,
-    pub(crate) committed_seq: watch::Sender<i64>,
-}
-
 pub(crate) struct Writer {
     pub(crate) conn: Connection,
-    pub(crate) rx: Receiver<Box<dyn Command>>,
-    pub(crate) max_batch: usize,
-    pub(crate) shared: Arc<WriterShared>,
+    pub(crate) queue: WriterQueue<SqliteStore>,
     /// The `-wal` file beside the database.
     pub(crate) wal: PathBuf,
     /// The WAL is checkpointed and truncated once its file reaches this size.
@@ -134,20 +40,9 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn run(mut self) {
-        let mut batch: Vec<Box<dyn Command>> = Vec::with_capacity(self.max_batch);
+        let mut batch = self.queue.new_batch();
         // Ends once every sender is gone and the queue is drained: shutdown loses no command.
-        while let Ok(first) = self.rx.recv() {
-            batch.push(first);
-            while batch.len() < self.max_batch {
-                match self.rx.try_recv() {
-                    Ok(cmd) => batch.push(cmd),
-                    Err(_) => break,
-                }
-            }
-            self.shared.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-            metrics::histogram!("tasklane_writer_batch_size").record(batch.len() as f64);
-            let bytes = batch.iter().map(|cmd| cmd.bytes()).sum();
-            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        while self.queue.next_batch(&mut batch) {
             if self.recovering {
                 self.checkpoint(CHECKPOINT_WAIT_LONG);
             }
@@ -170,9 +65,9 @@ impl Writer {
     }
 
     /// Runs and commits one batch. Returns false if a transaction was lost to a storage failure.
-    fn run_batch(&self, batch: &mut Vec<Box<dyn Command>>) -> bool {
+    fn run_batch(&self, batch: &mut Vec<BoxedCommand<SqliteStore>>) -> bool {
         // Commands that ran in the open transaction, waiting for its COMMIT.
-        let mut pending: Vec<Box<dyn Command>> = Vec::with_capacity(batch.len());
+        let mut pending: Vec<BoxedCommand<SqliteStore>> = Vec::with_capacity(batch.len());
         let mut in_tx = false;
         let mut intact = true;
         let mut max_seq: Option<i64> = None;
@@ -192,7 +87,7 @@ impl Writer {
             if let Err(e) = self.exec("SAVEPOINT cmd") {
                 cmd.reply(Some(&format!("could not open a savepoint: {e}")));
                 if self.conn.is_autocommit() {
-                    self.fail(&mut pending, "the transaction was rolled back");
+                    fail(&mut pending, "the transaction was rolled back");
                     max_seq = None;
                     deltas.clear();
                     in_tx = false;
@@ -210,7 +105,7 @@ impl Writer {
             // I/O error): everything this batch did so far is gone, so nobody may hear "ok".
             if self.conn.is_autocommit() {
                 pending.push(cmd);
-                self.fail(&mut pending, "the transaction was rolled back by sqlite");
+                fail(&mut pending, "the transaction was rolled back by sqlite");
                 max_seq = None;
                 deltas.clear();
                 in_tx = false;
@@ -235,7 +130,7 @@ impl Writer {
                     // The transaction's state is unknown: drop it rather than commit it.
                     tracing::error!(error = %e, "sqlite writer lost a savepoint");
                     let _ = self.exec("ROLLBACK");
-                    self.fail(&mut pending, &format!("savepoint failed: {e}"));
+                    fail(&mut pending, &format!("savepoint failed: {e}"));
                     max_seq = None;
                     deltas.clear();
                     in_tx = false;
@@ -250,7 +145,7 @@ impl Writer {
         if let Err(e) = counters::apply(&self.conn, &deltas) {
             tracing::error!(error = %e, "sqlite writer could not update the counters");
             let _ = self.exec("ROLLBACK");
-            self.fail(&mut pending, &format!("updating the counters failed: {e}"));
+            fail(&mut pending, &format!("updating the counters failed: {e}"));
             return false;
         }
         let committing = std::time::Instant::now();
@@ -259,22 +154,11 @@ impl Writer {
             if !self.conn.is_autocommit() {
                 let _ = self.exec("ROLLBACK");
             }
-            self.fail(&mut pending, &format!("commit failed: {e}"));
+            fail(&mut pending, &format!("commit failed: {e}"));
             return false;
         }
-        self.shared.commits.fetch_add(1, Ordering::Relaxed);
-        metrics::histogram!("tasklane_writer_commit_seconds").record(committing.elapsed());
-        // Published before anyone is answered, so a client that saw its write acknowledged never
-        // finds the watch behind its own event.
-        if let Some(seq) = max_seq {
-            self.shared.committed_seq.send_if_modified(|current| {
-                let raise = seq > *current;
-                if raise {
-                    *current = seq;
-                }
-                raise
-            });
-        }
+        // Published before anyone is answered.
+        self.queue.shared().committed(committing, max_seq);
         for cmd in pending.drain(..) {
             cmd.reply(None);
         }
@@ -320,12 +204,6 @@ impl Writer {
             Ok(0) => self.recovering = false,
             Ok(_) => tracing::debug!("wal checkpoint waited too long for readers; retrying"),
             Err(e) => tracing::warn!(error = %e, "wal checkpoint failed; retrying"),
-        }
-    }
-
-    fn fail(&self, pending: &mut Vec<Box<dyn Command>>, msg: &str) {
-        for cmd in pending.drain(..) {
-            cmd.reply(Some(msg));
         }
     }
 }

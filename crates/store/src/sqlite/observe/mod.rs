@@ -1,6 +1,7 @@
-//! `ObserveStore` on SQLite: counters read from the trigger-maintained tables of the observe
-//! migration ([`schema`]), live sets read through partial indexes, and the entry points that run
-//! observe reads and triage writes.
+//! `ObserveStore` on SQLite: counters read from the tables of the observe migration ([`schema`]),
+//! live sets read through partial indexes, and triage writes. The entry points that run observe
+//! reads and triage writes are the shared ones (`write_queue::store_entry_points`), and so is the
+//! Rust around the statements that both backends need (`observe_common`).
 
 pub(super) mod schema;
 
@@ -11,8 +12,8 @@ use tasklane_core::model::{
     ApprovalPolicy, ApprovalState, Event, OwnerKind, Ref, Run, RunStatus, Task, TaskStatus,
 };
 use tasklane_core::observe::{
-    InboxCandidate, InboxClassCount, Lane, LatencyTotals, ObserveFilter, ObserveStore,
-    ObserveWriteStore, QueueGroup, RunTotals, TaskCount, TriageRecord,
+    InboxCandidate, InboxClassCount, Lane, ObserveFilter, ObserveStore, ObserveWriteStore,
+    QueueGroup, RunTotals, TaskCount, TriageRecord,
 };
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
@@ -24,52 +25,24 @@ use super::rows::{
     task_from_row,
 };
 use super::status_sets::{active_run, not_open_work, open_run};
-use super::{Db, SqliteStore};
+use super::Db;
+use crate::observe_common::{add_latency, with_tie_group, FilterParams};
 use crate::rows_common::like_pattern;
 
-impl SqliteStore {
-    /// Runs an observe read on a pooled read-only connection inside one read transaction.
-    pub async fn read_observe<R, F>(&self, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut dyn ObserveStore) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.read_db(move |db: &mut Db<'_>| f(db)).await
-    }
-
-    /// Runs an observe write (triage) in the writer, like [`SqliteStore::write`].
-    pub async fn write_observe<R, F>(&self, f: F) -> Result<R>
-    where
-        F: FnOnce(&mut dyn ObserveWriteStore) -> Result<R> + Send + 'static,
-        R: Send + 'static,
-    {
-        self.submit(0, move |db: &mut Db<'_>| f(db)).await
-    }
+/// The observe filter in this dialect: its parameters and clauses.
+trait FilterSql {
+    fn counter_params(&self) -> [&dyn ToSql; 6];
+    fn task_clauses<'p>(
+        &'p self,
+        alias: &str,
+        driven: bool,
+        sql: &mut String,
+        params: &mut Vec<&'p dyn ToSql>,
+    );
+    fn run_clauses<'p>(&'p self, sql: &mut String, params: &mut Vec<&'p dyn ToSql>);
 }
 
-/// The filter as SQL parameters, in a fixed order, for the counter tables (small: the
-/// `?n IS NULL OR` form costs nothing there).
-struct FilterParams {
-    scope: Option<&'static str>,
-    workspace_id: Option<String>,
-    owner_kind: Option<&'static str>,
-    owner_ref: Option<String>,
-    network_channel: Option<String>,
-    origin_kind: Option<&'static str>,
-}
-
-impl FilterParams {
-    fn of(f: &ObserveFilter) -> Self {
-        FilterParams {
-            scope: f.scope.map(|s| s.as_str()),
-            workspace_id: f.workspace_id.clone(),
-            owner_kind: f.owner_kind.map(|o| o.as_str()),
-            owner_ref: f.owner_ref.clone(),
-            network_channel: f.network_channel.clone(),
-            origin_kind: f.origin_kind.map(|o| o.as_str()),
-        }
-    }
-
+impl FilterSql for FilterParams {
     /// `?1`..`?6` of the counter-table statements (`COUNTER_FILTER`).
     fn counter_params(&self) -> [&dyn ToSql; 6] {
         [
@@ -80,15 +53,6 @@ impl FilterParams {
             &self.network_channel,
             &self.origin_kind,
         ]
-    }
-
-    fn is_empty(&self) -> bool {
-        self.scope.is_none()
-            && self.workspace_id.is_none()
-            && self.owner_kind.is_none()
-            && self.owner_ref.is_none()
-            && self.network_channel.is_none()
-            && self.origin_kind.is_none()
     }
 
     /// Appends ` AND <alias>.<col> = ?n` for each present task filter; on large tables only
@@ -176,15 +140,6 @@ const CANDIDATE_SELECT: &str = concat!(
 
 /// Open runs, as the claimer index `task_runs_open_claimer` states them.
 const OPEN_RUN: &str = open_run!("status");
-
-/// The inbox filters only the task set by scope, workspace and owner.
-fn inbox_filter(filter: &ObserveFilter) -> FilterParams {
-    FilterParams {
-        network_channel: None,
-        origin_kind: None,
-        ..FilterParams::of(filter)
-    }
-}
 
 fn parse_run_status(s: &str) -> Result<RunStatus> {
     RunStatus::parse(s).map_err(|_| Error::Storage(format!("unknown run status {s:?} in database")))
@@ -347,11 +302,7 @@ impl ObserveStore for Db<'_> {
              WHERE e.event_type = 'task.run_force_stopped' AND e.timestamp >= ?1",
         );
         let mut params: Vec<&dyn ToSql> = vec![&since.0];
-        let task_only = FilterParams {
-            network_channel: None,
-            origin_kind: None,
-            ..FilterParams::of(filter)
-        };
+        let task_only = FilterParams::task_only(filter);
         task_only.task_clauses("t", true, &mut sql, &mut params);
         if let Some(o) = &p.origin_kind {
             params.push(o);
@@ -395,7 +346,7 @@ impl ObserveStore for Db<'_> {
     ) -> Result<Vec<InboxCandidate>> {
         let owner_kind = owner_kind.map(|o| o.as_str());
         let pattern = query.map(like_pattern);
-        let p = inbox_filter(filter);
+        let p = FilterParams::task_only(filter);
         // Each arm of the union is one indexed set; finished tasks in no lane are never read.
         let mut sql = format!(
             "{CANDIDATE_SELECT} WHERE t.id IN ( \
@@ -426,7 +377,7 @@ impl ObserveStore for Db<'_> {
         owner: Option<&Ref>,
         filter: &ObserveFilter,
     ) -> Result<Vec<InboxClassCount>> {
-        let p = inbox_filter(filter);
+        let p = FilterParams::task_only(filter);
         let (owner_kind, owner_ref) = match owner {
             Some(o) => (Some(o.kind.as_str()), Some(o.reference.as_str())),
             None => (None, None),
@@ -466,7 +417,7 @@ impl ObserveStore for Db<'_> {
         actor: &Ref,
         filter: &ObserveFilter,
     ) -> Result<Vec<InboxCandidate>> {
-        let p = inbox_filter(filter);
+        let p = FilterParams::task_only(filter);
         let mut sql = format!(
             "{CANDIDATE_SELECT} WHERE t.id IN ( \
                SELECT task_id FROM task_triage WHERE actor_kind = ?1 AND actor_ref = ?2 \
@@ -523,7 +474,7 @@ impl ObserveStore for Db<'_> {
             None if lane == Lane::MyWork => return Ok(Vec::new()),
             None => ("", ""),
         };
-        let p = inbox_filter(filter);
+        let p = FilterParams::task_only(filter);
         let excluded: String =
             serde_json::Value::from(exclude.iter().map(String::as_str).collect::<Vec<_>>())
                 .to_string();
@@ -546,22 +497,13 @@ impl ObserveStore for Db<'_> {
         );
         params.push(&limit);
         let sql = format!("{base} ORDER BY {ACTIVITY} DESC LIMIT ?{}", params.len());
-        let mut page = self.candidates(&sql, &params, actor)?;
-        // Every task tied with the last one on activity: the caller orders ties by priority and
-        // id, so the page must hold the whole tie group.
-        if let (Some(n), Some(last)) = (min_rows, page.last()) {
-            if page.len() == n && n > 0 {
-                let last_at = last.latest_activity_at.0;
-                let mut tie_params = params[..params.len() - 1].to_vec();
-                tie_params.push(&last_at);
-                let sql = format!("{base} AND {ACTIVITY} = ?{}", tie_params.len());
-                let ties = self.candidates(&sql, &tie_params, actor)?;
-                let seen: std::collections::HashSet<String> =
-                    page.iter().map(|c| c.task_id.clone()).collect();
-                page.extend(ties.into_iter().filter(|c| !seen.contains(&c.task_id)));
-            }
-        }
-        Ok(page)
+        let page = self.candidates(&sql, &params, actor)?;
+        with_tie_group(page, min_rows, |last_at| {
+            let mut tie_params = params[..params.len() - 1].to_vec();
+            tie_params.push(&last_at);
+            let sql = format!("{base} AND {ACTIVITY} = ?{}", tie_params.len());
+            self.candidates(&sql, &tie_params, actor)
+        })
     }
 
     fn latest_runs(&mut self, task_ids: &[String]) -> Result<Vec<Run>> {
@@ -703,12 +645,6 @@ impl ObserveWriteStore for Db<'_> {
         .map_err(sql_err)?;
         Ok(())
     }
-}
-
-fn add_latency(l: &mut LatencyTotals, n: i64, sum: i64, max: i64) {
-    l.samples += n;
-    l.sum_micros += sum;
-    l.max_micros = l.max_micros.max(max);
 }
 
 fn candidate_from_row(row: &rusqlite::Row<'_>, actor: &Ref) -> Result<InboxCandidate> {

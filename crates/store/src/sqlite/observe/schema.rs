@@ -13,10 +13,10 @@
 //!
 //! The first version kept them with triggers, row by row. Since migration 7 the write primitives
 //! report their changes as deltas and the writer applies the net sum once per batch
-//! (`sqlite/counters.rs`): a trigger costs two upserts per changed row, and the run triggers also
-//! rewrote the task row on every run status change to keep `latest_run_status`, of which the inbox
-//! only ever asks "failed?". That column became the flag `latest_run_failed`, written only when it
-//! flips.
+//! (`counter_deltas.rs`, `sqlite/counters.rs`): a trigger costs two upserts per changed row, and
+//! the run triggers also rewrote the task row on every run status change to keep
+//! `latest_run_status`, of which the inbox only ever asks "failed?". That column became the flag
+//! `latest_run_failed`, written only when it flips.
 
 use crate::sqlite::status_sets::not_open_work;
 
