@@ -87,6 +87,25 @@ fn partial_update<'p>(
     (sql, bound)
 }
 
+/// Runs the run write `run_sql` (its parameters `bound`) and raises its task's `last_activity_at`
+/// to `at` in the same statement: one round trip instead of two. Activity never moves backwards,
+/// and a task row already at or past `at` is not written.
+fn with_activity_raise<'p>(
+    run_sql: &str,
+    mut bound: Vec<&'p (dyn ToSql + Sync)>,
+    task_id: &'p String,
+    at: &'p i64,
+) -> (String, Vec<&'p (dyn ToSql + Sync)>) {
+    bound.push(task_id);
+    bound.push(at);
+    let (t, a) = (bound.len() - 1, bound.len());
+    let sql = format!(
+        "WITH written AS ({run_sql}) UPDATE tasks SET last_activity_at = ${a} \
+         WHERE id = ${t} AND last_activity_at < ${a}"
+    );
+    (sql, bound)
+}
+
 impl Db<'_> {
     /// Raises the task's `last_activity_at` to `at` (activity never moves backwards); a row
     /// already at or past it is not written at all.
@@ -153,7 +172,8 @@ impl WriteStore for Db<'_> {
 
     fn insert_run(&mut self, run: &Run) -> Result<()> {
         let params = run_params(run);
-        self.conn.execute(
+        let at = run.activity_at().0;
+        let (sql, bound) = with_activity_raise(
             concat!(
                 "INSERT INTO task_runs (",
                 run_columns!(),
@@ -161,10 +181,12 @@ impl WriteStore for Db<'_> {
                 " $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29,",
                 " $30)"
             ),
-            &param_refs(&params),
-        )?;
-        self.count_inserted_run(run)?;
-        self.raise_activity(&run.task_id, run.activity_at())
+            param_refs(&params),
+            &run.task_id,
+            &at,
+        );
+        self.conn.execute(&sql, &bound)?;
+        self.count_inserted_run(run)
     }
 
     fn update_run(&mut self, run: &Run) -> Result<()> {
@@ -173,13 +195,15 @@ impl WriteStore for Db<'_> {
             .run(&run.id)?
             .ok_or_else(|| Error::run_not_found(&run.id))?;
         let changed = changed_run_columns(&current, run);
-        if !changed.is_empty() {
-            let params = run_params(run);
-            let (sql, bound) = partial_update("task_runs", &changed, &params, |_, _| None);
-            self.conn.execute(&sql, &bound)?;
-            self.count_updated_run(&current, run)?;
+        if changed.is_empty() {
+            return self.raise_activity(&run.task_id, run.activity_at());
         }
-        self.raise_activity(&run.task_id, run.activity_at())
+        let params = run_params(run);
+        let at = run.activity_at().0;
+        let (sql, bound) = partial_update("task_runs", &changed, &params, |_, _| None);
+        let (sql, bound) = with_activity_raise(&sql, bound, &run.task_id, &at);
+        self.conn.execute(&sql, &bound)?;
+        self.count_updated_run(&current, run)
     }
 
     fn set_claim_audience(&mut self, task_id: &str, audience: Option<&str>) -> Result<()> {
@@ -231,10 +255,14 @@ impl WriteStore for Db<'_> {
     fn append_event(&mut self, event: &NewEvent) -> Result<i64> {
         // The sequence comes from `task_events_sequence`; the cluster's write lock makes the order
         // it hands values out in the commit order.
+        // The event and its task's upkeep in one statement (one round trip).
         let row = self.conn.query_one(
-            "INSERT INTO task_events (id, task_id, run_id, event_type, actor_kind, actor_ref, \
-             origin_kind, origin_ref, payload, timestamp) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING sequence",
+            "WITH e AS (INSERT INTO task_events (id, task_id, run_id, event_type, actor_kind, \
+             actor_ref, origin_kind, origin_ref, payload, timestamp) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING sequence) \
+             UPDATE tasks SET latest_event_seq = GREATEST(latest_event_seq, e.sequence), \
+             last_activity_at = GREATEST(last_activity_at, $10) FROM e WHERE id = $2 \
+             RETURNING e.sequence",
             &[
                 &event.id,
                 &event.task_id,
@@ -249,11 +277,6 @@ impl WriteStore for Db<'_> {
             ],
         )?;
         let sequence: i64 = column(&row, 0)?;
-        self.conn.execute(
-            "UPDATE tasks SET latest_event_seq = GREATEST(latest_event_seq, $2), \
-             last_activity_at = GREATEST(last_activity_at, $3) WHERE id = $1",
-            &[&event.task_id, &sequence, &event.timestamp.0],
-        )?;
 
         self.appended = Some(self.appended.map_or(sequence, |s| s.max(sequence)));
         Ok(sequence)
