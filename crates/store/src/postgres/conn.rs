@@ -138,3 +138,17 @@ pub(crate) fn redact(msg: &str) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact("cannot reach postgres://me:secret@db:5432/tl now"),
+            "cannot reach postgres://***@db:5432/tl now"
+        );
+        assert_eq!(redact("no url here"), "no url here");
+    }
+}
