@@ -8,6 +8,7 @@
 //! take turns through one lock, because SQLite refuses a checkpoint while another one runs.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -27,7 +28,12 @@ pub(crate) struct Checkpointer {
 }
 
 impl Checkpointer {
-    pub(crate) fn start(path: &Path, turn: Arc<Mutex<()>>) -> Result<Checkpointer> {
+    /// `wal_frames` receives the number of frames the WAL holds after each pass.
+    pub(crate) fn start(
+        path: &Path,
+        turn: Arc<Mutex<()>>,
+        wal_frames: Arc<AtomicU64>,
+    ) -> Result<Checkpointer> {
         let conn = Connection::open(path)
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(super::BUSY_TIMEOUT).map_err(sql_err)?;
@@ -40,8 +46,9 @@ impl Checkpointer {
                     _ => return,
                 }
                 let _turn = turn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::warn!(error = %e, "wal checkpoint failed; retrying");
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                    Ok(frames) => wal_frames.store(frames.max(0) as u64, Ordering::Relaxed),
+                    Err(e) => tracing::warn!(error = %e, "wal checkpoint failed; retrying"),
                 }
             })
             .map_err(|e| Error::Storage(format!("cannot start the checkpoint thread: {e}")))?;

@@ -172,15 +172,21 @@ impl SqliteStore {
             last_seq,
         );
         let checkpoint_turn = Arc::new(Mutex::new(()));
+        let wal_frames = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(sql_err)?;
         let writer = Writer {
             conn,
             queue: writer_queue,
             wal: wal_path(path),
             wal_limit,
+            wal_frames: wal_frames.clone(),
+            page_size: page_size.max(512) as u64,
             checkpoint_turn: checkpoint_turn.clone(),
             recovering: false,
         };
-        let checkpointer = checkpoint::Checkpointer::start(path, checkpoint_turn)?;
+        let checkpointer = checkpoint::Checkpointer::start(path, checkpoint_turn, wal_frames)?;
         let thread = std::thread::Builder::new()
             .name("tasklane-sqlite-writer".to_string())
             .spawn(move || writer.run())

@@ -6,6 +6,7 @@
 //! alone. Nobody hears back before the COMMIT has returned, so an answer always means "durable".
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,8 +30,12 @@ pub(crate) struct Writer {
     pub(crate) queue: WriterQueue<SqliteStore>,
     /// The `-wal` file beside the database.
     pub(crate) wal: PathBuf,
-    /// The WAL is checkpointed and truncated once its file reaches this size.
+    /// The WAL is checkpointed and restarted once it holds this many bytes of frames.
     pub(crate) wal_limit: u64,
+    /// Frames in the WAL as the checkpoint thread last counted them (`checkpoint.rs`), and the
+    /// size of one: what the WAL holds, which after a restart is less than its file's length.
+    pub(crate) wal_frames: Arc<AtomicU64>,
+    pub(crate) page_size: u64,
     /// Taken for every checkpoint, shared with the checkpoint thread.
     pub(crate) checkpoint_turn: Arc<Mutex<()>>,
     /// A batch lost its transaction (disk full, I/O error) and no checkpoint has succeeded since:
@@ -44,13 +49,13 @@ impl Writer {
         // Ends once every sender is gone and the queue is drained: shutdown loses no command.
         while self.queue.next_batch(&mut batch) {
             if self.recovering {
-                self.checkpoint(CHECKPOINT_WAIT_LONG);
+                self.checkpoint(CHECKPOINT_WAIT_LONG, "TRUNCATE");
             }
             if !self.run_batch(&mut batch) {
                 self.recovering = true;
             }
-            if let Some(wait) = self.checkpoint_due() {
-                self.checkpoint(wait);
+            if let Some((wait, mode)) = self.checkpoint_due() {
+                self.checkpoint(wait, mode);
             }
         }
         tracing::debug!("sqlite writer stopped");
@@ -165,30 +170,35 @@ impl Writer {
         intact
     }
 
-    /// Whether to checkpoint after a batch, and how long to wait for readers: after a lost
-    /// transaction; once the WAL is past its limit; or once it is larger than the space left on
-    /// its filesystem, because a checkpoint may have to grow the database by up to the WAL's size
-    /// and a WAL that had taken that room too could never be checkpointed.
-    fn checkpoint_due(&self) -> Option<Duration> {
+    /// Whether to checkpoint after a batch, how long to wait for readers, and how. Once the WAL
+    /// holds its limit of frames: RESTART, so that the next commit writes over the start of the
+    /// file instead of growing it (an fdatasync that must also extend the file costs about
+    /// twice as much here, and new blocks are zeroed first). After a lost transaction, once the
+    /// file passes twice the limit (readers kept defeating the restarts), or once it is larger
+    /// than the space left on its filesystem: TRUNCATE, which gives the space back, because a
+    /// checkpoint may have to grow the database by up to the WAL's size and a WAL that had taken
+    /// that room too could never be checkpointed.
+    fn checkpoint_due(&self) -> Option<(Duration, &'static str)> {
         let len = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
         let full = free_bytes(&self.wal).is_some_and(|free| len >= free);
+        let held = self.wal_frames.load(Ordering::Relaxed) * self.page_size;
         if self.recovering || full || len >= 2 * self.wal_limit {
-            Some(CHECKPOINT_WAIT_LONG)
-        } else if len >= self.wal_limit {
-            Some(CHECKPOINT_WAIT)
+            Some((CHECKPOINT_WAIT_LONG, "TRUNCATE"))
+        } else if held >= self.wal_limit {
+            Some((CHECKPOINT_WAIT, "RESTART"))
         } else {
             None
         }
     }
 
-    /// Copies the whole WAL into the database and truncates it to zero bytes.
+    /// Copies the whole WAL into the database, so that the next commit starts it over (`mode`
+    /// RESTART), or also truncates its file to zero bytes (TRUNCATE).
     ///
     /// Run here, between batches, because this is the one moment nothing writes: a checkpoint
     /// from another connection (see `checkpoint.rs`) can only copy what was committed when it
     /// began, and under sustained writes the WAL never ends where the copy did, so SQLite never
-    /// gets to restart it and the file grows without bound. TRUNCATE (not RESTART) also gives the
-    /// file's space back to the filesystem, which is what a disk that filled up needs.
-    fn checkpoint(&mut self, wait: Duration) {
+    /// gets to restart it and the file grows without bound.
+    fn checkpoint(&mut self, wait: Duration, mode: &str) {
         let _turn = self
             .checkpoint_turn
             .lock()
@@ -196,12 +206,15 @@ impl Writer {
         let _ = self.conn.busy_timeout(wait);
         let outcome = self
             .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            .query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
                 r.get::<_, i64>(0)
             });
         let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
         match outcome {
-            Ok(0) => self.recovering = false,
+            Ok(0) => {
+                self.recovering = false;
+                self.wal_frames.store(0, Ordering::Relaxed);
+            }
             Ok(_) => tracing::debug!("wal checkpoint waited too long for readers; retrying"),
             Err(e) => tracing::warn!(error = %e, "wal checkpoint failed; retrying"),
         }
