@@ -6,6 +6,7 @@
 #[cfg(test)]
 mod conformance;
 mod counter_deltas;
+mod known_rows;
 pub mod monitor;
 mod observe_common;
 pub mod postgres;

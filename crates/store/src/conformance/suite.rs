@@ -71,6 +71,9 @@ for_every_backend! {
         postgres_claims_are_exclusive_under_concurrent_transactions;
     events_are_visible_in_sequence_order =>
         sqlite_events_are_visible_in_sequence_order, postgres_events_are_visible_in_sequence_order;
+    a_write_failing_in_the_database_fails_its_command_alone =>
+        sqlite_a_write_failing_in_the_database_fails_its_command_alone,
+        postgres_a_write_failing_in_the_database_fails_its_command_alone;
 }
 
 async fn records_round_trip(store: Store) {
@@ -195,6 +198,71 @@ async fn group_commit_rolls_back_failing_and_panicking_commands_alone(store: Sto
 
     // The writer is healthy afterwards.
     insert(&store, vec![task("f", 1)]).await;
+}
+
+/// A write the database refuses (here a run id taken twice) fails the command that made it,
+/// whether a later statement of the command asks the database something or the write is the
+/// command's last; with its own error, not that of a statement after it. The other commands of
+/// its batch commit. (On PostgreSQL such writes are sent with the next statement that waits.)
+async fn a_write_failing_in_the_database_fails_its_command_alone(store: Store) {
+    insert_runs(
+        &store,
+        vec![(task("t", 1), run("run-taken", "t", RunStatus::Completed, 2))],
+    )
+    .await;
+    let (release, blocker) = hold_writer(&store).await;
+    let mut handles = Vec::new();
+    for (i, id) in ["a", "then-read", "b", "last", "c"].into_iter().enumerate() {
+        let s = store.clone();
+        let t = task(id, 10 + i as i64);
+        handles.push(tokio::spawn(async move {
+            s.write(move |w| {
+                w.insert_task(&t)?;
+                w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
+                if matches!(t.id.as_str(), "then-read" | "last") {
+                    w.insert_run(&run("run-taken", &t.id, RunStatus::Queued, 30))?;
+                }
+                if t.id == "then-read" {
+                    w.task("t")?;
+                }
+                Ok(())
+            })
+            .await
+        }));
+        wait_queued(&store, i + 1).await;
+    }
+    release.send(()).unwrap();
+    blocker.await.unwrap().unwrap();
+
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.await.unwrap());
+    }
+    for (i, result) in results.iter().enumerate() {
+        match i {
+            1 | 3 => match result {
+                Err(Error::Storage(msg)) => {
+                    assert!(!msg.contains("aborted"), "{msg}");
+                    assert!(msg.to_lowercase().contains("unique"), "{msg}");
+                }
+                other => panic!("command {i}: {other:?}"),
+            },
+            _ => assert!(result.is_ok(), "command {i}: {result:?}"),
+        }
+    }
+    let ids = list(&store, TaskFilter::default()).await;
+    assert_eq!(ids, vec!["c", "b", "a", "t"]);
+    let seqs: Vec<i64> = store
+        .read(|r| {
+            ["a", "b", "c"]
+                .iter()
+                .map(|id| Ok(r.task(id)?.unwrap().latest_event_seq))
+                .collect()
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_counters_match_a_recount(&store).await;
 }
 
 async fn events_get_increasing_sequences(store: Store) {

@@ -40,6 +40,9 @@ impl CountedStore for Db<'_> {
     }
 
     fn stored_bucket(&mut self, task_id: &str) -> Result<Option<TaskBucket>> {
+        if let Some(bucket) = self.known.as_ref().and_then(|k| k.bucket(task_id)) {
+            return Ok(Some(bucket));
+        }
         self.conn
             .query_opt(BUCKET_SQL, &[&task_id])?
             .as_ref()
@@ -48,6 +51,9 @@ impl CountedStore for Db<'_> {
     }
 
     fn stored_flags(&mut self, task_id: &str) -> Result<(bool, bool)> {
+        if let Some(flags) = self.known.as_ref().and_then(|k| k.flags(task_id)) {
+            return Ok((flags.has_deps, flags.latest_failed));
+        }
         let row = self.conn.query_opt(
             "SELECT dependency_count > 0, latest_run_failed <> 0 FROM tasks WHERE id = $1",
             &[&task_id],
@@ -70,14 +76,19 @@ impl CountedStore for Db<'_> {
     }
 
     fn bump_dependency_count(&mut self, task_id: &str, delta: i64) -> Result<Option<i64>> {
-        self.conn
+        let count = self
+            .conn
             .query_opt(
                 "UPDATE tasks SET dependency_count = dependency_count + $2 WHERE id = $1 \
                  RETURNING dependency_count",
                 &[&task_id, &delta],
             )?
-            .map(|row| column(&row, 0))
-            .transpose()
+            .map(|row| column::<i64>(&row, 0))
+            .transpose()?;
+        if let (Some(known), Some(count)) = (self.known.as_mut(), count) {
+            known.set_has_deps(task_id, count > 0);
+        }
+        Ok(count)
     }
 
     fn latest_run_failed(&mut self, task_id: &str) -> Result<bool> {
@@ -92,10 +103,13 @@ impl CountedStore for Db<'_> {
     }
 
     fn set_latest_run_failed(&mut self, task_id: &str, failed: bool) -> Result<()> {
-        self.conn.execute(
+        self.conn.execute_later(
             "UPDATE tasks SET latest_run_failed = $2 WHERE id = $1",
             &[&task_id, &i64::from(failed)],
         )?;
+        if let Some(known) = self.known.as_mut() {
+            known.set_latest_failed(task_id, failed);
+        }
         Ok(())
     }
 }
@@ -132,7 +146,7 @@ pub(crate) fn apply(conn: &mut Conn, deltas: &CounterDeltas) -> Result<()> {
             .map(|(b, _)| i64::from(b.latest_failed))
             .collect();
         let n: Vec<i64> = tasks.iter().map(|(_, n)| *n).collect();
-        conn.execute(
+        conn.execute_later(
             "INSERT INTO obs_task_counts SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], \
              $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BIGINT[], $10::TEXT[], \
              $11::BIGINT[], $12::BIGINT[]) \
@@ -162,7 +176,7 @@ pub(crate) fn apply(conn: &mut Conn, deltas: &CounterDeltas) -> Result<()> {
         };
         let int =
             |f: &dyn Fn(&RunTally) -> i64| -> Vec<i64> { runs.iter().map(|(_, t)| f(t)).collect() };
-        conn.execute(
+        conn.execute_later(
             "INSERT INTO obs_run_counts SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], \
              $4::TEXT[], $5::TEXT[], $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::TEXT[], $10::BIGINT[], \
              $11::BIGINT[], $12::BIGINT[], $13::BIGINT[], $14::BIGINT[], $15::BIGINT[], \

@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use postgres::fallible_iterator::FallibleIterator;
 use tasklane_core::{Error, Result};
 use tokio::sync::watch;
 
@@ -107,21 +106,17 @@ fn listen(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool, lost: &mut bool) 
     wake();
     let mut polled = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        // `timeout_iter` ends only after WAIT passes without a notification, so under steady
-        // traffic it may not end for a long time: everything is acted on as it arrives.
-        {
-            let mut notifications = conn.client().notifications();
-            let mut iter = notifications.timeout_iter(WAIT);
-            while let Some(n) = iter.next().map_err(super::conn::pg_err)? {
-                if let Some((node, seq)) = parse(n.payload()) {
-                    shared.writer.publish(seq);
-                    if node != node_id() {
-                        wake();
-                    }
+        // Under steady traffic notifications keep coming: everything is acted on as it arrives,
+        // and the safety poll still runs on time.
+        while let Some(n) = conn.next_notification(WAIT)? {
+            if let Some((node, seq)) = parse(n.payload()) {
+                shared.writer.publish(seq);
+                if node != node_id() {
+                    wake();
                 }
-                if stop.load(Ordering::Relaxed) || polled.elapsed() >= POLL {
-                    break;
-                }
+            }
+            if stop.load(Ordering::Relaxed) || polled.elapsed() >= POLL {
+                break;
             }
         }
         if polled.elapsed() >= POLL {

@@ -38,8 +38,9 @@ use tasklane_core::store::ReadStore;
 use tasklane_core::{Error, Result};
 use tokio::sync::{watch, Semaphore};
 
-pub(crate) use self::conn::{Conn, Params};
+pub(crate) use self::conn::{Conn, Later, Params};
 use self::writer::Writer;
+use crate::known_rows::KnownRows;
 use crate::read_permits::run_read;
 use crate::write_queue::{store_entry_points, Backend, CommandDb, WriteQueue};
 
@@ -97,7 +98,31 @@ pub(crate) struct Db<'c> {
     /// Counter changes of the current command, applied by the writer if its savepoint is kept.
     pub(crate) deltas: CounterDeltas,
     /// What an open item (`WriteStore::begin_item`) restores if it is rolled back.
-    pub(crate) item_start: Option<(Option<i64>, CounterDeltas)>,
+    pub(crate) item_start: Option<ItemStart>,
+    /// The rows the writer's current command has read or written (`None` on a reader).
+    pub(crate) known: Option<KnownRows>,
+    /// Where the writer's transaction is in the event sequence.
+    pub(crate) sequence: Sequence,
+}
+
+/// What an open item restores if it is rolled back.
+pub(crate) struct ItemStart {
+    pub(crate) appended: Option<i64>,
+    pub(crate) deltas: CounterDeltas,
+    pub(crate) sequence: Sequence,
+}
+
+/// The event sequence as the writer's transaction sees it. The transaction reads the last value
+/// handed out once, under the cluster's write lock (so nobody else draws from it until COMMIT),
+/// and numbers its events from there itself: appending an event needs no answer from the
+/// database, and a rolled-back savepoint gives its numbers back by restoring this value. The
+/// COMMIT moves `task_events_sequence` to the last value kept.
+#[derive(Clone, Debug)]
+pub(crate) enum Sequence {
+    /// The last value handed out, once the deferred read that fetched it has been answered.
+    Unread(Later),
+    /// The last value handed out (or kept back for this transaction).
+    At(i64),
 }
 
 impl<'c> Db<'c> {
@@ -107,13 +132,48 @@ impl<'c> Db<'c> {
             appended: None,
             deltas: CounterDeltas::default(),
             item_start: None,
+            known: None,
+            sequence: Sequence::At(0),
         }
+    }
+
+    /// The view of one command of the writer, `sequence` where the batch is in the event
+    /// sequence.
+    fn for_command(conn: &'c mut Conn, sequence: Sequence) -> Self {
+        Db {
+            known: Some(KnownRows::default()),
+            sequence,
+            ..Db::new(conn)
+        }
+    }
+
+    /// The sequence of the next event this transaction appends.
+    pub(crate) fn next_sequence(&mut self) -> Result<i64> {
+        let last = match &self.sequence {
+            Sequence::At(last) => *last,
+            Sequence::Unread(slot) => {
+                let slot = slot.clone();
+                self.conn.flush()?;
+                let read = *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                read.ok_or_else(|| {
+                    Error::Storage("the event sequence could not be read".to_string())
+                })?
+            }
+        };
+        self.sequence = Sequence::At(last + 1);
+        Ok(last + 1)
     }
 }
 
 impl CommandDb for Db<'_> {
     fn item_open(&self) -> bool {
         self.item_start.is_some()
+    }
+
+    /// A command's deferred writes are answered before its savepoint is kept, so that an error
+    /// in one fails that command alone.
+    fn finish_command(&mut self) -> Result<()> {
+        self.conn.flush()
     }
 }
 

@@ -15,9 +15,10 @@ use tasklane_core::Result;
 use super::rows::{
     agent_session_from_row, column, dependency_columns, dependency_from_row, event_columns,
     event_from_row, idempotency_from_row, map_rows, run_and_claim_caps_from_row, run_columns,
-    run_from_row, task_columns, task_from_row, token_columns, token_from_row,
+    run_from_row, task_columns, task_from_row, token_columns, token_from_row, TASK_COLUMNS,
 };
 use super::Db;
+use crate::known_rows::TaskFlags;
 use crate::rows_common::{dependency_order, like_pattern, run_order, task_order};
 use crate::sqlite::status_sets::{active_run, finished_run};
 
@@ -178,7 +179,11 @@ impl Db<'_> {
     }
 
     fn runs(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Run>> {
-        map_rows(self.conn.query(sql, params)?, run_from_row)
+        let runs = map_rows(self.conn.query(sql, params)?, run_from_row)?;
+        if let Some(known) = self.known.as_mut() {
+            runs.iter().for_each(|run| known.saw_run(run));
+        }
+        Ok(runs)
     }
 
     fn claim_class_head(
@@ -186,24 +191,51 @@ impl Db<'_> {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<(Run, String)>> {
-        self.conn
+        let head = self
+            .conn
             .query_opt(sql, params)?
             .as_ref()
             .map(run_and_claim_caps_from_row)
-            .transpose()
+            .transpose()?;
+        if let (Some(known), Some((run, _))) = (self.known.as_mut(), &head) {
+            known.saw_run(run);
+        }
+        Ok(head)
     }
 }
 
 impl ReadStore for Db<'_> {
     fn task(&mut self, id: &str) -> Result<Option<Task>> {
-        self.conn
-            .query_opt(
-                concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1"),
-                &[&id],
-            )?
-            .as_ref()
-            .map(task_from_row)
-            .transpose()
+        let Some(known) = self.known.as_mut() else {
+            return self
+                .conn
+                .query_opt(
+                    concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1"),
+                    &[&id],
+                )?
+                .as_ref()
+                .map(task_from_row)
+                .transpose();
+        };
+        // The writer reads the task's flags with it, for the counters' bucket of the task.
+        let Some(row) = self.conn.query_opt(
+            concat!(
+                "SELECT ",
+                task_columns!(),
+                ", dependency_count > 0, latest_run_failed <> 0 FROM tasks WHERE id = $1"
+            ),
+            &[&id],
+        )?
+        else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        let flags = TaskFlags {
+            has_deps: column(&row, TASK_COLUMNS)?,
+            latest_failed: column(&row, TASK_COLUMNS + 1)?,
+        };
+        known.saw_task(&task, flags);
+        Ok(Some(task))
     }
 
     fn tasks_by_ids(&mut self, ids: &[String]) -> Result<Vec<Task>> {
@@ -256,14 +288,19 @@ impl ReadStore for Db<'_> {
     }
 
     fn run(&mut self, id: &str) -> Result<Option<Run>> {
-        self.conn
+        let run = self
+            .conn
             .query_opt(
                 concat!("SELECT ", run_columns!(), " FROM task_runs WHERE id = $1"),
                 &[&id],
             )?
             .as_ref()
             .map(run_from_row)
-            .transpose()
+            .transpose()?;
+        if let (Some(known), Some(run)) = (self.known.as_mut(), &run) {
+            known.saw_run(run);
+        }
+        Ok(run)
     }
 
     fn runs_of_task(&mut self, task_id: &str) -> Result<Vec<Run>> {

@@ -308,13 +308,12 @@ pub(crate) fn version(conn: &mut Conn) -> Result<i64> {
 
 /// The highest sequence ever handed out, so the watch starts where the log is.
 pub(crate) fn last_sequence(conn: &mut Conn) -> Result<i64> {
-    Ok(conn
-        .query_one(
-            "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM task_events_sequence",
-            &[],
-        )?
-        .get(0))
+    Ok(conn.query_one(LAST_SEQUENCE_SQL, &[])?.get(0))
 }
+
+/// The last event sequence handed out (0 before the first).
+pub(crate) const LAST_SEQUENCE_SQL: &str =
+    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM task_events_sequence";
 
 /// The highest sequence of a committed event still in the log.
 pub(crate) fn max_committed_sequence(conn: &mut Conn) -> Result<i64> {

@@ -7,12 +7,13 @@
 use std::path::PathBuf;
 
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use postgres::config::SslMode;
-use postgres::{Client, Config, NoTls};
 use postgres_openssl::MakeTlsConnector;
 use tasklane_core::{Error, Result};
+use tokio::runtime::Runtime;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::{Client, Config, NoTls};
 
-use super::conn::{pg_err, redact};
+use super::conn::{pg_err, redact, Messages};
 use super::PgOptions;
 
 /// How much of the server's certificate is checked.
@@ -70,17 +71,27 @@ fn settings(url: &str) -> Result<TlsSettings> {
 }
 
 /// Connects as `opts` says; `configure` adjusts the parsed configuration (timeouts, options).
-pub(crate) fn connect(opts: &PgOptions, configure: impl FnOnce(&mut Config)) -> Result<Client> {
+/// The connection is driven by `runtime` (current-thread), which only runs while its owner
+/// blocks on it.
+pub(crate) fn connect(
+    opts: &PgOptions,
+    configure: impl FnOnce(&mut Config),
+) -> Result<(Runtime, Client, Box<dyn Messages>)> {
     let tls = settings(&opts.url)?;
-    let mut config: Config = tls.url.parse().map_err(|e: postgres::Error| {
+    let mut config: Config = tls.url.parse().map_err(|e: tokio_postgres::Error| {
         Error::Storage(format!(
             "invalid PostgreSQL URL: {}",
             redact(&e.to_string())
         ))
     })?;
     configure(&mut config);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Storage(format!("cannot start a database runtime: {e}")))?;
     if config.get_ssl_mode() == SslMode::Disable {
-        return config.connect(NoTls).map_err(pg_err);
+        let (client, connection) = runtime.block_on(config.connect(NoTls)).map_err(pg_err)?;
+        return Ok((runtime, client, Box::new(connection)));
     }
     let tls_err = |e: openssl::error::ErrorStack| Error::Storage(format!("TLS setup failed: {e}"));
     let mut builder = SslConnector::builder(SslMethod::tls()).map_err(tls_err)?;
@@ -99,7 +110,10 @@ pub(crate) fn connect(opts: &PgOptions, configure: impl FnOnce(&mut Config)) -> 
             Ok(())
         });
     }
-    config.connect(connector).map_err(pg_err)
+    let (client, connection) = runtime
+        .block_on(config.connect(connector))
+        .map_err(pg_err)?;
+    Ok((runtime, client, Box::new(connection)))
 }
 
 #[cfg(test)]

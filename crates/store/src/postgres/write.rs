@@ -15,50 +15,12 @@ use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
 use super::rows::{
-    changed_run_columns, changed_task_columns, column, param_refs, payload_text, run_columns,
-    run_params, task_columns, task_param, task_params, Param,
+    changed_run_columns, changed_task_columns, param_refs, payload_text, run_columns, run_params,
+    task_columns, task_param, task_params, Param,
 };
-use super::Db;
+use super::{Db, ItemStart};
 use crate::counter_deltas::CountedStore;
 use crate::sqlite::status_sets::finished_run;
-
-/// Notes the event sequence's position in the transaction-local setting `$name`. Run before a
-/// savepoint (a setting made inside it would be rolled back with it), in the same round trip.
-macro_rules! note_sequence {
-    ($name:literal) => {
-        concat!(
-            "SELECT set_config('",
-            $name,
-            "', (SELECT CASE WHEN is_called THEN last_value ELSE 0 END ",
-            "FROM task_events_sequence)::TEXT, true)"
-        )
-    };
-}
-
-/// Puts the event sequence back where `note_sequence!($name)` found it. `nextval` is not undone
-/// by a rollback; the sequences a rolled-back savepoint took were never committed nor published,
-/// and the cluster's write lock keeps every other writer out, so handing them out again gives
-/// the next event the sequence SQLite would give it, with no gap in the log.
-macro_rules! restore_sequence {
-    ($name:literal) => {
-        concat!(
-            "SELECT setval('task_events_sequence', GREATEST(current_setting('",
-            $name,
-            "')::BIGINT, 1), current_setting('",
-            $name,
-            "')::BIGINT > 0)"
-        )
-    };
-}
-
-/// Opens a command's savepoint (the writer, for each command of a batch).
-pub(crate) const SAVEPOINT_CMD: &str =
-    concat!(note_sequence!("tasklane.cmd_sequence"), "; SAVEPOINT cmd");
-/// Rolls back a command that appended events, giving their sequences back.
-pub(crate) const ROLLBACK_CMD_WITH_EVENTS: &str = concat!(
-    "ROLLBACK TO cmd; RELEASE cmd; ",
-    restore_sequence!("tasklane.cmd_sequence")
-);
 
 /// `UPDATE <table> SET <changed columns> WHERE id = $1`, numbering the changed columns' parameters
 /// `$2, $3, …` (PostgreSQL must see every parameter it is given), and the parameters to bind.
@@ -107,10 +69,27 @@ fn with_activity_raise<'p>(
 }
 
 impl Db<'_> {
+    /// The task as stored, for an update to diff against: as this command last read or wrote
+    /// it, else read.
+    fn stored_task(&mut self, id: &str) -> Result<Task> {
+        if let Some(task) = self.known.as_ref().and_then(|k| k.task(id)) {
+            return Ok(task.clone());
+        }
+        self.task(id)?.ok_or_else(|| Error::task_not_found(id))
+    }
+
+    /// The run as stored, as [`Db::stored_task`] finds a task.
+    fn stored_run(&mut self, id: &str) -> Result<Run> {
+        if let Some(run) = self.known.as_ref().and_then(|k| k.run(id)) {
+            return Ok(run.clone());
+        }
+        self.run(id)?.ok_or_else(|| Error::run_not_found(id))
+    }
+
     /// Raises the task's `last_activity_at` to `at` (activity never moves backwards); a row
     /// already at or past it is not written at all.
     fn raise_activity(&mut self, task_id: &str, at: Ts) -> Result<()> {
-        self.conn.execute(
+        self.conn.execute_later(
             "UPDATE tasks SET last_activity_at = $2 WHERE id = $1 AND last_activity_at < $2",
             &[&task_id, &at.0],
         )?;
@@ -140,15 +119,16 @@ impl WriteStore for Db<'_> {
             ));
         }
         self.count_inserted_task(task);
+        if let Some(known) = self.known.as_mut() {
+            known.wrote_task(task, true);
+        }
         Ok(())
     }
 
     fn update_task(&mut self, task: &Task) -> Result<()> {
         // Only the columns that changed are written (as on SQLite): an UPDATE that leaves every
         // indexed column alone can stay a heap-only update, and tasks carry many indexes.
-        let current = self
-            .task(&task.id)?
-            .ok_or_else(|| Error::task_not_found(&task.id))?;
+        let current = self.stored_task(&task.id)?;
         let changed = changed_task_columns(&current, task);
         if changed.is_empty() {
             return Ok(());
@@ -158,8 +138,12 @@ impl WriteStore for Db<'_> {
             (idx == task_param::UPDATED_AT)
                 .then(|| format!(", last_activity_at = GREATEST(last_activity_at, ${n})"))
         });
-        self.conn.execute(&sql, &bound)?;
-        self.count_updated_task(&current, task)
+        self.conn.execute_later(&sql, &bound)?;
+        self.count_updated_task(&current, task)?;
+        if let Some(known) = self.known.as_mut() {
+            known.wrote_task(task, false);
+        }
+        Ok(())
     }
 
     fn delete_task(&mut self, id: &str) -> Result<()> {
@@ -167,6 +151,9 @@ impl WriteStore for Db<'_> {
         self.count_deleted_task(id)?;
         self.conn
             .execute("DELETE FROM tasks WHERE id = $1", &[&id])?;
+        if let Some(known) = self.known.as_mut() {
+            known.forget();
+        }
         Ok(())
     }
 
@@ -185,15 +172,17 @@ impl WriteStore for Db<'_> {
             &run.task_id,
             &at,
         );
-        self.conn.execute(&sql, &bound)?;
-        self.count_inserted_run(run)
+        self.conn.execute_later(&sql, &bound)?;
+        self.count_inserted_run(run)?;
+        if let Some(known) = self.known.as_mut() {
+            known.saw_run(run);
+        }
+        Ok(())
     }
 
     fn update_run(&mut self, run: &Run) -> Result<()> {
         // As for tasks, only the changed columns are written.
-        let current = self
-            .run(&run.id)?
-            .ok_or_else(|| Error::run_not_found(&run.id))?;
+        let current = self.stored_run(&run.id)?;
         let changed = changed_run_columns(&current, run);
         if changed.is_empty() {
             return self.raise_activity(&run.task_id, run.activity_at());
@@ -202,12 +191,16 @@ impl WriteStore for Db<'_> {
         let at = run.activity_at().0;
         let (sql, bound) = partial_update("task_runs", &changed, &params, |_, _| None);
         let (sql, bound) = with_activity_raise(&sql, bound, &run.task_id, &at);
-        self.conn.execute(&sql, &bound)?;
-        self.count_updated_run(&current, run)
+        self.conn.execute_later(&sql, &bound)?;
+        self.count_updated_run(&current, run)?;
+        if let Some(known) = self.known.as_mut() {
+            known.saw_run(run);
+        }
+        Ok(())
     }
 
     fn set_claim_audience(&mut self, task_id: &str, audience: Option<&str>) -> Result<()> {
-        self.conn.execute(
+        self.conn.execute_later(
             concat!(
                 "UPDATE task_runs SET claim_audience = $2 \
                  WHERE task_id = $1 AND claim_audience IS DISTINCT FROM $2::TEXT AND NOT ",
@@ -253,16 +246,15 @@ impl WriteStore for Db<'_> {
     }
 
     fn append_event(&mut self, event: &NewEvent) -> Result<i64> {
-        // The sequence comes from `task_events_sequence`; the cluster's write lock makes the order
-        // it hands values out in the commit order.
-        // The event and its task's upkeep in one statement (one round trip).
-        let row = self.conn.query_one(
+        // The event and its task's upkeep in one statement, sent with the next one that needs an
+        // answer: the transaction numbers its events itself (see `Sequence`).
+        let sequence = self.next_sequence()?;
+        self.conn.execute_later(
             "WITH e AS (INSERT INTO task_events (id, task_id, run_id, event_type, actor_kind, \
-             actor_ref, origin_kind, origin_ref, payload, timestamp) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING sequence) \
-             UPDATE tasks SET latest_event_seq = GREATEST(latest_event_seq, e.sequence), \
-             last_activity_at = GREATEST(last_activity_at, $10) FROM e WHERE id = $2 \
-             RETURNING e.sequence",
+             actor_ref, origin_kind, origin_ref, payload, timestamp, sequence) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)) \
+             UPDATE tasks SET latest_event_seq = GREATEST(latest_event_seq, $11), \
+             last_activity_at = GREATEST(last_activity_at, $10) WHERE id = $2",
             &[
                 &event.id,
                 &event.task_id,
@@ -274,10 +266,9 @@ impl WriteStore for Db<'_> {
                 &event.origin.reference,
                 &payload_text(&event.payload),
                 &event.timestamp.0,
+                &sequence,
             ],
         )?;
-        let sequence: i64 = column(&row, 0)?;
-
         self.appended = Some(self.appended.map_or(sequence, |s| s.max(sequence)));
         Ok(sequence)
     }
@@ -336,7 +327,7 @@ impl WriteStore for Db<'_> {
     }
 
     fn touch_api_token(&mut self, token_hash: &str, at: Ts) -> Result<()> {
-        self.conn.execute(
+        self.conn.execute_later(
             "UPDATE api_tokens SET last_used_at = GREATEST(COALESCE(last_used_at, 0), $2) \
              WHERE token_hash = $1",
             &[&token_hash, &at.0],
@@ -352,7 +343,7 @@ impl WriteStore for Db<'_> {
         now: Ts,
     ) -> Result<()> {
         // A call without an agent name keeps the name an earlier call announced.
-        self.conn.execute(
+        self.conn.execute_later(
             "INSERT INTO agent_sessions \
              (token_name, session_id, agent_name, first_seen_at, last_seen_at) \
              VALUES ($1, $2, $3, $4, $4) \
@@ -368,16 +359,17 @@ impl WriteStore for Db<'_> {
         if self.item_start.is_some() {
             return Err(Error::Storage("an item is already open".to_string()));
         }
-        self.conn.batch(concat!(
-            note_sequence!("tasklane.item_sequence"),
-            "; SAVEPOINT item"
-        ))?;
-        self.item_start = Some((self.appended, std::mem::take(&mut self.deltas)));
+        self.conn.batch_later("SAVEPOINT item".to_string())?;
+        self.item_start = Some(ItemStart {
+            appended: self.appended,
+            deltas: std::mem::take(&mut self.deltas),
+            sequence: self.sequence.clone(),
+        });
         Ok(())
     }
 
     fn end_item(&mut self, keep: bool) -> Result<()> {
-        let Some((appended, deltas)) = self.item_start.take() else {
+        let Some(start) = self.item_start.take() else {
             return Err(Error::Storage("no item is open".to_string()));
         };
         // With the connection gone the whole transaction is: no item of it may be reported as
@@ -387,22 +379,18 @@ impl WriteStore for Db<'_> {
                 "the database connection was lost".to_string(),
             ));
         }
-        let item_deltas = std::mem::replace(&mut self.deltas, deltas);
+        let item_deltas = std::mem::replace(&mut self.deltas, start.deltas);
         if keep {
             self.deltas.merge(item_deltas);
-            self.conn.batch("RELEASE item")
-        } else {
-            let item_appended = self.appended != appended;
-            // A rolled-back sequence must never be published.
-            self.appended = appended;
-            if !item_appended {
-                return self.conn.batch("ROLLBACK TO item; RELEASE item");
-            }
-            self.conn.batch(concat!(
-                "ROLLBACK TO item; RELEASE item; ",
-                restore_sequence!("tasklane.item_sequence")
-            ))
+            return self.conn.batch("RELEASE item");
         }
+        // A rolled-back sequence must never be published; its numbers go to the next events.
+        self.appended = start.appended;
+        self.sequence = start.sequence;
+        if let Some(known) = self.known.as_mut() {
+            known.forget();
+        }
+        self.conn.batch_undoing("ROLLBACK TO item; RELEASE item")
     }
 }
 

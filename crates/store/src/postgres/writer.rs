@@ -1,8 +1,8 @@
 //! The node's writer thread and its group commit.
 //!
 //! One thread owns the write connection. It blocks for a command, drains whatever else is queued
-//! (up to `max_batch`), opens one transaction, takes the cluster's write lock, runs every command
-//! in its own SAVEPOINT and commits once. Nobody hears back before the COMMIT has returned, so an
+//! (up to `max_batch`), opens one transaction, takes the cluster's write lock and reads where the
+//! event sequence stands, runs every command in its own SAVEPOINT and commits once. Nobody hears back before the COMMIT has returned, so an
 //! answer always means "durable". A lost connection fails the batch with `Unavailable` (the
 //! client retries) and the next batch reconnects.
 
@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use tasklane_core::observe::counters::CounterDeltas;
 use tasklane_core::{Error, Result};
 
-use super::{counters, Conn, Db, PgOptions, PgStore, CHANNEL, WRITE_LOCK};
+use super::schema::LAST_SEQUENCE_SQL;
+use super::{counters, Conn, Db, PgOptions, PgStore, Sequence, CHANNEL, WRITE_LOCK};
 use crate::write_queue::{fail, BoxedCommand, WriterQueue, WriterShared};
 
 pub(crate) struct Writer {
@@ -76,18 +77,22 @@ fn run_batch(
 ) -> Result<()> {
     let mut max_seq: Option<i64> = None;
     let mut deltas = CounterDeltas::default();
-    // Statements without parameters ride along with the next simple query, so that a write of
-    // one command costs its own statements plus two round trips: [BEGIN, lock, savepoint] and
-    // [release, notify, COMMIT].
-    let mut pending = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); ");
+    // Transaction control never waits for an answer of its own: it is deferred (see `conn`) and
+    // travels with the next statement that needs one, so a write of one command costs its own
+    // reads plus the COMMIT's round trip.
+    let mut pending = String::new();
     let outcome = (|| {
+        let mut sequence = Sequence::Unread(conn.batch_later_int(format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); {LAST_SEQUENCE_SQL}"
+        ))?);
         for cmd in batch.iter_mut() {
-            pending.push_str(super::write::SAVEPOINT_CMD);
-            conn.batch(&std::mem::take(&mut pending))?;
-            let mut db = Db::new(conn);
+            pending.push_str("SAVEPOINT cmd");
+            conn.batch_later(std::mem::take(&mut pending))?;
+            let mut db = Db::for_command(conn, sequence.clone());
             let ok = cmd.run(&mut db);
             let appended = db.appended;
             let cmd_deltas = std::mem::take(&mut db.deltas);
+            let cmd_sequence = db.sequence.clone();
             if conn.is_closed() {
                 return Err(Error::Unavailable(
                     "the database connection was lost".into(),
@@ -97,11 +102,10 @@ fn run_batch(
                 pending.push_str("RELEASE cmd; ");
                 max_seq = max_seq.max(appended);
                 deltas.merge(cmd_deltas);
+                sequence = cmd_sequence;
             } else {
-                conn.batch(match appended {
-                    Some(_) => super::write::ROLLBACK_CMD_WITH_EVENTS,
-                    None => "ROLLBACK TO cmd; RELEASE cmd",
-                })?;
+                // Its event numbers go to the next command: `sequence` stays where it was.
+                conn.batch_undoing("ROLLBACK TO cmd; RELEASE cmd")?;
             }
         }
         // Inside the last command's savepoint when it was kept: released with the COMMIT.
@@ -110,7 +114,9 @@ fn run_batch(
             // Delivered to the listeners at COMMIT, never before. The payload is digits and a
             // colon only.
             let payload = super::listener::payload(seq);
-            pending.push_str(&format!("NOTIFY {CHANNEL}, '{payload}'; "));
+            pending.push_str(&format!(
+                "SELECT setval('task_events_sequence', {seq}); NOTIFY {CHANNEL}, '{payload}'; "
+            ));
         }
         pending.push_str("COMMIT");
         let committing = std::time::Instant::now();
