@@ -6,11 +6,13 @@
 //! answer always means "durable". A lost connection fails the batch with `Unavailable` (the
 //! client retries) and the next batch reconnects.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tasklane_core::observe::counters::CounterDeltas;
 use tasklane_core::{Error, Result};
 
+use super::test_clock::Follower;
 use super::{counters, Conn, Db, PgOptions, PgStore, CHANNEL, WRITE_LOCK};
 use crate::write_queue::{fail, BoxedCommand, WriterQueue, WriterShared};
 
@@ -18,6 +20,7 @@ pub(crate) struct Writer {
     pub(crate) conn: Option<Conn>,
     pub(crate) opts: PgOptions,
     pub(crate) queue: WriterQueue<PgStore>,
+    pub(crate) test_clock: Arc<Follower>,
     /// When the last batch began.
     pub(crate) last_batch: Instant,
 }
@@ -31,6 +34,7 @@ impl Writer {
         // Ends once every sender is gone and the queue is drained: shutdown loses no command.
         while self.queue.next_batch(&mut batch) {
             let shared = self.queue.shared().clone();
+            let test_clock = self.test_clock.clone();
             let conn = match self.connection() {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -38,7 +42,7 @@ impl Writer {
                     continue;
                 }
             };
-            if let Err(e) = run_batch(conn, &shared, &mut batch) {
+            if let Err(e) = run_batch(conn, &shared, &test_clock, &mut batch) {
                 tracing::warn!(error = %e, "postgres write transaction lost");
                 fail(&mut batch, &e.to_string());
                 if self.conn.as_ref().is_some_and(Conn::is_closed) {
@@ -72,6 +76,7 @@ impl Writer {
 fn run_batch(
     conn: &mut Conn,
     shared: &WriterShared,
+    test_clock: &Follower,
     batch: &mut Vec<BoxedCommand<PgStore>>,
 ) -> Result<()> {
     let mut max_seq: Option<i64> = None;
@@ -81,6 +86,8 @@ fn run_batch(
     // [release, notify, COMMIT].
     let mut pending = format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); ");
     let outcome = (|| {
+        // Test-clock mode only: the service's test time, read under the lock, before any command.
+        test_clock.begin(conn, &mut pending)?;
         for cmd in batch.iter_mut() {
             pending.push_str(super::write::SAVEPOINT_CMD);
             conn.batch(&std::mem::take(&mut pending))?;
