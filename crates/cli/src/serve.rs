@@ -127,17 +127,17 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         AuthArg::Open => AuthMode::Open,
         AuthArg::Token => AuthMode::Token(Default::default()),
     };
-    let state = AppState::new(
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let state = runtime.block_on(AppState::new(
         store,
         Settings {
             auth,
             test_clock: args.test_clock,
             max_lease_expirations: args.max_lease_expirations,
         },
-    );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    ))?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;

@@ -2,8 +2,8 @@
 //! agent talks to, a parked claim on one node woken by an enqueue on another, SSE on one node
 //! delivering every node's events in sequence order, each expired lease recovered once however
 //! many sweepers run, and a dependent auto-enqueued once when its blockers complete on two nodes
-//! at the same moment, a token revocation reaching every node, and lost database connections
-//! answered with 503 and healed without a restart.
+//! at the same moment, a token revocation reaching every node, lost database connections
+//! answered with 503 and healed without a restart, and one test clock for the whole service.
 //!
 //! These tests need `TASKLANE_TEST_DATABASE_URL` (as `.ci/run` sets it); on SQLite, which has one
 //! server per file, they return at once.
@@ -323,5 +323,175 @@ async fn a_token_created_or_revoked_through_one_database_reaches_every_node() {
             },
         )
         .await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The test clock: one clock for the whole service. Time moves only through
+// `POST /api/_test/clock/advance`, so every expectation below is exact.
+// ---------------------------------------------------------------------------------------------
+
+/// Servers on the test clock on one fresh database, or None on SQLite.
+fn clock_cluster(nodes: usize) -> Option<Vec<Server>> {
+    cluster_with(nodes, &[("TASKLANE_TEST_CLOCK", "true")])
+}
+
+/// The `now` an advance answers, in microseconds.
+async fn advanced(node: &Server, seconds: f64) -> i64 {
+    micros(&str_of(&advance(node, seconds).await, "now"))
+}
+
+/// How long the oldest queued run has waited, as `GET /api/observe/queue` reads it: a read that
+/// takes the server's `now`.
+async fn oldest_queue_age_ms(node: &Server) -> i64 {
+    let (s, v) = node.get("/api/observe/queue").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v["queue"]["by_priority"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["count"].as_i64().unwrap() > 0)
+        .map(|row| row["oldest_queue_age_ms"].as_i64().unwrap())
+        .max()
+        .unwrap_or_else(|| panic!("nothing queued: {v}"))
+}
+
+#[tokio::test]
+async fn a_lease_claimed_through_one_node_expires_by_time_moved_on_another() {
+    let Some(nodes) = clock_cluster(2) else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let start = advanced(b, 100.0).await;
+    let (tid, rid) = queued(a, "leased through A", json!({})).await;
+    let c = claim(a, "s-1", json!({"lease_seconds": 30})).await;
+    // A stamped the lease at the time B moved the service to.
+    assert_eq!(
+        micros(&str_of(&c["lease"], "lease_until")),
+        start + 30_000_000,
+        "{c}"
+    );
+    // Not yet expired: B recovers nothing and A still shows the claim.
+    assert_eq!(advance_recovering(b, 29.0).await, 0);
+    assert_eq!(run_status(a, &rid).await, "claimed");
+    // One second past lease_until: B's advance recovers it, once, and A sees it queued.
+    assert_eq!(advance_recovering(b, 2.0).await, 1);
+    assert_eq!(run_status(a, &rid).await, "queued");
+    let expired = run_events(a, &tid, "task.run_lease_expired").await;
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(
+        micros(&str_of(&expired[0], "timestamp")),
+        start + 31_000_000,
+        "{expired:?}"
+    );
+    assert_err(
+        &lease_op(a, "s-1", &rid, "heartbeat", json!({})).await,
+        409,
+        "no_active_lease",
+    );
+}
+
+#[tokio::test]
+async fn advances_on_two_nodes_add_up_on_both() {
+    let Some(nodes) = clock_cluster(2) else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let (_, rid) = queued(a, "waiting", json!({})).await;
+    let queued_at = micros(&str_of(&a.get_run(&rid).await, "queued_at"));
+
+    assert_eq!(advanced(a, 10.0).await, queued_at + 10_000_000);
+    // Written through B right after A's advance: stamped with A's time.
+    let through_b = b.task_with("written through B", json!({})).await;
+    assert_eq!(
+        micros(&str_of(&through_b, "created_at")),
+        queued_at + 10_000_000
+    );
+    assert_eq!(oldest_queue_age_ms(b).await, 10_000);
+
+    assert_eq!(advanced(b, 10.0).await, queued_at + 20_000_000);
+    let through_a = a.task_with("written through A", json!({})).await;
+    assert_eq!(
+        micros(&str_of(&through_a, "created_at")),
+        queued_at + 20_000_000
+    );
+    for node in [a, b] {
+        assert_eq!(oldest_queue_age_ms(node).await, 20_000);
+    }
+}
+
+#[tokio::test]
+async fn a_node_started_after_an_advance_starts_at_the_services_time() {
+    let Some(nodes) = clock_cluster(1) else {
+        return;
+    };
+    let a = &nodes[0];
+    queued(a, "waiting", json!({})).await;
+    // A millisecond ahead of the service's start: behind the wall clock by the time the next
+    // node is up, so a node that started at the wall clock would be seen ahead.
+    let service = advanced(a, 0.001).await;
+    let b = a.another_node();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    assert!(
+        wall > service,
+        "the wall clock is ahead of the service's time"
+    );
+    assert_eq!(oldest_queue_age_ms(&b).await, 1);
+    let through_b = b.task_with("written through the new node", json!({})).await;
+    assert_eq!(micros(&str_of(&through_b, "created_at")), service);
+    assert_eq!(advanced(&b, 0.0).await, service);
+}
+
+#[tokio::test]
+async fn a_claim_parked_before_an_advance_elsewhere_is_stamped_at_the_advanced_time() {
+    let Some(nodes) = clock_cluster(2) else {
+        return;
+    };
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let probe = probe_session(a, "w-1").await;
+    let waiter = parked_waiter(a, "w-1", &probe, json!({"wait_seconds": 30})).await;
+    assert!(!waiter.is_finished(), "nothing to claim yet");
+    let moved = advanced(b, 50.0).await;
+    let (_, rid) = queued(b, "work from B", json!({})).await;
+    let c = expect_claim("w-1", answer(waiter, 45).await);
+    assert_eq!(run_of(&c), rid);
+    // The request reached A before the advance; its claim committed after it, at B's time.
+    assert_eq!(micros(&str_of(&c["run"], "claimed_at")), moved, "{c}");
+}
+
+#[tokio::test]
+async fn advances_on_two_nodes_at_once_add_up_and_recover_each_lease_once() {
+    let Some(nodes) = clock_cluster(2) else {
+        return;
+    };
+    let mut runs = vec![];
+    for i in 0..6 {
+        runs.push(queued(&nodes[i % 2], &format!("abandoned {i}"), json!({})).await);
+    }
+    for i in 0..6 {
+        claim(
+            &nodes[i % 2],
+            &format!("crashed-{i}"),
+            json!({"lease_seconds": 10}),
+        )
+        .await;
+    }
+    let (x, y) = tokio::join!(advance(&nodes[0], 11.0), advance(&nodes[1], 11.0));
+    let recovered =
+        x["recovered_leases"].as_u64().unwrap() + y["recovered_leases"].as_u64().unwrap();
+    assert_eq!(recovered, 6, "{x} {y}");
+    // The two advances added up, in one order or the other, and both servers are at the sum.
+    let (x, y) = (micros(&str_of(&x, "now")), micros(&str_of(&y, "now")));
+    assert_eq!((x - y).abs(), 11_000_000);
+    for node in &nodes {
+        assert_eq!(advanced(node, 0.0).await, x.max(y));
+    }
+    for (tid, rid) in &runs {
+        assert_eq!(run_status(&nodes[1], rid).await, "queued");
+        let expired = run_events(&nodes[0], tid, "task.run_lease_expired").await;
+        assert_eq!(expired.len(), 1, "one recovery per expiry: {expired:?}");
     }
 }

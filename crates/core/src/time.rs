@@ -94,21 +94,32 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that starts at the wall-clock time and then moves only when told to. Used by tests (through
-/// the server's test-clock mode) to make leases expire and dashboards age without sleeping.
+/// A clock that starts at a given instant (the wall-clock time, or the test time of the service it
+/// joins) and then moves only when told to, and only forwards. Used by tests (through the server's
+/// test-clock mode) to make leases expire and dashboards age without sleeping.
 pub struct ManualClock {
     now: AtomicI64,
 }
 
 impl ManualClock {
     pub fn starting_now() -> Self {
+        Self::starting_at(Ts(chrono::Utc::now().timestamp_micros()))
+    }
+
+    pub fn starting_at(start: Ts) -> Self {
         ManualClock {
-            now: AtomicI64::new(chrono::Utc::now().timestamp_micros()),
+            now: AtomicI64::new(start.0),
         }
     }
 
     pub fn advance_micros(&self, micros: i64) -> Ts {
         Ts(self.now.fetch_add(micros.max(0), Ordering::SeqCst) + micros.max(0))
+    }
+
+    /// Brings the clock up to `at` if it is behind; never moves it back, so a reading taken
+    /// elsewhere (another server's advance) cannot make `now` go backwards here. Returns `now`.
+    pub fn set_at_least(&self, at: Ts) -> Ts {
+        Ts(self.now.fetch_max(at.0, Ordering::SeqCst).max(at.0))
     }
 }
 
@@ -146,5 +157,14 @@ mod tests {
         let b = c.advance_micros(2_000_000);
         assert_eq!(b, Ts(a.0 + 2_000_000));
         assert_eq!(c.now(), b);
+    }
+
+    #[test]
+    fn manual_clock_is_raised_but_never_lowered() {
+        let c = ManualClock::starting_at(Ts(1_000));
+        assert_eq!(c.set_at_least(Ts(5_000)), Ts(5_000));
+        assert_eq!(c.now(), Ts(5_000));
+        assert_eq!(c.set_at_least(Ts(2_000)), Ts(5_000));
+        assert_eq!(c.now(), Ts(5_000));
     }
 }

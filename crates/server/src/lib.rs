@@ -18,13 +18,14 @@ mod routes;
 mod sse_hub;
 mod state;
 mod sweeper;
+mod test_clock;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::routing::{get, post};
 use axum::Router;
-use tasklane_core::time::{ManualClock, SharedClock, SystemClock};
+use tasklane_core::time::{SharedClock, SystemClock};
 use tasklane_core::Error;
 use tasklane_store::Store;
 use tokio::net::TcpListener;
@@ -47,15 +48,17 @@ pub struct Settings {
 }
 
 impl AppState {
-    pub fn new(store: impl Into<Store>, settings: Settings) -> Self {
+    /// The state of a server on `store`. On the test clock with a database shared by several
+    /// servers, joins the service's test time (see `test_clock`), which reads the database.
+    pub async fn new(store: impl Into<Store>, settings: Settings) -> Result<Self, Error> {
         let store = store.into();
         let (clock, manual_clock): (SharedClock, _) = if settings.test_clock {
-            let manual = Arc::new(ManualClock::starting_now());
+            let manual = test_clock::start(&store).await?;
             (manual.clone(), Some(manual))
         } else {
             (Arc::new(SystemClock::default()), None)
         };
-        AppState {
+        Ok(AppState {
             store,
             clock,
             manual_clock,
@@ -63,7 +66,7 @@ impl AppState {
             max_lease_expirations: settings.max_lease_expirations,
             work: Arc::new(watch::channel(0).0),
             shutting_down: Arc::new(watch::channel(false).0),
-        }
+        })
     }
 }
 
@@ -141,18 +144,28 @@ fn router(state: AppState, policy: BrowserPolicy, metrics_here: bool) -> Router 
     app = app.merge(routes::observe::router(&state));
     app = app.merge(console::router());
     app = app.merge(openapi::router());
-    if state.manual_clock.is_some() {
+    let test_clock = state.manual_clock.is_some();
+    if test_clock {
         app = app.route("/api/_test/clock/advance", post(testing::advance_clock));
     }
     if metrics_here {
         app = app.route("/metrics", get(metrics::endpoint));
     }
-    app.fallback(not_found)
+    app = app
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
-        ))
+        ));
+    if test_clock {
+        // Outside authentication, whose token bookkeeping reads the clock too.
+        app = app.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            test_clock::follow,
+        ));
+    }
+    app
         // Outside authentication: a refused browser request never reaches it or a handler.
         .layer(axum::middleware::from_fn_with_state(policy, browser::guard))
         // Around everything above, so refused requests are counted and logged with their id too.

@@ -131,6 +131,36 @@ impl Store {
         }
     }
 
+    /// The test time of the service sharing this database (test-clock mode): `None` on a backend
+    /// with one server per database, whose clock is its own, and on PostgreSQL until a server on
+    /// the test clock has started.
+    pub async fn test_clock(&self) -> Result<Option<Ts>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => s.test_clock().await,
+        }
+    }
+
+    /// Moves the service's test time `micros` past the later of itself and `floor`, and returns
+    /// it once durable; `None` on a backend with one server per database, where the server's own
+    /// clock is the service's. Advances from several servers add up.
+    pub async fn advance_test_clock(&self, floor: Ts, micros: i64) -> Result<Option<Ts>> {
+        match self {
+            Store::Sqlite(_) => Ok(None),
+            Store::Postgres(s) => s.advance_test_clock(floor, micros).await.map(Some),
+        }
+    }
+
+    /// Passes the service's test time to `report` at the start of every write transaction,
+    /// before its commands run (PostgreSQL; nothing on a backend with one server per database).
+    /// For servers on the test clock only: it costs a statement per transaction.
+    pub fn follow_test_clock(&self, report: impl Fn(Ts) + Send + Sync + 'static) {
+        match self {
+            Store::Sqlite(_) => {}
+            Store::Postgres(s) => s.follow_test_clock(report),
+        }
+    }
+
     /// Whether the database answers and carries the schema this binary migrates to.
     pub async fn check_ready(&self) -> Result<()> {
         match self {

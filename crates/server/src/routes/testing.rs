@@ -29,7 +29,8 @@ pub async fn advance_clock(
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(Error::validation("seconds must be a non-negative number").into());
     }
-    let now = clock.advance_micros((seconds * 1_000_000.0) as i64);
+    // On a database shared by several servers this moves the whole service's time.
+    let now = crate::test_clock::advance(&s.store, clock, (seconds * 1_000_000.0) as i64).await?;
     // Recover what the jump expired before answering, so a test sees the effect at once.
     let recovered = crate::sweeper::recover_all(&s, "scheduler_sweep").await?;
     Ok(json(

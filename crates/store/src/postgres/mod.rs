@@ -25,6 +25,7 @@ mod observe;
 mod read;
 mod rows;
 mod schema;
+mod test_clock;
 mod tls;
 mod write;
 mod writer;
@@ -197,6 +198,8 @@ struct Inner {
     readers: Mutex<Vec<Conn>>,
     read_permits: Arc<Semaphore>,
     listener: Mutex<Option<listener::Listener>>,
+    /// Hears the service's test time from the writer (test-clock mode only).
+    test_clock: Arc<test_clock::Follower>,
 }
 
 impl PgStore {
@@ -220,8 +223,10 @@ impl PgStore {
             writer: queue.shared().clone(),
             remote_commits: watch::channel(0).0,
         });
+        let test_clock = Arc::new(test_clock::Follower::default());
         let writer = Writer {
             conn: Some(conn),
+            test_clock: test_clock.clone(),
             opts: opts.clone(),
             queue: writer_queue,
             last_batch: std::time::Instant::now(),
@@ -240,6 +245,7 @@ impl PgStore {
                 wakes,
                 readers: Mutex::new(Vec::new()),
                 listener: Mutex::new(Some(listener)),
+                test_clock,
             }),
         })
     }

@@ -253,7 +253,16 @@ CREATE TABLE obs_run_counts (
 "#
 );
 
-const MIGRATIONS: &[&str] = &[MIGRATION_1];
+/// The service's time in test-clock mode, one row (`test_clock.rs`). Servers on the real clock
+/// never read or write it.
+const MIGRATION_2: &str = r#"
+CREATE TABLE tasklane_test_clock (
+    singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    now_us    BIGINT NOT NULL
+);
+"#;
+
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2];
 
 /// The schema version this binary migrates to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -6,12 +6,14 @@
 //! answer always means "durable". A lost connection fails the batch with `Unavailable` (the
 //! client retries) and the next batch reconnects.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tasklane_core::observe::counters::CounterDeltas;
 use tasklane_core::{Error, Result};
 
 use super::schema::LAST_SEQUENCE_SQL;
+use super::test_clock::Follower;
 use super::{counters, Conn, Db, PgOptions, PgStore, Sequence, CHANNEL, WRITE_LOCK};
 use crate::write_queue::{fail, BoxedCommand, WriterQueue, WriterShared};
 
@@ -19,6 +21,7 @@ pub(crate) struct Writer {
     pub(crate) conn: Option<Conn>,
     pub(crate) opts: PgOptions,
     pub(crate) queue: WriterQueue<PgStore>,
+    pub(crate) test_clock: Arc<Follower>,
     /// When the last batch began.
     pub(crate) last_batch: Instant,
 }
@@ -32,6 +35,7 @@ impl Writer {
         // Ends once every sender is gone and the queue is drained: shutdown loses no command.
         while self.queue.next_batch(&mut batch) {
             let shared = self.queue.shared().clone();
+            let test_clock = self.test_clock.clone();
             let conn = match self.connection() {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -39,7 +43,7 @@ impl Writer {
                     continue;
                 }
             };
-            if let Err(e) = run_batch(conn, &shared, &mut batch) {
+            if let Err(e) = run_batch(conn, &shared, &test_clock, &mut batch) {
                 tracing::warn!(error = %e, "postgres write transaction lost");
                 fail(&mut batch, &e.to_string());
                 if self.conn.as_ref().is_some_and(Conn::is_closed) {
@@ -73,6 +77,7 @@ impl Writer {
 fn run_batch(
     conn: &mut Conn,
     shared: &WriterShared,
+    test_clock: &Follower,
     batch: &mut Vec<BoxedCommand<PgStore>>,
 ) -> Result<()> {
     let mut max_seq: Option<i64> = None;
@@ -85,6 +90,8 @@ fn run_batch(
         let mut sequence = Sequence::Unread(conn.batch_later_int(format!(
             "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); {LAST_SEQUENCE_SQL}"
         ))?);
+        // Test-clock mode only: the service's test time, read under the lock, before any command.
+        test_clock.begin(conn)?;
         for cmd in batch.iter_mut() {
             pending.push_str("SAVEPOINT cmd");
             conn.batch_later(std::mem::take(&mut pending))?;
