@@ -98,6 +98,9 @@ macro_rules! task_columns {
 }
 pub(crate) use task_columns;
 
+/// How many columns [`task_columns!`] names: a query may select more after them.
+pub(crate) const TASK_COLUMNS: usize = 29;
+
 /// 1-based parameter positions of the columns that writes treat specially.
 pub(crate) mod task_param {
     pub const UPDATED_AT: usize = 24;

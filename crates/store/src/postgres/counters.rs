@@ -9,6 +9,7 @@ use tasklane_core::Result;
 use super::rows::column;
 use super::{Conn, Db};
 use crate::counter_deltas::CountedStore;
+use crate::known_rows::KnownRows;
 
 /// The columns of a task's bucket, in [`bucket_from_row`] order. The flags are BIGINT 0/1 in
 /// the table; the comparisons make them booleans.
@@ -39,10 +40,11 @@ impl CountedStore for Db<'_> {
         &mut self.deltas
     }
 
-    fn stored_bucket(&mut self, task_id: &str) -> Result<Option<TaskBucket>> {
-        if let Some(bucket) = self.known.as_ref().and_then(|k| k.bucket(task_id)) {
-            return Ok(Some(bucket));
-        }
+    fn known(&mut self) -> Option<&mut KnownRows> {
+        self.known.as_mut()
+    }
+
+    fn read_bucket(&mut self, task_id: &str) -> Result<Option<TaskBucket>> {
         self.conn
             .query_opt(BUCKET_SQL, &[&task_id])?
             .as_ref()
@@ -50,10 +52,7 @@ impl CountedStore for Db<'_> {
             .transpose()
     }
 
-    fn stored_flags(&mut self, task_id: &str) -> Result<(bool, bool)> {
-        if let Some(flags) = self.known.as_ref().and_then(|k| k.flags(task_id)) {
-            return Ok((flags.has_deps, flags.latest_failed));
-        }
+    fn read_flags(&mut self, task_id: &str) -> Result<(bool, bool)> {
         let row = self.conn.query_opt(
             "SELECT dependency_count > 0, latest_run_failed <> 0 FROM tasks WHERE id = $1",
             &[&task_id],
@@ -76,19 +75,14 @@ impl CountedStore for Db<'_> {
     }
 
     fn bump_dependency_count(&mut self, task_id: &str, delta: i64) -> Result<Option<i64>> {
-        let count = self
-            .conn
+        self.conn
             .query_opt(
                 "UPDATE tasks SET dependency_count = dependency_count + $2 WHERE id = $1 \
                  RETURNING dependency_count",
                 &[&task_id, &delta],
             )?
-            .map(|row| column::<i64>(&row, 0))
-            .transpose()?;
-        if let (Some(known), Some(count)) = (self.known.as_mut(), count) {
-            known.set_has_deps(task_id, count > 0);
-        }
-        Ok(count)
+            .map(|row| column(&row, 0))
+            .transpose()
     }
 
     fn latest_run_failed(&mut self, task_id: &str) -> Result<bool> {
@@ -107,9 +101,6 @@ impl CountedStore for Db<'_> {
             "UPDATE tasks SET latest_run_failed = $2 WHERE id = $1",
             &[&task_id, &i64::from(failed)],
         )?;
-        if let Some(known) = self.known.as_mut() {
-            known.set_latest_failed(task_id, failed);
-        }
         Ok(())
     }
 }

@@ -15,11 +15,11 @@ use tasklane_core::Result;
 use super::rows::{
     agent_session_from_row, column, dependency_columns, dependency_from_row, event_columns,
     event_from_row, idempotency_from_row, map_rows, run_and_claim_caps_from_row, run_columns,
-    run_from_row, task_columns, task_from_row, token_columns, token_from_row, TASK_COLUMNS,
+    run_from_row, task_columns, task_from_row, token_columns, token_from_row,
 };
 use super::Db;
 use crate::known_rows::TaskFlags;
-use crate::rows_common::{dependency_order, like_pattern, run_order, task_order};
+use crate::rows_common::{dependency_order, like_pattern, run_order, task_order, TASK_COLUMNS};
 use crate::sqlite::status_sets::{active_run, finished_run};
 
 /// Ids per query for the `*_of_tasks` lookups. The ids travel as one TEXT[] parameter (so every

@@ -131,9 +131,6 @@ pub(crate) fn task_params(t: &Task) -> Vec<Param<'_>> {
     ]
 }
 
-/// How many columns [`task_columns!`] names: a query may select more after them.
-pub(crate) const TASK_COLUMNS: usize = 29;
-
 pub(crate) fn task_from_row(row: &Row) -> Result<Task> {
     Ok(Task {
         id: get(row, 0)?,

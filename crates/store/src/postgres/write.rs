@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use postgres::types::ToSql;
 use tasklane_core::model::{ApiToken, Dependency, IdempotencyRecord, NewEvent, Run, Task};
-use tasklane_core::store::{ReadStore, WriteStore};
+use tasklane_core::store::WriteStore;
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
@@ -69,23 +69,6 @@ fn with_activity_raise<'p>(
 }
 
 impl Db<'_> {
-    /// The task as stored, for an update to diff against: as this command last read or wrote
-    /// it, else read.
-    fn stored_task(&mut self, id: &str) -> Result<Task> {
-        if let Some(task) = self.known.as_ref().and_then(|k| k.task(id)) {
-            return Ok(task.clone());
-        }
-        self.task(id)?.ok_or_else(|| Error::task_not_found(id))
-    }
-
-    /// The run as stored, as [`Db::stored_task`] finds a task.
-    fn stored_run(&mut self, id: &str) -> Result<Run> {
-        if let Some(run) = self.known.as_ref().and_then(|k| k.run(id)) {
-            return Ok(run.clone());
-        }
-        self.run(id)?.ok_or_else(|| Error::run_not_found(id))
-    }
-
     /// Raises the task's `last_activity_at` to `at` (activity never moves backwards); a row
     /// already at or past it is not written at all.
     fn raise_activity(&mut self, task_id: &str, at: Ts) -> Result<()> {
@@ -119,9 +102,6 @@ impl WriteStore for Db<'_> {
             ));
         }
         self.count_inserted_task(task);
-        if let Some(known) = self.known.as_mut() {
-            known.wrote_task(task, true);
-        }
         Ok(())
     }
 
@@ -139,11 +119,7 @@ impl WriteStore for Db<'_> {
                 .then(|| format!(", last_activity_at = GREATEST(last_activity_at, ${n})"))
         });
         self.conn.execute_later(&sql, &bound)?;
-        self.count_updated_task(&current, task)?;
-        if let Some(known) = self.known.as_mut() {
-            known.wrote_task(task, false);
-        }
-        Ok(())
+        self.count_updated_task(&current, task)
     }
 
     fn delete_task(&mut self, id: &str) -> Result<()> {
@@ -151,9 +127,6 @@ impl WriteStore for Db<'_> {
         self.count_deleted_task(id)?;
         self.conn
             .execute("DELETE FROM tasks WHERE id = $1", &[&id])?;
-        if let Some(known) = self.known.as_mut() {
-            known.forget();
-        }
         Ok(())
     }
 
@@ -173,11 +146,7 @@ impl WriteStore for Db<'_> {
             &at,
         );
         self.conn.execute_later(&sql, &bound)?;
-        self.count_inserted_run(run)?;
-        if let Some(known) = self.known.as_mut() {
-            known.saw_run(run);
-        }
-        Ok(())
+        self.count_inserted_run(run)
     }
 
     fn update_run(&mut self, run: &Run) -> Result<()> {
@@ -192,11 +161,7 @@ impl WriteStore for Db<'_> {
         let (sql, bound) = partial_update("task_runs", &changed, &params, |_, _| None);
         let (sql, bound) = with_activity_raise(&sql, bound, &run.task_id, &at);
         self.conn.execute_later(&sql, &bound)?;
-        self.count_updated_run(&current, run)?;
-        if let Some(known) = self.known.as_mut() {
-            known.saw_run(run);
-        }
-        Ok(())
+        self.count_updated_run(&current, run)
     }
 
     fn set_claim_audience(&mut self, task_id: &str, audience: Option<&str>) -> Result<()> {

@@ -10,6 +10,7 @@ use tasklane_core::Result;
 use super::error::sql_err;
 use super::Db;
 use crate::counter_deltas::CountedStore;
+use crate::known_rows::KnownRows;
 
 /// The columns of a task's bucket, in [`bucket_from_row`] order.
 const BUCKET_COLUMNS: &str = "scope, COALESCE(workspace_id, ''), COALESCE(owner_kind, ''), \
@@ -39,7 +40,11 @@ impl CountedStore for Db<'_> {
         &mut self.deltas
     }
 
-    fn stored_bucket(&mut self, task_id: &str) -> Result<Option<TaskBucket>> {
+    fn known(&mut self) -> Option<&mut KnownRows> {
+        self.known.as_mut()
+    }
+
+    fn read_bucket(&mut self, task_id: &str) -> Result<Option<TaskBucket>> {
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT {BUCKET_COLUMNS} FROM tasks WHERE id = ?1"))
@@ -49,7 +54,7 @@ impl CountedStore for Db<'_> {
             .map_err(sql_err)
     }
 
-    fn stored_flags(&mut self, task_id: &str) -> Result<(bool, bool)> {
+    fn read_flags(&mut self, task_id: &str) -> Result<(bool, bool)> {
         let mut stmt = self
             .conn
             .prepare_cached(

@@ -33,6 +33,7 @@ use tokio::sync::Semaphore;
 
 use self::error::sql_err;
 use self::writer::Writer;
+use crate::known_rows::KnownRows;
 use crate::read_permits::run_read;
 use crate::write_queue::{store_entry_points, Backend, CommandDb, WriteQueue};
 
@@ -93,6 +94,8 @@ pub(crate) struct Db<'c> {
     /// (so that no rolled-back sequence is ever published) and the command's counter changes
     /// from before the item.
     item_start: Option<write::ItemStart>,
+    /// The rows the writer's current command has read or written (`None` on a reader).
+    known: Option<KnownRows>,
 }
 
 impl<'c> Db<'c> {
@@ -103,6 +106,22 @@ impl<'c> Db<'c> {
             deltas: CounterDeltas::default(),
             marks: Vec::new(),
             item_start: None,
+            known: None,
+        }
+    }
+
+    /// The view of one command of the writer.
+    fn for_command(conn: &'c Connection) -> Self {
+        Db {
+            known: Some(KnownRows::default()),
+            ..Db::new(conn)
+        }
+    }
+
+    /// Remembers runs the writer's command read.
+    fn saw_runs(&mut self, runs: &[tasklane_core::model::Run]) {
+        if let Some(known) = self.known.as_mut() {
+            runs.iter().for_each(|run| known.saw_run(run));
         }
     }
 }

@@ -19,7 +19,8 @@ use super::rows::{
 };
 use super::status_sets::{active_run, finished_run};
 use super::Db;
-use crate::rows_common::{dependency_order, like_pattern, run_order, task_order};
+use crate::known_rows::TaskFlags;
+use crate::rows_common::{dependency_order, like_pattern, run_order, task_order, TASK_COLUMNS};
 
 /// Ids per query for the `*_of_tasks` lookups. The ids travel as one JSON array parameter (so
 /// every chunk reuses one cached statement whatever its length); chunking only bounds the size of
@@ -148,8 +149,41 @@ pub(crate) fn with_task_list_query<R>(
     run(&sql, &params)
 }
 
+impl Db<'_> {
+    /// `task` in the writer: also reads the task's flags, and remembers both for the command.
+    fn task_with_flags(&mut self, id: &str) -> Result<Option<Task>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(concat!(
+                "SELECT ",
+                task_columns!(),
+                ", dependency_count > 0, latest_run_failed FROM tasks WHERE id = ?1"
+            ))
+            .map_err(sql_err)?;
+        let found = first(&mut stmt, [id], |row| {
+            let flags = TaskFlags {
+                has_deps: row.get(TASK_COLUMNS).map_err(sql_err)?,
+                latest_failed: row.get(TASK_COLUMNS + 1).map_err(sql_err)?,
+            };
+            Ok((task_from_row(row)?, flags))
+        })?;
+        drop(stmt);
+        let Some((mut task, flags)) = found else {
+            return Ok(None);
+        };
+        if let Some(known) = self.known.as_mut() {
+            known.saw_task(&task, flags);
+        }
+        self.overlay_marks(&mut task);
+        Ok(Some(task))
+    }
+}
+
 impl ReadStore for Db<'_> {
     fn task(&mut self, id: &str) -> Result<Option<Task>> {
+        if self.known.is_some() {
+            return self.task_with_flags(id);
+        }
         let mut stmt = self
             .conn
             .prepare_cached(concat!(
@@ -239,7 +273,9 @@ impl ReadStore for Db<'_> {
                 " FROM task_runs WHERE id = ?1"
             ))
             .map_err(sql_err)?;
-        first(&mut stmt, [id], run_from_row)
+        let run = first(&mut stmt, [id], run_from_row)?;
+        self.saw_runs(run.as_slice());
+        Ok(run)
     }
 
     fn runs_of_task(&mut self, task_id: &str) -> Result<Vec<Run>> {
@@ -265,7 +301,7 @@ impl ReadStore for Db<'_> {
                 " ORDER BY queued_at DESC, id DESC LIMIT ?4"
             ))
             .map_err(sql_err)?;
-        collect(
+        let runs = collect(
             &mut stmt,
             rusqlite::params![
                 task_id,
@@ -276,7 +312,10 @@ impl ReadStore for Db<'_> {
                 after_id
             ],
             run_from_row,
-        )
+        )?;
+        drop(stmt);
+        self.saw_runs(&runs);
+        Ok(runs)
     }
 
     fn open_runs_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Run>> {
@@ -464,6 +503,8 @@ impl ReadStore for Db<'_> {
                 )?;
             }
         }
+        drop((same_priority, higher_priority));
+        self.saw_runs(&heads);
         Ok(heads)
     }
 

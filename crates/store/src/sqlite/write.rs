@@ -1,7 +1,7 @@
 //! `WriteStore` on the writer's connection, always inside the current command's SAVEPOINT.
 
 use tasklane_core::model::{ApiToken, Dependency, IdempotencyRecord, NewEvent, Run, Task};
-use tasklane_core::store::{ReadStore, WriteStore};
+use tasklane_core::store::WriteStore;
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
@@ -117,9 +117,7 @@ impl WriteStore for Db<'_> {
         // Only the columns that changed are written: SQLite maintains every index (and partial
         // index) that mentions a column of the SET list, whether or not its value changed, and
         // tasks carry many indexes. The row is read first; that costs far less.
-        let current = self
-            .task(&task.id)?
-            .ok_or_else(|| Error::task_not_found(&task.id))?;
+        let current = self.stored_task(&task.id)?;
         let changed = changed_task_columns(&current, task);
         if changed.is_empty() {
             return Ok(());
@@ -173,9 +171,7 @@ impl WriteStore for Db<'_> {
         // As for tasks, only the changed columns are written: a SET list naming every column
         // makes SQLite rewrite every index of task_runs and re-check its foreign key on each
         // claim, heartbeat and completion.
-        let current = self
-            .run(&run.id)?
-            .ok_or_else(|| Error::run_not_found(&run.id))?;
+        let current = self.stored_run(&run.id)?;
         let changed = changed_run_columns(&current, run);
         if !changed.is_empty() {
             let mut sql = String::from("UPDATE task_runs SET ");
@@ -424,6 +420,9 @@ impl WriteStore for Db<'_> {
         } else {
             self.appended = start.appended;
             self.marks.clear();
+            if let Some(known) = self.known.as_mut() {
+                known.forget();
+            }
             self.exec_cached("ROLLBACK TO item")?;
             self.exec_cached("RELEASE item")
         }

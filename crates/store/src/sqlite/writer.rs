@@ -101,7 +101,7 @@ impl Writer {
                 continue;
             }
 
-            let mut db = Db::new(&self.conn);
+            let mut db = Db::for_command(&self.conn);
             let ok = cmd.run(&mut db);
             let appended = db.appended;
             let cmd_deltas = std::mem::take(&mut db.deltas);
