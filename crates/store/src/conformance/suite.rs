@@ -140,35 +140,44 @@ async fn records_round_trip(store: Store) {
     assert_eq!(store.read(|r| r.task("nope")).await.unwrap(), None);
 }
 
-async fn group_commit_rolls_back_failing_and_panicking_commands_alone(store: Store) {
-    let (release, blocker) = hold_writer(&store).await;
-    let commits_before = store.commits();
-
+/// Runs `write` on a task for each of `ids` (the i-th at time `10 + i`), every write queued
+/// behind a held writer so that all of them commit in one batch; their results, in order.
+async fn write_each_in_one_batch<R: Send + 'static>(
+    store: &Store,
+    ids: &[&str],
+    write: fn(Task, &mut dyn WriteStore) -> Result<R>,
+) -> Vec<Result<R>> {
+    let (release, blocker) = hold_writer(store).await;
     let mut handles = Vec::new();
-    for (i, id) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+    for (i, id) in ids.iter().enumerate() {
         let s = store.clone();
         let t = task(id, 10 + i as i64);
-        handles.push(tokio::spawn(async move {
-            s.write(move |w| {
-                w.insert_task(&t)?;
-                w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
-                match t.id.as_str() {
-                    "b" => Err(Error::conflict("nope", "b fails")),
-                    "d" => panic!("d panics"),
-                    _ => Ok(t.id.clone()),
-                }
-            })
-            .await
-        }));
-        wait_queued(&store, i + 1).await;
+        handles.push(tokio::spawn(
+            async move { s.write(move |w| write(t, w)).await },
+        ));
+        wait_queued(store, i + 1).await;
     }
     release.send(()).unwrap();
     blocker.await.unwrap().unwrap();
-
     let mut results = Vec::new();
     for h in handles {
         results.push(h.await.unwrap());
     }
+    results
+}
+
+async fn group_commit_rolls_back_failing_and_panicking_commands_alone(store: Store) {
+    let commits_before = store.commits();
+    let results = write_each_in_one_batch(&store, &["a", "b", "c", "d", "e"], |t, w| {
+        w.insert_task(&t)?;
+        w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
+        match t.id.as_str() {
+            "b" => Err(Error::conflict("nope", "b fails")),
+            "d" => panic!("d panics"),
+            _ => Ok(t.id.clone()),
+        }
+    })
+    .await;
     assert_eq!(results[0].as_ref().unwrap(), "a");
     assert!(matches!(
         &results[1],
@@ -210,34 +219,18 @@ async fn a_write_failing_in_the_database_fails_its_command_alone(store: Store) {
         vec![(task("t", 1), run("run-taken", "t", RunStatus::Completed, 2))],
     )
     .await;
-    let (release, blocker) = hold_writer(&store).await;
-    let mut handles = Vec::new();
-    for (i, id) in ["a", "then-read", "b", "last", "c"].into_iter().enumerate() {
-        let s = store.clone();
-        let t = task(id, 10 + i as i64);
-        handles.push(tokio::spawn(async move {
-            s.write(move |w| {
-                w.insert_task(&t)?;
-                w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
-                if matches!(t.id.as_str(), "then-read" | "last") {
-                    w.insert_run(&run("run-taken", &t.id, RunStatus::Queued, 30))?;
-                }
-                if t.id == "then-read" {
-                    w.task("t")?;
-                }
-                Ok(())
-            })
-            .await
-        }));
-        wait_queued(&store, i + 1).await;
-    }
-    release.send(()).unwrap();
-    blocker.await.unwrap().unwrap();
-
-    let mut results = Vec::new();
-    for h in handles {
-        results.push(h.await.unwrap());
-    }
+    let results = write_each_in_one_batch(&store, &["a", "then-read", "b", "last", "c"], |t, w| {
+        w.insert_task(&t)?;
+        w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
+        if matches!(t.id.as_str(), "then-read" | "last") {
+            w.insert_run(&run("run-taken", &t.id, RunStatus::Queued, 30))?;
+        }
+        if t.id == "then-read" {
+            w.task("t")?;
+        }
+        Ok(())
+    })
+    .await;
     for (i, result) in results.iter().enumerate() {
         match i {
             1 | 3 => match result {
