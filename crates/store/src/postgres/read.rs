@@ -44,26 +44,24 @@ macro_rules! ascii_lower {
 }
 pub(crate) use ascii_lower;
 
-/// The oldest queued run, with its `claim_caps`, of the next claim class of audience $1 at
-/// priority $2 after capability class $3: one seek of `task_runs_claim_class`.
-pub(super) const NEXT_CLASS_OF_PRIORITY_SQL: &str = concat!(
-    "SELECT ",
-    run_columns!(),
-    ", claim_caps FROM task_runs \
-     WHERE claim_audience = $1 AND claim_audience IS NOT NULL AND status = 'queued' \
-     AND priority_rank = $2 AND claim_caps > $3 \
-     ORDER BY claim_caps, queued_at, id LIMIT 1"
-);
-
-/// The oldest queued run, with its `claim_caps`, of the first claim class of audience $1 above
-/// priority $2: one seek of `task_runs_claim_class`.
-pub(super) const FIRST_CLASS_ABOVE_PRIORITY_SQL: &str = concat!(
-    "SELECT ",
+/// The oldest queued run, with its `claim_caps`, of each claim class of audience $1 at priority
+/// rank above $2, in class order: a skip-scan of `task_runs_claim_class` in one statement. Each
+/// step of the recursion is one seek, to the first run after the previous class, which is the
+/// oldest run of the next class because the index continues with (queued_at, id).
+pub(super) const CLAIM_CLASS_HEADS_SQL: &str = concat!(
+    "WITH RECURSIVE heads AS ((SELECT ",
     run_columns!(),
     ", claim_caps FROM task_runs \
      WHERE claim_audience = $1 AND claim_audience IS NOT NULL AND status = 'queued' \
      AND priority_rank > $2 \
-     ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1"
+     ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1) \
+     UNION ALL SELECT next.* FROM heads CROSS JOIN LATERAL (SELECT ",
+    run_columns!(),
+    ", claim_caps FROM task_runs \
+     WHERE claim_audience = $1 AND claim_audience IS NOT NULL AND status = 'queued' \
+     AND (priority_rank, claim_caps) > (heads.priority_rank, heads.claim_caps) \
+     ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1) next) \
+     SELECT * FROM heads"
 );
 
 /// Unique ids, in first-seen order, in chunks of at most [`ID_CHUNK`] ids (bind a chunk as a
@@ -184,23 +182,6 @@ impl Db<'_> {
             runs.iter().for_each(|run| known.saw_run(run));
         }
         Ok(runs)
-    }
-
-    fn claim_class_head(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<(Run, String)>> {
-        let head = self
-            .conn
-            .query_opt(sql, params)?
-            .as_ref()
-            .map(run_and_claim_caps_from_row)
-            .transpose()?;
-        if let (Some(known), Some((run, _))) = (self.known.as_mut(), &head) {
-            known.saw_run(run);
-        }
-        Ok(head)
     }
 }
 
@@ -476,22 +457,16 @@ impl ReadStore for Db<'_> {
     }
 
     fn claim_class_heads(&mut self, audience: &str, min_priority: Priority) -> Result<Vec<Run>> {
-        // A skip-scan of the claim index: each seek lands on the first run after the previous
-        // class, which is the oldest run of the next class because the index continues with
-        // (queued_at, id). One seek per class, plus one per priority band and a last one.
-        let mut heads = Vec::new();
-        let mut next = self.claim_class_head(
-            FIRST_CLASS_ABOVE_PRIORITY_SQL,
+        // One round trip, however many classes there are (see `CLAIM_CLASS_HEADS_SQL`).
+        let rows = self.conn.query(
+            CLAIM_CLASS_HEADS_SQL,
             &[&audience, &(min_priority.rank() - 1)],
         )?;
-        while let Some((head, caps)) = next {
-            let rank = head.priority.rank();
-            heads.push(head);
-            next = self.claim_class_head(NEXT_CLASS_OF_PRIORITY_SQL, &[&audience, &rank, &caps])?;
-            if next.is_none() {
-                next =
-                    self.claim_class_head(FIRST_CLASS_ABOVE_PRIORITY_SQL, &[&audience, &rank])?;
-            }
+        let heads = map_rows(rows, |row| {
+            run_and_claim_caps_from_row(row).map(|(run, _)| run)
+        })?;
+        if let Some(known) = self.known.as_mut() {
+            heads.iter().for_each(|run| known.saw_run(run));
         }
         Ok(heads)
     }
