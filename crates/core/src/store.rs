@@ -87,6 +87,22 @@ pub trait ReadStore {
     fn dependencies_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Dependency>>;
     /// Ids of the tasks that depend on `task_id`.
     fn dependents_of(&mut self, task_id: &str) -> Result<Vec<String>>;
+    /// What reconciling a task reads about it, asked together so that a backend with a network
+    /// between it and its data can fetch it all in one round trip.
+    fn neighbourhood(&mut self, task_id: &str) -> Result<Neighbourhood> {
+        Ok(Neighbourhood {
+            runs: self.runs_of_task(task_id)?,
+            dependencies: self.dependencies_of(task_id)?,
+            dependents: self.dependents_of(task_id)?,
+        })
+    }
+    /// `task` and `neighbourhood`, together (`None` when there is no such task).
+    fn task_with_neighbourhood(&mut self, id: &str) -> Result<Option<(Task, Neighbourhood)>> {
+        let Some(task) = self.task(id)? else {
+            return Ok(None);
+        };
+        Ok(Some((task, self.neighbourhood(id)?)))
+    }
 
     /// Events of one task after `after_sequence`, at most `limit` (None = all).
     fn events_of_task(
@@ -106,12 +122,16 @@ pub trait ReadStore {
         token: Option<&str>,
     ) -> Result<Option<AgentSessionRecord>>;
 
-    /// The oldest queued run (`queued_at`, then id) of each claim class of `audience` at
-    /// `min_priority` or above, in no particular order. A claim class is the runs of one
+    /// The oldest queued run (`queued_at`, then id) of each claim class of each of `audiences`
+    /// at `min_priority` or above, in no particular order. A claim class is the runs of one
     /// (priority, set of required capabilities, set of preferred capabilities) among the queued
-    /// runs whose `claim_audience` is `audience`. Costs one index seek per class, however many
+    /// runs whose `claim_audience` is one audience. Costs one index seek per class, however many
     /// runs are queued.
-    fn claim_class_heads(&mut self, audience: &str, min_priority: Priority) -> Result<Vec<Run>>;
+    fn claim_class_heads(
+        &mut self,
+        audiences: &[String],
+        min_priority: Priority,
+    ) -> Result<Vec<Run>>;
     /// Claimed, starting and running runs bound to the session.
     fn active_runs_of_session(&mut self, session_id: &str, token: Option<&str>)
         -> Result<Vec<Run>>;
@@ -124,6 +144,15 @@ pub trait ReadStore {
     fn api_tokens(&mut self) -> Result<Vec<ApiToken>>;
     /// The API token with this hash, unless revoked.
     fn api_token(&mut self, token_hash: &str) -> Result<Option<ApiToken>>;
+}
+
+/// A task's runs (`runs_of_task`), its dependencies (`dependencies_of`) and the ids of its
+/// dependents (`dependents_of`), read at one point of a transaction.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Neighbourhood {
+    pub runs: Vec<Run>,
+    pub dependencies: Vec<Dependency>,
+    pub dependents: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

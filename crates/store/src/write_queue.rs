@@ -46,6 +46,9 @@ pub(crate) trait Command<B: Backend>: Send {
     /// Answers the caller. `batch_failure` is set when the batch's transaction was lost, which
     /// undoes this command too, whatever it returned.
     fn reply(self: Box<Self>, batch_failure: Option<&str>);
+    /// Its savepoint was rolled back after it returned (a write it deferred failed when the
+    /// batch committed): it answers `err` instead.
+    fn undo(&mut self, err: Error);
     /// The request bytes the command holds while it waits (see `SqliteStore::write_sized`).
     fn bytes(&self) -> usize;
 }
@@ -115,6 +118,10 @@ where
         };
         // The caller may have gone away (request canceled); its write still stands.
         let _ = self.tx.send(result);
+    }
+
+    fn undo(&mut self, err: Error) {
+        self.result = Some(Err(err));
     }
 
     fn bytes(&self) -> usize {

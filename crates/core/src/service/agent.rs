@@ -12,6 +12,7 @@ use crate::claim_audience;
 use crate::error::{Error, Result};
 use crate::input::{ClaimNextInput, CompleteInput, FailInput, HeartbeatInput, ReleaseInput};
 use crate::model::{Caller, Priority, Ref, Run, RunStatus, Task};
+use crate::store::Neighbourhood;
 use crate::time::Ts;
 use crate::validate::{self, non_empty, RESULT_LIMIT};
 use crate::views::{Claim, LeaseSummary};
@@ -132,7 +133,7 @@ pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> 
     let Some(mut run) = best_candidate(op, req, &session, min_priority)? else {
         return Ok(None);
     };
-    let mut task = op.load_task(&run.task_id)?;
+    let (mut task, around) = op.load_task_around(&run.task_id)?;
     let hash = new_claim_token_hash();
     run.status = RunStatus::Claimed;
     run.claimed_by = Some(op.caller.actor.clone());
@@ -147,8 +148,7 @@ pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> 
     run.error = None;
     run.result = None;
     run.claim_idempotency_key = req.idempotency_key.clone();
-    op.store.update_run(&run)?;
-    op.reconcile(&mut task)?;
+    op.save_run(&mut task, around, &run)?;
     let payload = Payload::new()
         .set("status", run.status.as_str())
         .set("task_status", task.status.as_str())
@@ -178,14 +178,12 @@ fn best_candidate(
         op.caller.agent_name.as_deref(),
     );
     let mut best: Option<(ClaimRank, Run)> = None;
-    for audience in &audiences {
-        for head in op.store.claim_class_heads(audience, min_priority)? {
-            let Some(rank) = ClaimRank::of(&head, &req.offered) else {
-                continue;
-            };
-            if best.as_ref().is_none_or(|(b, _)| rank > *b) {
-                best = Some((rank, head));
-            }
+    for head in op.store.claim_class_heads(&audiences, min_priority)? {
+        let Some(rank) = ClaimRank::of(&head, &req.offered) else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(b, _)| rank > *b) {
+            best = Some((rank, head));
         }
     }
     Ok(best.map(|(_, run)| run))
@@ -255,9 +253,13 @@ fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
     let token = op.caller.session_token();
     op.touch_session()?;
     let now = op.now;
-    let live: Vec<Run> = op
-        .store
-        .active_runs_of_session(&session, token)?
+    let active = op.store.active_runs_of_session(&session, token)?;
+    // The run itself is usually among the session's active runs, read in this transaction.
+    let run = match active.iter().find(|r| r.id == run_id) {
+        Some(run) => Some(run.clone()),
+        None => op.store.run(run_id)?,
+    };
+    let live: Vec<Run> = active
         .into_iter()
         .filter(|r| r.claim_token_hash.is_some() && lease_live(r, now))
         .collect();
@@ -267,7 +269,7 @@ fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
             format!("session {session} holds more than one active lease"),
         ));
     }
-    match op.store.run(run_id)? {
+    match run {
         Some(run)
             if run.session_id.as_deref() == Some(session.as_str())
                 && run.session_token.as_deref() == token
@@ -334,12 +336,12 @@ pub fn complete(op: &mut Op<'_>, run_id: &str, input: &CompleteInput) -> Result<
         validate::check_json(result, RESULT_LIMIT, "result")?;
     }
     let mut run = resolve_lease(op, run_id)?;
-    let mut task = op.load_task(&run.task_id)?;
+    let (mut task, around) = op.load_task_around(&run.task_id)?;
     end_lease(&mut run, RunStatus::Completed, op.now);
     run.result = input.result.clone();
     run.error = None;
     let extra = hash_payload(&run);
-    finish_completion(op, &mut run, &mut task, extra)?;
+    finish_completion(op, &mut run, &mut task, around, extra)?;
     Ok(LeaseSummary::from(&run))
 }
 
@@ -351,19 +353,31 @@ pub fn fail(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<LeaseSum
         validate::check_json(m, RESULT_LIMIT, "metadata")?;
     }
     let mut run = resolve_lease(op, run_id)?;
-    let mut task = op.load_task(&run.task_id)?;
+    let (mut task, around) = op.load_task_around(&run.task_id)?;
     end_lease(&mut run, RunStatus::Failed, op.now);
     run.error = Some(error);
     run.result = None;
     let extra = hash_payload(&run);
-    finish_failure(op, &mut run, &mut task, input.metadata.clone(), extra)?;
+    finish_failure(
+        op,
+        &mut run,
+        &mut task,
+        around,
+        input.metadata.clone(),
+        extra,
+    )?;
     Ok(LeaseSummary::from(&run))
 }
 
 /// Puts a run back in the queue, same attempt and same queue position, with every trace of the
 /// claim cleared so the old holder's hash can never match again. Returns the payload fields that
 /// the release and expiry events share.
-fn requeue(op: &mut Op<'_>, run: &mut Run, task: &mut Task) -> Result<Payload> {
+fn requeue(
+    op: &mut Op<'_>,
+    run: &mut Run,
+    task: &mut Task,
+    around: Neighbourhood,
+) -> Result<Payload> {
     let previous_status = run.status;
     let previous_session = run.session_id.take();
     run.session_token = None;
@@ -378,8 +392,7 @@ fn requeue(op: &mut Op<'_>, run: &mut Run, task: &mut Task) -> Result<Payload> {
     run.error = None;
     run.result = None;
     run.claim_idempotency_key = None;
-    op.store.update_run(run)?;
-    op.reconcile(task)?;
+    op.save_run(task, around, run)?;
     op.work_available = true;
     Ok(Payload::new()
         .set("previous_status", previous_status.as_str())
@@ -391,8 +404,8 @@ fn requeue(op: &mut Op<'_>, run: &mut Run, task: &mut Task) -> Result<Payload> {
 /// `POST /api/agent/tasks/{run_id}/release`: back to queued.
 pub fn release(op: &mut Op<'_>, run_id: &str, input: &ReleaseInput) -> Result<LeaseSummary> {
     let mut run = resolve_lease(op, run_id)?;
-    let mut task = op.load_task(&run.task_id)?;
-    let payload = requeue(op, &mut run, &mut task)?
+    let (mut task, around) = op.load_task_around(&run.task_id)?;
+    let payload = requeue(op, &mut run, &mut task, around)?
         .opt("reason", non_empty(input.reason.as_deref()))
         .build();
     op.record(&mut task, Some(&run.id), "task.run_released", payload)?;
@@ -437,7 +450,7 @@ pub fn recover_expired_leases(
     let expired = op.store.expired_leases(op.now, limit)?;
     let mut recovered = Recovered::default();
     for mut run in expired {
-        let mut task = op.load_task(&run.task_id)?;
+        let (mut task, around) = op.load_task_around(&run.task_id)?;
         let previous_hash = run.claim_token_hash.clone();
         let previous_until = run.lease_until;
         run.lease_expirations += 1;
@@ -446,11 +459,11 @@ pub fn recover_expired_leases(
             run.error = Some(format!("lease expired {} times", run.lease_expirations));
             run.result = None;
             let extra = hash_payload(&run).set("reason", "lease_expired");
-            finish_failure(op, &mut run, &mut task, None, extra)?;
+            finish_failure(op, &mut run, &mut task, around, None, extra)?;
             recovered.failed += 1;
             continue;
         }
-        let payload = requeue(op, &mut run, &mut task)?
+        let payload = requeue(op, &mut run, &mut task, around)?
             .set("reason", reason)
             .json("lease_until", previous_until)
             .opt("previous_claim_token_hash", previous_hash)

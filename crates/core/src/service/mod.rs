@@ -23,8 +23,8 @@ use crate::claim_audience;
 use crate::derive::{self, DeriveInput};
 use crate::error::{Error, Result};
 use crate::ids;
-use crate::model::{Caller, NewEvent, Run, Task, TaskStatus};
-use crate::store::WriteStore;
+use crate::model::{Caller, Dependency, NewEvent, Run, Task, TaskStatus};
+use crate::store::{Neighbourhood, WriteStore};
 use crate::time::Ts;
 use crate::views::{RunPayload, TaskPayload};
 
@@ -77,6 +77,42 @@ impl<'a> Op<'a> {
             .ok_or_else(|| Error::task_not_found(id))
     }
 
+    /// The task with its neighbourhood, read together (one round trip on PostgreSQL), for an
+    /// operation that writes one of the task's runs next and reconciles it ([`Op::save_run`]).
+    pub(crate) fn load_task_around(&mut self, id: &str) -> Result<(Task, Neighbourhood)> {
+        self.store
+            .task_with_neighbourhood(id)?
+            .ok_or_else(|| Error::task_not_found(id))
+    }
+
+    /// Writes `run` and reconciles its task from `around`, as [`Op::load_task_around`] read
+    /// them with nothing written to the task's runs or dependencies since, with `run` as
+    /// written: what reading them again would return, without the read.
+    pub(crate) fn save_run(
+        &mut self,
+        task: &mut Task,
+        mut around: Neighbourhood,
+        run: &Run,
+    ) -> Result<Option<Vec<String>>> {
+        self.store.update_run(run)?;
+        match around.runs.iter_mut().find(|r| r.id == run.id) {
+            // `update_run` writes every column but the audience, which `run` may hold stale.
+            Some(slot) => {
+                *slot = Run {
+                    claim_audience: slot.claim_audience.take(),
+                    ..run.clone()
+                }
+            }
+            None => around = self.store.neighbourhood(&task.id)?,
+        }
+        #[cfg(debug_assertions)]
+        {
+            let read = self.store.neighbourhood(&task.id)?;
+            debug_assert_eq!(read, around, "a neighbourhood kept across a run write");
+        }
+        self.reconcile_from(task, around)
+    }
+
     pub(crate) fn load_run(&mut self, id: &str) -> Result<Run> {
         self.store.run(id)?.ok_or_else(|| Error::run_not_found(id))
     }
@@ -108,6 +144,11 @@ impl<'a> Op<'a> {
     /// True when some blocker of the task is not completed.
     pub(crate) fn dependencies_open(&mut self, task_id: &str) -> Result<bool> {
         let deps = self.store.dependencies_of(task_id)?;
+        self.blockers_open(deps)
+    }
+
+    /// True when one of `deps` (a task's edges) leads to a blocker that is not completed.
+    fn blockers_open(&mut self, deps: Vec<Dependency>) -> Result<bool> {
         if deps.is_empty() {
             return Ok(false);
         }
@@ -118,14 +159,27 @@ impl<'a> Op<'a> {
 
     /// Brings the task's stored status (and `current_run_id`, `closed_at`) in line with its
     /// derived status and writes it. If the status changed, every task that depends on it is
-    /// reconciled too, recursively, each at most once; dependents get no event.
-    pub(crate) fn reconcile(&mut self, task: &mut Task) -> Result<()> {
+    /// reconciled too, recursively, each at most once; dependents get no event. Returns the ids
+    /// of the task's dependents when its status changed, so a caller that visits them next need
+    /// not read them again.
+    pub(crate) fn reconcile(&mut self, task: &mut Task) -> Result<Option<Vec<String>>> {
+        let around = self.store.neighbourhood(&task.id)?;
+        self.reconcile_from(task, around)
+    }
+
+    /// [`Op::reconcile`] with the task's neighbourhood as it stands now, already read.
+    fn reconcile_from(
+        &mut self,
+        task: &mut Task,
+        around: Neighbourhood,
+    ) -> Result<Option<Vec<String>>> {
         let mut visited = HashSet::new();
         visited.insert(task.id.clone());
-        if self.reconcile_one(task, true)? {
-            self.reconcile_dependents(&task.id.clone(), &mut visited)?;
-        }
-        Ok(())
+        let Some(dependents) = self.reconcile_one(task, around, true)? else {
+            return Ok(None);
+        };
+        self.reconcile_all(dependents.clone(), &mut visited)?;
+        Ok(Some(dependents))
     }
 
     /// Reconciles the tasks that depend on `task_id` (used after a task changed or disappeared).
@@ -134,27 +188,47 @@ impl<'a> Op<'a> {
         task_id: &str,
         visited: &mut HashSet<String>,
     ) -> Result<()> {
-        let mut pending: Vec<String> = self.store.dependents_of(task_id)?;
+        let dependents = self.store.dependents_of(task_id)?;
+        self.reconcile_all(dependents, visited)
+    }
+
+    /// Reconciles each of `pending` and, recursively, the dependents of those whose status
+    /// changed.
+    fn reconcile_all(
+        &mut self,
+        mut pending: Vec<String>,
+        visited: &mut HashSet<String>,
+    ) -> Result<()> {
         while let Some(id) = pending.pop() {
             if !visited.insert(id.clone()) {
                 continue;
             }
-            let Some(mut dependent) = self.store.task(&id)? else {
+            let Some((mut dependent, around)) = self.store.task_with_neighbourhood(&id)? else {
                 continue;
             };
-            if self.reconcile_one(&mut dependent, false)? {
-                pending.extend(self.store.dependents_of(&id)?);
+            if let Some(dependents) = self.reconcile_one(&mut dependent, around, false)? {
+                pending.extend(dependents);
             }
         }
         Ok(())
     }
 
-    /// Derives one task and writes it if anything changed (or always, when the caller has already
-    /// changed other fields); returns whether its status changed.
-    fn reconcile_one(&mut self, task: &mut Task, always_write: bool) -> Result<bool> {
+    /// Derives one task from its neighbourhood as it stands now and writes it if anything
+    /// changed (or always, when the caller has already changed other fields); returns the ids of
+    /// its dependents if its status changed.
+    fn reconcile_one(
+        &mut self,
+        task: &mut Task,
+        around: Neighbourhood,
+        always_write: bool,
+    ) -> Result<Option<Vec<String>>> {
         let before = (task.status, task.closed_at, task.current_run_id.clone());
-        let runs = self.store.runs_of_task(&task.id)?;
-        let dependencies_open = self.dependencies_open(&task.id)?;
+        let Neighbourhood {
+            runs,
+            dependencies,
+            dependents,
+        } = around;
+        let dependencies_open = self.blockers_open(dependencies)?;
         let derived = derive::derive_status(&DeriveInput {
             stored: task.status,
             approval_policy: task.approval_policy,
@@ -193,7 +267,7 @@ impl<'a> Op<'a> {
             self.store
                 .set_claim_audience(&task.id, audience.as_deref())?;
         }
-        Ok(changed)
+        Ok(changed.then_some(dependents))
     }
 }
 

@@ -14,6 +14,7 @@ use crate::input::{
 };
 use crate::model::{IdempotencyRecord, OwnerKind, Run, RunStatus, Scope, Task, TaskStatus};
 use crate::policy::{self, Operation};
+use crate::store::Neighbourhood;
 use crate::time::ZERO_TIME;
 use crate::validate::{self, non_empty, RESULT_LIMIT};
 use crate::views::RunPayload;
@@ -340,37 +341,43 @@ pub fn complete_run(op: &mut Op<'_>, run_id: &str, input: &CompleteInput) -> Res
     if run.status != RunStatus::Running {
         return Err(cannot(&run, RunStatus::Completed));
     }
-    let mut task = op.load_task(&run.task_id)?;
+    let (mut task, around) = op.load_task_around(&run.task_id)?;
     end_run(&mut run, RunStatus::Completed, op.now);
     run.result = input.result.clone();
     run.error = None;
-    finish_completion(op, &mut run, &mut task, Payload::new())?;
+    finish_completion(op, &mut run, &mut task, around, Payload::new())?;
     Ok(RunPayload::from(&run))
 }
 
-/// Saves a completed run, records `task.run_completed` (with `extra` payload fields) and
-/// auto-enqueues the dependents that became ready. Shared by the operator and agent paths.
+/// Saves a completed run (of `task`, loaded `around` it), records `task.run_completed` (with
+/// `extra` payload fields) and auto-enqueues the dependents that became ready. Shared by the
+/// operator and agent paths.
 pub(crate) fn finish_completion(
     op: &mut Op<'_>,
     run: &mut Run,
     task: &mut Task,
+    around: Neighbourhood,
     extra: Payload,
 ) -> Result<()> {
-    op.store.update_run(run)?;
-    op.reconcile(task)?;
+    let dependents = op.save_run(task, around, run)?;
     let payload = extra
         .set("status", run.status.as_str())
         .set("task_status", task.status.as_str())
         .opt("result", run.result.clone())
         .build();
     op.record(task, Some(&run.id), "task.run_completed", payload)?;
-    auto_enqueue_dependents(op, &task.id, &run.id)
+    let dependents = match dependents {
+        Some(ids) => ids,
+        None => op.store.dependents_of(&task.id)?,
+    };
+    auto_enqueue_dependents(op, dependents, &run.id)
 }
 
-/// Enqueues a run of each dependent that asked for it and is now ready. The idempotency key
-/// `task.auto_enqueue.<dependent>.<completed run>` makes this happen once per dependent and blocker run.
-fn auto_enqueue_dependents(op: &mut Op<'_>, task_id: &str, run_id: &str) -> Result<()> {
-    for dependent_id in op.store.dependents_of(task_id)? {
+/// Enqueues a run of each of `dependents` (of the task whose run `run_id` completed) that asked
+/// for it and is now ready. The idempotency key `task.auto_enqueue.<dependent>.<completed run>`
+/// makes this happen once per dependent and blocker run.
+fn auto_enqueue_dependents(op: &mut Op<'_>, dependents: Vec<String>, run_id: &str) -> Result<()> {
+    for dependent_id in dependents {
         let Some(mut dependent) = op.store.task(&dependent_id)? else {
             continue;
         };
@@ -417,7 +424,7 @@ pub fn fail_run(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<RunP
     if !matches!(run.status, RunStatus::Starting | RunStatus::Running) {
         return Err(cannot(&run, RunStatus::Failed));
     }
-    let mut task = op.load_task(&run.task_id)?;
+    let (mut task, around) = op.load_task_around(&run.task_id)?;
     end_run(&mut run, RunStatus::Failed, op.now);
     run.error = Some(error);
     run.result = None;
@@ -425,22 +432,24 @@ pub fn fail_run(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<RunP
         op,
         &mut run,
         &mut task,
+        around,
         input.metadata.clone(),
         Payload::new(),
     )?;
     Ok(RunPayload::from(&run))
 }
 
-/// Saves a failed run and records `task.run_failed`. Shared by the operator and agent paths.
+/// Saves a failed run (of `task`, loaded `around` it) and records `task.run_failed`. Shared by
+/// the operator and agent paths.
 pub(crate) fn finish_failure(
     op: &mut Op<'_>,
     run: &mut Run,
     task: &mut Task,
+    around: Neighbourhood,
     metadata: Option<Value>,
     extra: Payload,
 ) -> Result<()> {
-    op.store.update_run(run)?;
-    op.reconcile(task)?;
+    op.save_run(task, around, run)?;
     let payload = extra
         .set("status", run.status.as_str())
         .set("task_status", task.status.as_str())

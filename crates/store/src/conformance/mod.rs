@@ -348,12 +348,12 @@ pub(crate) async fn insert_runs(store: &impl AnyStore, rows: Vec<(Task, Run)>) {
         .unwrap();
 }
 
-/// The ids of `claim_class_heads(audience, min)`, sorted.
-pub(crate) async fn heads(store: &impl AnyStore, audience: &str, min: Priority) -> Vec<String> {
-    let audience = audience.to_string();
+/// The ids of `claim_class_heads(audiences, min)`, sorted.
+pub(crate) async fn heads(store: &impl AnyStore, audiences: &[&str], min: Priority) -> Vec<String> {
+    let audiences: Vec<String> = audiences.iter().map(|a| a.to_string()).collect();
     let mut ids: Vec<String> = store
         .any()
-        .read(move |r| r.claim_class_heads(&audience, min))
+        .read(move |r| r.claim_class_heads(&audiences, min))
         .await
         .unwrap()
         .into_iter()

@@ -10,7 +10,7 @@ use tasklane_core::model::{
     TaskStatus,
 };
 use tasklane_core::page::TaskKey;
-use tasklane_core::store::{RunFilter, TaskFilter, WriteStore};
+use tasklane_core::store::{Neighbourhood, RunFilter, TaskFilter, WriteStore};
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
@@ -211,18 +211,21 @@ async fn group_commit_rolls_back_failing_and_panicking_commands_alone(store: Sto
 
 /// A write the database refuses (here a run id taken twice) fails the command that made it,
 /// whether a later statement of the command asks the database something or the write is the
-/// command's last; with its own error, not that of a statement after it. The other commands of
-/// its batch commit. (On PostgreSQL such writes are sent with the next statement that waits.)
+/// command's last, and when the command is the batch's last; with its own error, not that of a
+/// statement after it. The other commands of its batch commit. (On PostgreSQL such writes are
+/// sent with the next statement that waits, the last command's with the COMMIT.)
 async fn a_write_failing_in_the_database_fails_its_command_alone(store: Store) {
     insert_runs(
         &store,
         vec![(task("t", 1), run("run-taken", "t", RunStatus::Completed, 2))],
     )
     .await;
-    let results = write_each_in_one_batch(&store, &["a", "then-read", "b", "last", "c"], |t, w| {
+    // "final" is the batch's last command, whose writes may travel with the COMMIT.
+    let ids = ["a", "then-read", "b", "last", "c", "final"];
+    let results = write_each_in_one_batch(&store, &ids, |t, w| {
         w.insert_task(&t)?;
         w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
-        if matches!(t.id.as_str(), "then-read" | "last") {
+        if matches!(t.id.as_str(), "then-read" | "last" | "final") {
             w.insert_run(&run("run-taken", &t.id, RunStatus::Queued, 30))?;
         }
         if t.id == "then-read" {
@@ -233,7 +236,7 @@ async fn a_write_failing_in_the_database_fails_its_command_alone(store: Store) {
     .await;
     for (i, result) in results.iter().enumerate() {
         match i {
-            1 | 3 => match result {
+            1 | 3 | 5 => match result {
                 Err(Error::Storage(msg)) => {
                     assert!(!msg.contains("aborted"), "{msg}");
                     assert!(msg.to_lowercase().contains("unique"), "{msg}");
@@ -255,6 +258,7 @@ async fn a_write_failing_in_the_database_fails_its_command_alone(store: Store) {
         .await
         .unwrap();
     assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(*store.committed_sequence().borrow(), 3);
     assert_counters_match_a_recount(&store).await;
 }
 
@@ -800,6 +804,44 @@ async fn runs_and_dependencies_are_ordered(store: Store) {
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, vec!["r-c", "r-b", "r-a"]);
     assert_eq!(limited.len(), 1);
+    // Read together, in a reader and in the writer, they are the same.
+    let dependents = store.read(|r| r.dependents_of("b1")).await.unwrap();
+    assert_eq!(dependents, ["t"]);
+    for task_id in ["t", "b1"] {
+        let separate = store
+            .read(move |r| {
+                Ok(Neighbourhood {
+                    runs: r.runs_of_task(task_id)?,
+                    dependencies: r.dependencies_of(task_id)?,
+                    dependents: r.dependents_of(task_id)?,
+                })
+            })
+            .await
+            .unwrap();
+        let separate = format!("{separate:?}");
+        let read = store.read(move |r| r.neighbourhood(task_id)).await.unwrap();
+        assert_eq!(format!("{read:?}"), separate);
+        let written = store
+            .write(move |w| w.neighbourhood(task_id))
+            .await
+            .unwrap();
+        assert_eq!(format!("{written:?}"), separate);
+        let task = store.read(move |r| r.task(task_id)).await.unwrap().unwrap();
+        for with_task in [
+            store
+                .read(move |r| r.task_with_neighbourhood(task_id))
+                .await,
+            store
+                .write(move |w| w.task_with_neighbourhood(task_id))
+                .await,
+        ] {
+            let (got, around) = with_task.unwrap().unwrap();
+            assert_eq!(got, task);
+            assert_eq!(format!("{around:?}"), separate);
+        }
+    }
+    let missing = store.write(|w| w.task_with_neighbourhood("nope")).await;
+    assert!(missing.unwrap().is_none());
     let deps: Vec<&str> = deps.iter().map(|d| d.depends_on_task_id.as_str()).collect();
     assert_eq!(deps, vec!["b3", "b1", "b2"]);
 }
@@ -1254,7 +1296,8 @@ async fn rolled_back_items_leave_no_gap_in_the_sequences(store: Store) {
     assert_eq!((a.latest_event_seq, a.last_activity_at), (2, Ts(5)));
 }
 
-/// What the heads are (the index seek behind them is each backend's plan test).
+/// What the heads are, of one audience and of several (the index seek behind them is each
+/// backend's plan test).
 async fn claim_class_heads_are_the_oldest_run_of_each_class_of_the_audience(store: Store) {
     use Priority::{Low, Medium, Urgent};
     let g = Some("g|");
@@ -1290,10 +1333,16 @@ async fn claim_class_heads_are_the_oldest_run_of_each_class_of_the_audience(stor
         })
         .await
         .unwrap();
-    assert_eq!(heads(&store, "g|", Medium).await, ["r2", "r4", "r9"]);
-    assert_eq!(heads(&store, "g|", Low).await, ["r2", "r4", "r6", "r9"]);
-    assert_eq!(heads(&store, "w:x|", Low).await, ["r7"]);
-    assert!(heads(&store, "g|pool:x", Low).await.is_empty());
+    assert_eq!(heads(&store, &["g|"], Medium).await, ["r2", "r4", "r9"]);
+    assert_eq!(heads(&store, &["g|"], Low).await, ["r2", "r4", "r6", "r9"]);
+    assert_eq!(heads(&store, &["w:x|"], Low).await, ["r7"]);
+    assert!(heads(&store, &["g|pool:x"], Low).await.is_empty());
+    // Several audiences: the heads of each, together.
+    assert_eq!(
+        heads(&store, &["g|pool:x", "w:x|", "g|"], Medium).await,
+        ["r2", "r4", "r7", "r9"]
+    );
+    assert!(heads(&store, &[], Low).await.is_empty());
 
     // An audience change leaves the index at once; update_run never moves it back.
     store
@@ -1306,7 +1355,7 @@ async fn claim_class_heads_are_the_oldest_run_of_each_class_of_the_audience(stor
         })
         .await
         .unwrap();
-    assert_eq!(heads(&store, "g|", Medium).await, ["r1", "r4", "r9"]);
+    assert_eq!(heads(&store, &["g|"], Medium).await, ["r1", "r4", "r9"]);
     let r2 = store.read(|r| r.run("r2")).await.unwrap().unwrap();
     assert_eq!(r2.claim_audience, None);
 }
@@ -1344,7 +1393,7 @@ async fn claims_are_exclusive_under_concurrent_transactions(store: Store) {
             let session = format!("s{i:02}");
             s.write(move |w| {
                 let Some(mut r) = w
-                    .claim_class_heads("g|", Priority::Low)?
+                    .claim_class_heads(&["g|".to_string()], Priority::Low)?
                     .into_iter()
                     .min_by(|a, b| (a.queued_at, &a.id).cmp(&(b.queued_at, &b.id)))
                 else {
@@ -1393,7 +1442,7 @@ async fn claims_are_exclusive_under_concurrent_transactions(store: Store) {
         assert_eq!(r.status, RunStatus::Claimed, "{}", r.id);
         assert_eq!(r.session_id.as_ref(), claimed.get(&r.id), "{}", r.id);
     }
-    assert!(heads(&store, "g|", Priority::Low).await.is_empty());
+    assert!(heads(&store, &["g|"], Priority::Low).await.is_empty());
     if let Some(other) = other {
         close(other).await;
     }

@@ -108,6 +108,23 @@ impl Conn {
         self.wait(async move { client.query(&stmt, params).await })
     }
 
+    /// Runs independent queries in one round trip: they are sent in one network write, in
+    /// order, and their answers read together.
+    pub(crate) fn query_all(&mut self, queries: &[(&str, Params<'_>)]) -> Result<Vec<Vec<Row>>> {
+        let statements = queries
+            .iter()
+            .map(|(sql, _)| self.statement(sql))
+            .collect::<Result<Vec<_>>>()?;
+        let client = self.client.clone();
+        self.wait(async move {
+            let answers = statements
+                .iter()
+                .zip(queries)
+                .map(|(stmt, (_, params))| client.query(stmt, params));
+            futures::future::try_join_all(answers).await
+        })
+    }
+
     pub(crate) fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
         let stmt = self.statement(sql)?;
         let client = self.client.clone();
@@ -182,10 +199,16 @@ impl Conn {
     /// [`Conn::batch`] for a statement that undoes what the deferred writes did (ROLLBACK TO a
     /// savepoint before them): their errors no longer matter, the connection's still does.
     pub(crate) fn batch_undoing(&mut self, sql: &str) -> Result<()> {
+        self.batch_after(sql).1
+    }
+
+    /// [`Conn::batch`] sent after the deferred writes, with their first error (if any) apart
+    /// from `sql`'s own result, which after a failed write only says "transaction aborted".
+    pub(crate) fn batch_after(&mut self, sql: &str) -> (Option<Error>, Result<()>) {
         let deferred = std::mem::take(&mut self.deferred);
         let client = self.client.clone();
-        let undo = pin!(async move { client.batch_execute(sql).await });
-        self.drive(undo, deferred).1
+        let fut = pin!(async move { client.batch_execute(sql).await });
+        self.drive(fut, deferred)
     }
 
     /// The next notification of a channel this connection listens to, waiting up to `wait`.

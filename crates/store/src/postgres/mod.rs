@@ -104,6 +104,9 @@ pub(crate) struct Db<'c> {
     pub(crate) known: Option<KnownRows>,
     /// Where the writer's transaction is in the event sequence.
     pub(crate) sequence: Sequence,
+    /// The command's deferred writes are answered with the batch's COMMIT rather than when it
+    /// ends: it is the batch's last command (see `writer.rs`).
+    pub(crate) answered_by_commit: bool,
 }
 
 /// What an open item restores if it is rolled back.
@@ -135,15 +138,17 @@ impl<'c> Db<'c> {
             item_start: None,
             known: None,
             sequence: Sequence::At(0),
+            answered_by_commit: false,
         }
     }
 
     /// The view of one command of the writer, `sequence` where the batch is in the event
     /// sequence.
-    fn for_command(conn: &'c mut Conn, sequence: Sequence) -> Self {
+    fn for_command(conn: &'c mut Conn, sequence: Sequence, answered_by_commit: bool) -> Self {
         Db {
             known: Some(KnownRows::default()),
             sequence,
+            answered_by_commit,
             ..Db::new(conn)
         }
     }
@@ -154,9 +159,13 @@ impl<'c> Db<'c> {
             Sequence::At(last) => *last,
             Sequence::Unread(slot) => {
                 let slot = slot.clone();
-                self.conn.flush()?;
-                let read = *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                read.ok_or_else(|| {
+                let read = || *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                // Usually answered already, with the command's first read: a flush would cost a
+                // round trip for nothing.
+                if read().is_none() {
+                    self.conn.flush()?;
+                }
+                read().ok_or_else(|| {
                     Error::Storage("the event sequence could not be read".to_string())
                 })?
             }
@@ -172,8 +181,12 @@ impl CommandDb for Db<'_> {
     }
 
     /// A command's deferred writes are answered before its savepoint is kept, so that an error
-    /// in one fails that command alone.
+    /// in one fails that command alone. The batch's last command saves that round trip: its
+    /// writes go with the COMMIT, which the writer retries without it if one of them fails.
     fn finish_command(&mut self) -> Result<()> {
+        if self.answered_by_commit {
+            return Ok(());
+        }
         self.conn.flush()
     }
 }

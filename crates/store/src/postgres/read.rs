@@ -8,10 +8,11 @@ use postgres::types::ToSql;
 use tasklane_core::model::{
     ApiToken, Dependency, Event, IdempotencyRecord, Priority, Ref, Run, Task,
 };
-use tasklane_core::store::{AgentSessionRecord, ReadStore, RunFilter, TaskFilter};
+use tasklane_core::store::{AgentSessionRecord, Neighbourhood, ReadStore, RunFilter, TaskFilter};
 use tasklane_core::time::Ts;
 use tasklane_core::Result;
 
+use super::conn::Params;
 use super::rows::{
     agent_session_from_row, column, dependency_columns, dependency_from_row, event_columns,
     event_from_row, idempotency_from_row, map_rows, run_and_claim_caps_from_row, run_columns,
@@ -43,6 +44,45 @@ macro_rules! ascii_lower {
     };
 }
 pub(crate) use ascii_lower;
+
+/// A task's runs, newest first: $2 a status, $3 a session, $4 a limit, and ($5, $6) the
+/// (queued_at, id) to continue after, each ignored when NULL.
+const LIST_RUNS_SQL: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM task_runs WHERE task_id = $1",
+    " AND ($2::TEXT IS NULL OR status = $2)",
+    " AND ($3::TEXT IS NULL OR session_id = $3)",
+    " AND ($5::BIGINT IS NULL OR (queued_at, id) < ($5, $6::TEXT))",
+    " ORDER BY queued_at DESC, id DESC LIMIT $4::BIGINT"
+);
+
+const RUNS_OF_TASK_SQL: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM task_runs WHERE task_id = $1 ORDER BY queued_at DESC, id DESC"
+);
+
+const DEPENDENCIES_OF_SQL: &str = concat!(
+    "SELECT ",
+    dependency_columns!(),
+    " FROM task_dependencies WHERE task_id = $1",
+    " ORDER BY created_at, depends_on_task_id"
+);
+
+/// Grouped so a pair linked by several kinds is reported once.
+const DEPENDENTS_OF_SQL: &str = "SELECT task_id FROM task_dependencies \
+     WHERE depends_on_task_id = $1 GROUP BY task_id ORDER BY MIN(created_at), task_id";
+
+/// `runs_of_task`, `dependencies_of` and `dependents_of` of the task `id` names, in the order
+/// `Db::neighbourhood_from` reads their answers.
+fn neighbourhood_queries(id: Params<'_>) -> [(&'static str, Params<'_>); 3] {
+    [
+        (RUNS_OF_TASK_SQL, id),
+        (DEPENDENCIES_OF_SQL, id),
+        (DEPENDENTS_OF_SQL, id),
+    ]
+}
 
 /// The oldest queued run, with its `claim_caps`, of each claim class of audience $1 at priority
 /// rank above $2, in class order: a skip-scan of `task_runs_claim_class` in one statement. Each
@@ -177,7 +217,54 @@ impl Db<'_> {
     }
 
     fn runs(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Run>> {
-        let runs = map_rows(self.conn.query(sql, params)?, run_from_row)?;
+        let rows = self.conn.query(sql, params)?;
+        self.runs_from(rows)
+    }
+
+    /// The statement that reads one task: the writer reads the task's flags with it, for the
+    /// counters' bucket of the task.
+    fn task_sql(&self) -> &'static str {
+        if self.known.is_some() {
+            concat!(
+                "SELECT ",
+                task_columns!(),
+                ", dependency_count > 0, latest_run_failed <> 0 FROM tasks WHERE id = $1"
+            )
+        } else {
+            concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1")
+        }
+    }
+
+    /// The task of a `task_sql` answer, remembered by the writer.
+    fn task_from(&mut self, row: Option<postgres::Row>) -> Result<Option<Task>> {
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        if let Some(known) = self.known.as_mut() {
+            let flags = TaskFlags {
+                has_deps: column(&row, TASK_COLUMNS)?,
+                latest_failed: column(&row, TASK_COLUMNS + 1)?,
+            };
+            known.saw_task(&task, flags);
+        }
+        Ok(Some(task))
+    }
+
+    /// The answers to the three neighbourhood statements, in order.
+    fn neighbourhood_from(&mut self, answers: Vec<Vec<postgres::Row>>) -> Result<Neighbourhood> {
+        let [runs, dependencies, dependents]: [Vec<postgres::Row>; 3] = answers
+            .try_into()
+            .map_err(|_| tasklane_core::Error::Storage("three answers expected".into()))?;
+        Ok(Neighbourhood {
+            runs: self.runs_from(runs)?,
+            dependencies: map_rows(dependencies, dependency_from_row)?,
+            dependents: map_rows(dependents, |row| column(row, 0))?,
+        })
+    }
+
+    fn runs_from(&mut self, rows: Vec<postgres::Row>) -> Result<Vec<Run>> {
+        let runs = map_rows(rows, run_from_row)?;
         if let Some(known) = self.known.as_mut() {
             runs.iter().for_each(|run| known.saw_run(run));
         }
@@ -187,36 +274,8 @@ impl Db<'_> {
 
 impl ReadStore for Db<'_> {
     fn task(&mut self, id: &str) -> Result<Option<Task>> {
-        let Some(known) = self.known.as_mut() else {
-            return self
-                .conn
-                .query_opt(
-                    concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1"),
-                    &[&id],
-                )?
-                .as_ref()
-                .map(task_from_row)
-                .transpose();
-        };
-        // The writer reads the task's flags with it, for the counters' bucket of the task.
-        let Some(row) = self.conn.query_opt(
-            concat!(
-                "SELECT ",
-                task_columns!(),
-                ", dependency_count > 0, latest_run_failed <> 0 FROM tasks WHERE id = $1"
-            ),
-            &[&id],
-        )?
-        else {
-            return Ok(None);
-        };
-        let task = task_from_row(&row)?;
-        let flags = TaskFlags {
-            has_deps: column(&row, TASK_COLUMNS)?,
-            latest_failed: column(&row, TASK_COLUMNS + 1)?,
-        };
-        known.saw_task(&task, flags);
-        Ok(Some(task))
+        let row = self.conn.query_opt(self.task_sql(), &[&id])?;
+        self.task_from(row)
     }
 
     fn tasks_by_ids(&mut self, ids: &[String]) -> Result<Vec<Task>> {
@@ -285,7 +344,7 @@ impl ReadStore for Db<'_> {
     }
 
     fn runs_of_task(&mut self, task_id: &str) -> Result<Vec<Run>> {
-        self.list_runs(task_id, &RunFilter::default())
+        self.runs(RUNS_OF_TASK_SQL, &[&task_id])
     }
 
     fn list_runs(&mut self, task_id: &str, filter: &RunFilter) -> Result<Vec<Run>> {
@@ -296,15 +355,7 @@ impl ReadStore for Db<'_> {
             None => (None, None),
         };
         self.runs(
-            concat!(
-                "SELECT ",
-                run_columns!(),
-                " FROM task_runs WHERE task_id = $1",
-                " AND ($2::TEXT IS NULL OR status = $2)",
-                " AND ($3::TEXT IS NULL OR session_id = $3)",
-                " AND ($5::BIGINT IS NULL OR (queued_at, id) < ($5, $6::TEXT))",
-                " ORDER BY queued_at DESC, id DESC LIMIT $4::BIGINT"
-            ),
+            LIST_RUNS_SQL,
             &[
                 &task_id,
                 &status,
@@ -357,16 +408,25 @@ impl ReadStore for Db<'_> {
     }
 
     fn dependencies_of(&mut self, task_id: &str) -> Result<Vec<Dependency>> {
-        let rows = self.conn.query(
-            concat!(
-                "SELECT ",
-                dependency_columns!(),
-                " FROM task_dependencies WHERE task_id = $1",
-                " ORDER BY created_at, depends_on_task_id"
-            ),
-            &[&task_id],
-        )?;
+        let rows = self.conn.query(DEPENDENCIES_OF_SQL, &[&task_id])?;
         map_rows(rows, dependency_from_row)
+    }
+
+    fn neighbourhood(&mut self, task_id: &str) -> Result<Neighbourhood> {
+        let answers = self.conn.query_all(&neighbourhood_queries(&[&task_id]))?;
+        self.neighbourhood_from(answers)
+    }
+
+    fn task_with_neighbourhood(&mut self, id: &str) -> Result<Option<(Task, Neighbourhood)>> {
+        let id: [&(dyn ToSql + Sync); 1] = [&id];
+        let mut queries = vec![(self.task_sql(), id.as_slice())];
+        queries.extend(neighbourhood_queries(&id));
+        let mut answers = self.conn.query_all(&queries)?;
+        let task_rows = answers.remove(0);
+        let Some(task) = self.task_from(task_rows.into_iter().next())? else {
+            return Ok(None);
+        };
+        Ok(Some((task, self.neighbourhood_from(answers)?)))
     }
 
     fn dependencies_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Dependency>> {
@@ -391,12 +451,7 @@ impl ReadStore for Db<'_> {
     }
 
     fn dependents_of(&mut self, task_id: &str) -> Result<Vec<String>> {
-        // Grouped so a pair linked by several kinds is reported once.
-        let rows = self.conn.query(
-            "SELECT task_id FROM task_dependencies WHERE depends_on_task_id = $1 \
-             GROUP BY task_id ORDER BY MIN(created_at), task_id",
-            &[&task_id],
-        )?;
+        let rows = self.conn.query(DEPENDENTS_OF_SQL, &[&task_id])?;
         map_rows(rows, |row| column(row, 0))
     }
 
@@ -456,15 +511,26 @@ impl ReadStore for Db<'_> {
             .transpose()
     }
 
-    fn claim_class_heads(&mut self, audience: &str, min_priority: Priority) -> Result<Vec<Run>> {
-        // One round trip, however many classes there are (see `CLAIM_CLASS_HEADS_SQL`).
-        let rows = self.conn.query(
-            CLAIM_CLASS_HEADS_SQL,
-            &[&audience, &(min_priority.rank() - 1)],
-        )?;
-        let heads = map_rows(rows, |row| {
-            run_and_claim_caps_from_row(row).map(|(run, _)| run)
-        })?;
+    fn claim_class_heads(
+        &mut self,
+        audiences: &[String],
+        min_priority: Priority,
+    ) -> Result<Vec<Run>> {
+        // One round trip, however many classes and audiences there are: one statement per
+        // audience (see `CLAIM_CLASS_HEADS_SQL`), all sent at once.
+        let below = min_priority.rank() - 1;
+        let params: Vec<[&(dyn ToSql + Sync); 2]> =
+            audiences.iter().map(|a| [a as _, &below as _]).collect();
+        let queries: Vec<(&str, Params<'_>)> = params
+            .iter()
+            .map(|p| (CLAIM_CLASS_HEADS_SQL, p.as_slice()))
+            .collect();
+        let mut heads = Vec::new();
+        for rows in self.conn.query_all(&queries)? {
+            heads.extend(map_rows(rows, |row| {
+                run_and_claim_caps_from_row(row).map(|(run, _)| run)
+            })?);
+        }
         if let Some(known) = self.known.as_mut() {
             heads.iter().for_each(|run| known.saw_run(run));
         }

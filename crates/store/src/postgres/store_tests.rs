@@ -258,7 +258,10 @@ fn differential_reads(r: &mut dyn tasklane_core::store::ReadStore) -> Result<Vec
     );
     push(
         "heads",
-        format!("{:?}", r.claim_class_heads("w:x|", Priority::Low)?),
+        format!(
+            "{:?}",
+            r.claim_class_heads(&["w:x|".to_string()], Priority::Low)?
+        ),
     );
     push("tokens", format!("{:?}", r.api_tokens()?));
     push("token", format!("{:?}", r.api_token("sha256:beta")?));

@@ -80,8 +80,9 @@ fn run_batch(
     test_clock: &Follower,
     batch: &mut Vec<BoxedCommand<PgStore>>,
 ) -> Result<()> {
-    let mut max_seq: Option<i64> = None;
-    let mut deltas = CounterDeltas::default();
+    let mut kept = Kept::default();
+    // The last command's, while its deferred writes wait for the COMMIT to carry them.
+    let mut last: Option<Kept> = None;
     // Transaction control never waits for an answer of its own: it is deferred (see `conn`) and
     // travels with the next statement that needs one, so a write of one command costs its own
     // reads plus the COMMIT's round trip.
@@ -92,10 +93,12 @@ fn run_batch(
         ))?);
         // Test-clock mode only: the service's test time, read under the lock, before any command.
         test_clock.begin(conn)?;
-        for cmd in batch.iter_mut() {
+        let count = batch.len();
+        for (i, cmd) in batch.iter_mut().enumerate() {
+            let is_last = i + 1 == count;
             pending.push_str("SAVEPOINT cmd");
             conn.batch_later(std::mem::take(&mut pending))?;
-            let mut db = Db::for_command(conn, sequence.clone());
+            let mut db = Db::for_command(conn, sequence.clone(), is_last);
             let ok = cmd.run(&mut db);
             let appended = db.appended;
             let cmd_deltas = std::mem::take(&mut db.deltas);
@@ -107,31 +110,48 @@ fn run_batch(
             }
             if ok {
                 pending.push_str("RELEASE cmd; ");
-                max_seq = max_seq.max(appended);
-                deltas.merge(cmd_deltas);
                 sequence = cmd_sequence;
+                let this = Kept {
+                    max_seq: appended,
+                    deltas: cmd_deltas,
+                };
+                if is_last {
+                    last = Some(this);
+                } else {
+                    kept.merge(this);
+                }
             } else {
                 // Its event numbers go to the next command: `sequence` stays where it was.
                 conn.batch_undoing("ROLLBACK TO cmd; RELEASE cmd")?;
             }
         }
-        // Inside the last command's savepoint when it was kept: released with the COMMIT.
-        counters::apply(conn, &deltas)?;
-        if let Some(seq) = max_seq {
-            // Delivered to the listeners at COMMIT, never before. The payload is digits and a
-            // colon only.
-            let payload = super::listener::payload(seq);
-            pending.push_str(&format!(
-                "SELECT setval('task_events_sequence', {seq}); NOTIFY {CHANNEL}, '{payload}'; "
-            ));
+        let mut all = Kept::default();
+        all.merge(kept.clone());
+        if let Some(last) = &last {
+            all.merge(last.clone());
         }
-        pending.push_str("COMMIT");
+        // Inside the last command's savepoint when it was kept: released with the COMMIT.
         let committing = std::time::Instant::now();
-        conn.batch(&pending)?;
-        Ok(committing)
+        match commit(conn, &all, std::mem::take(&mut pending)) {
+            (None, Ok(())) => return Ok((committing, all.max_seq)),
+            // The last command's deferred writes come first, so the first error among them is
+            // its own: it is undone alone, like a command that fails as it runs, and the rest
+            // committed without it.
+            (Some(e), _) if last.is_some() && !conn.is_closed() => {
+                conn.batch("ROLLBACK TO cmd; RELEASE cmd")?;
+                let failed = batch.last_mut().expect("the batch has a last command");
+                failed.undo(e);
+            }
+            (Some(e), _) | (None, Err(e)) => return Err(e),
+        }
+        let committing = std::time::Instant::now();
+        match commit(conn, &kept, String::new()) {
+            (None, Ok(())) => Ok((committing, kept.max_seq)),
+            (Some(e), _) | (None, Err(e)) => Err(e),
+        }
     })();
-    let committing = match outcome {
-        Ok(committing) => committing,
+    let (committing, max_seq) = match outcome {
+        Ok(committed) => committed,
         Err(e) => {
             if !conn.is_closed() {
                 let _ = conn.batch("ROLLBACK");
@@ -145,4 +165,38 @@ fn run_batch(
         cmd.reply(None);
     }
     Ok(())
+}
+
+/// What the kept commands of a batch leave to its COMMIT: the highest event sequence they
+/// appended and their counter changes.
+#[derive(Clone, Default)]
+struct Kept {
+    max_seq: Option<i64>,
+    deltas: CounterDeltas,
+}
+
+impl Kept {
+    fn merge(&mut self, other: Kept) {
+        self.max_seq = self.max_seq.max(other.max_seq);
+        self.deltas.merge(other.deltas);
+    }
+}
+
+/// Applies `kept`'s counter changes, moves the event sequence to its last value, tells the
+/// listeners and commits, all in one round trip after `pending` (transaction control still
+/// owed). Returns the first error of the writes deferred before it apart from its own result.
+fn commit(conn: &mut Conn, kept: &Kept, mut pending: String) -> (Option<Error>, Result<()>) {
+    if let Err(e) = counters::apply(conn, &kept.deltas) {
+        return (None, Err(e));
+    }
+    if let Some(seq) = kept.max_seq {
+        // Delivered to the listeners at COMMIT, never before. The payload is digits and a colon
+        // only.
+        let payload = super::listener::payload(seq);
+        pending.push_str(&format!(
+            "SELECT setval('task_events_sequence', {seq}); NOTIFY {CHANNEL}, '{payload}'; "
+        ));
+    }
+    pending.push_str("COMMIT");
+    conn.batch_after(&pending)
 }

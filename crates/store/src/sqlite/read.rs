@@ -469,7 +469,11 @@ impl ReadStore for Db<'_> {
         )
     }
 
-    fn claim_class_heads(&mut self, audience: &str, min_priority: Priority) -> Result<Vec<Run>> {
+    fn claim_class_heads(
+        &mut self,
+        audiences: &[String],
+        min_priority: Priority,
+    ) -> Result<Vec<Run>> {
         // A skip-scan of the claim index: each seek lands on the first run after the previous
         // class, which is the oldest run of the next class because the index continues with
         // (queued_at, id). One seek per class, plus one per priority band and a last one.
@@ -482,25 +486,27 @@ impl ReadStore for Db<'_> {
             .prepare_cached(FIRST_CLASS_ABOVE_PRIORITY_SQL)
             .map_err(sql_err)?;
         let mut heads = Vec::new();
-        let mut next = first(
-            &mut higher_priority,
-            rusqlite::params![audience, min_priority.rank() - 1],
-            run_and_claim_caps_from_row,
-        )?;
-        while let Some((head, caps)) = next {
-            let rank = head.priority.rank();
-            heads.push(head);
-            next = first(
-                &mut same_priority,
-                rusqlite::params![audience, rank, caps],
+        for audience in audiences {
+            let mut next = first(
+                &mut higher_priority,
+                rusqlite::params![audience, min_priority.rank() - 1],
                 run_and_claim_caps_from_row,
             )?;
-            if next.is_none() {
+            while let Some((head, caps)) = next {
+                let rank = head.priority.rank();
+                heads.push(head);
                 next = first(
-                    &mut higher_priority,
-                    rusqlite::params![audience, rank],
+                    &mut same_priority,
+                    rusqlite::params![audience, rank, caps],
                     run_and_claim_caps_from_row,
                 )?;
+                if next.is_none() {
+                    next = first(
+                        &mut higher_priority,
+                        rusqlite::params![audience, rank],
+                        run_and_claim_caps_from_row,
+                    )?;
+                }
             }
         }
         drop((same_priority, higher_priority));

@@ -511,7 +511,7 @@ async fn upgrading_to_claim_classes_fills_them_for_open_runs() {
         })
         .await
         .unwrap();
-    assert_eq!(heads(&store, "g|", Priority::Low).await, ["rg"]);
+    assert_eq!(heads(&store, &["g|"], Priority::Low).await, ["rg"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -525,7 +525,7 @@ async fn listing_claim_classes_does_not_walk_a_long_class() {
     insert_runs(&store, rows).await;
     let (heads, steps) = store
         .read_db(|db| {
-            let heads = db.claim_class_heads("g|", Priority::Low)?;
+            let heads = db.claim_class_heads(&["g|".to_string()], Priority::Low)?;
             let mut steps = 0;
             for sql in [
                 super::read::NEXT_CLASS_OF_PRIORITY_SQL,
