@@ -23,6 +23,12 @@ pub struct PostgresArgs {
     #[arg(long, env = "TASKLANE_DATABASE_STATEMENT_TIMEOUT", default_value = "30",
           value_parser = crate::serve::seconds)]
     pub database_statement_timeout: Duration,
+    /// PostgreSQL: microseconds the writer keeps looking for the database's next answer before
+    /// it sleeps. Answers to the statements it sends together arrive microseconds apart, and
+    /// each sleep costs a context switch; 0 saves that CPU at the cost of write throughput.
+    #[arg(long, env = "TASKLANE_DATABASE_WRITER_SPIN_US", default_value_t = 200,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub database_writer_spin_us: u32,
     /// PostgreSQL: a CA certificate (PEM) to trust for TLS besides the system's (sslmode=require).
     #[arg(long, env = "TASKLANE_DATABASE_CA_FILE")]
     pub database_ca_file: Option<PathBuf>,
@@ -53,6 +59,7 @@ pub fn open(
                 connect_timeout: pg.database_connect_timeout,
                 statement_timeout: Some(pg.database_statement_timeout),
                 ca_file: pg.database_ca_file.clone(),
+                writer_spin: Duration::from_micros(pg.database_writer_spin_us.into()),
                 ..PgOptions::new(url)
             })
             .map_err(|e| format!("cannot open {described}: {e}"))?;

@@ -74,6 +74,8 @@ pub struct PgOptions {
     pub max_queued_bytes: usize,
     /// Most commands committed by one transaction.
     pub max_batch: usize,
+    /// How long the writer keeps looking for the database's next answer before it sleeps.
+    pub writer_spin: Duration,
 }
 
 impl PgOptions {
@@ -87,6 +89,7 @@ impl PgOptions {
             max_queued_writes: 10_000,
             max_queued_bytes: 64 << 20,
             max_batch: 256,
+            writer_spin: Duration::from_micros(200),
         }
     }
 }

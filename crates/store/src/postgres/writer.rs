@@ -68,7 +68,9 @@ impl Writer {
         if self.conn.is_none() {
             self.conn = Some(Conn::connect(&self.opts)?);
         }
-        Ok(self.conn.as_mut().expect("connected above"))
+        let conn = self.conn.as_mut().expect("connected above");
+        conn.spin_while_waiting(self.opts.writer_spin);
+        Ok(conn)
     }
 }
 
@@ -88,16 +90,20 @@ fn run_batch(
     // reads plus the COMMIT's round trip.
     let mut pending = String::new();
     let outcome = (|| {
+        // The first command's savepoint goes with the BEGIN, the others' with the RELEASE of the
+        // one before.
         let mut sequence = Sequence::Unread(conn.batch_later_int(format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); {LAST_SEQUENCE_SQL}"
+            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); {LAST_SEQUENCE_SQL}; SAVEPOINT cmd"
         ))?);
         // Test-clock mode only: the service's test time, read under the lock, before any command.
         test_clock.begin(conn)?;
         let count = batch.len();
         for (i, cmd) in batch.iter_mut().enumerate() {
             let is_last = i + 1 == count;
-            pending.push_str("SAVEPOINT cmd");
-            conn.batch_later(std::mem::take(&mut pending))?;
+            if i > 0 {
+                pending.push_str("SAVEPOINT cmd");
+                conn.batch_later(std::mem::take(&mut pending))?;
+            }
             let mut db = Db::for_command(conn, sequence.clone(), is_last);
             let ok = cmd.run(&mut db);
             let appended = db.appended;
