@@ -336,12 +336,11 @@ pub fn complete(op: &mut Op<'_>, run_id: &str, input: &CompleteInput) -> Result<
         validate::check_json(result, RESULT_LIMIT, "result")?;
     }
     let mut run = resolve_lease(op, run_id)?;
-    let (mut task, around) = op.load_task_around(&run.task_id)?;
     end_lease(&mut run, RunStatus::Completed, op.now);
     run.result = input.result.clone();
     run.error = None;
     let extra = hash_payload(&run);
-    finish_completion(op, &mut run, &mut task, around, extra)?;
+    finish_completion(op, &mut run, extra)?;
     Ok(LeaseSummary::from(&run))
 }
 
@@ -353,19 +352,11 @@ pub fn fail(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<LeaseSum
         validate::check_json(m, RESULT_LIMIT, "metadata")?;
     }
     let mut run = resolve_lease(op, run_id)?;
-    let (mut task, around) = op.load_task_around(&run.task_id)?;
     end_lease(&mut run, RunStatus::Failed, op.now);
     run.error = Some(error);
     run.result = None;
     let extra = hash_payload(&run);
-    finish_failure(
-        op,
-        &mut run,
-        &mut task,
-        around,
-        input.metadata.clone(),
-        extra,
-    )?;
+    finish_failure(op, &mut run, input.metadata.clone(), extra)?;
     Ok(LeaseSummary::from(&run))
 }
 
@@ -450,7 +441,6 @@ pub fn recover_expired_leases(
     let expired = op.store.expired_leases(op.now, limit)?;
     let mut recovered = Recovered::default();
     for mut run in expired {
-        let (mut task, around) = op.load_task_around(&run.task_id)?;
         let previous_hash = run.claim_token_hash.clone();
         let previous_until = run.lease_until;
         run.lease_expirations += 1;
@@ -459,10 +449,11 @@ pub fn recover_expired_leases(
             run.error = Some(format!("lease expired {} times", run.lease_expirations));
             run.result = None;
             let extra = hash_payload(&run).set("reason", "lease_expired");
-            finish_failure(op, &mut run, &mut task, around, None, extra)?;
+            finish_failure(op, &mut run, None, extra)?;
             recovered.failed += 1;
             continue;
         }
+        let (mut task, around) = op.load_task_around(&run.task_id)?;
         let payload = requeue(op, &mut run, &mut task, around)?
             .set("reason", reason)
             .json("lease_until", previous_until)

@@ -14,7 +14,6 @@ use crate::input::{
 };
 use crate::model::{IdempotencyRecord, OwnerKind, Run, RunStatus, Scope, Task, TaskStatus};
 use crate::policy::{self, Operation};
-use crate::store::Neighbourhood;
 use crate::time::ZERO_TIME;
 use crate::validate::{self, non_empty, RESULT_LIMIT};
 use crate::views::RunPayload;
@@ -341,31 +340,24 @@ pub fn complete_run(op: &mut Op<'_>, run_id: &str, input: &CompleteInput) -> Res
     if run.status != RunStatus::Running {
         return Err(cannot(&run, RunStatus::Completed));
     }
-    let (mut task, around) = op.load_task_around(&run.task_id)?;
     end_run(&mut run, RunStatus::Completed, op.now);
     run.result = input.result.clone();
     run.error = None;
-    finish_completion(op, &mut run, &mut task, around, Payload::new())?;
+    finish_completion(op, &mut run, Payload::new())?;
     Ok(RunPayload::from(&run))
 }
 
-/// Saves a completed run (of `task`, loaded `around` it), records `task.run_completed` (with
-/// `extra` payload fields) and auto-enqueues the dependents that became ready. Shared by the
-/// operator and agent paths.
-pub(crate) fn finish_completion(
-    op: &mut Op<'_>,
-    run: &mut Run,
-    task: &mut Task,
-    around: Neighbourhood,
-    extra: Payload,
-) -> Result<()> {
-    let dependents = op.save_run(task, around, run)?;
+/// Saves a completed run, records `task.run_completed` (with `extra` payload fields) and
+/// auto-enqueues the dependents that became ready. Shared by the operator and agent paths.
+pub(crate) fn finish_completion(op: &mut Op<'_>, run: &mut Run, extra: Payload) -> Result<()> {
+    let (mut task, around) = op.load_task_around(&run.task_id)?;
+    let dependents = op.save_run(&mut task, around, run)?;
     let payload = extra
         .set("status", run.status.as_str())
         .set("task_status", task.status.as_str())
         .opt("result", run.result.clone())
         .build();
-    op.record(task, Some(&run.id), "task.run_completed", payload)?;
+    op.record(&mut task, Some(&run.id), "task.run_completed", payload)?;
     let dependents = match dependents {
         Some(ids) => ids,
         None => op.store.dependents_of(&task.id)?,
@@ -424,39 +416,29 @@ pub fn fail_run(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<RunP
     if !matches!(run.status, RunStatus::Starting | RunStatus::Running) {
         return Err(cannot(&run, RunStatus::Failed));
     }
-    let (mut task, around) = op.load_task_around(&run.task_id)?;
     end_run(&mut run, RunStatus::Failed, op.now);
     run.error = Some(error);
     run.result = None;
-    finish_failure(
-        op,
-        &mut run,
-        &mut task,
-        around,
-        input.metadata.clone(),
-        Payload::new(),
-    )?;
+    finish_failure(op, &mut run, input.metadata.clone(), Payload::new())?;
     Ok(RunPayload::from(&run))
 }
 
-/// Saves a failed run (of `task`, loaded `around` it) and records `task.run_failed`. Shared by
-/// the operator and agent paths.
+/// Saves a failed run and records `task.run_failed`. Shared by the operator and agent paths.
 pub(crate) fn finish_failure(
     op: &mut Op<'_>,
     run: &mut Run,
-    task: &mut Task,
-    around: Neighbourhood,
     metadata: Option<Value>,
     extra: Payload,
 ) -> Result<()> {
-    op.save_run(task, around, run)?;
+    let (mut task, around) = op.load_task_around(&run.task_id)?;
+    op.save_run(&mut task, around, run)?;
     let payload = extra
         .set("status", run.status.as_str())
         .set("task_status", task.status.as_str())
         .opt("error", run.error.clone())
         .opt("metadata", metadata)
         .build();
-    op.record(task, Some(&run.id), "task.run_failed", payload)?;
+    op.record(&mut task, Some(&run.id), "task.run_failed", payload)?;
     Ok(())
 }
 
