@@ -326,10 +326,13 @@ async fn main() {
         std::process::exit(2);
     }
     if let Some(workload) = args.workload.clone() {
-        let database = args
-            .database
-            .clone()
-            .expect("--workload needs --database (a fresh sqlite:// file or postgres:// database)");
+        let Some(database) = args.database.clone() else {
+            eprintln!(
+                "tasklane-bench: --workload needs --database (a fresh sqlite:// file or \
+                 postgres:// database)"
+            );
+            std::process::exit(2);
+        };
         let row = queue::run(queue::Params {
             workload,
             workers: args.workers,
