@@ -92,7 +92,7 @@ impl Conn {
         })
     }
 
-    /// Waits for answers keep looking for the next one for `spin` before they sleep: CPU spent
+    /// Makes every wait for answers look for the next one for `spin` before it sleeps: CPU spent
     /// for fewer context switches, worth it on the writer's connection, whose every round trip
     /// holds up every write.
     pub(crate) fn spin_while_waiting(&mut self, spin: Duration) {

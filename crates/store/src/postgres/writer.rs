@@ -131,12 +131,10 @@ fn run_batch(
                 conn.batch_undoing("ROLLBACK TO cmd; RELEASE cmd")?;
             }
         }
-        let mut all = Kept::default();
-        all.merge(kept.clone());
+        let mut all = kept.clone();
         if let Some(last) = &last {
             all.merge(last.clone());
         }
-        // Inside the last command's savepoint when it was kept: released with the COMMIT.
         let committing = std::time::Instant::now();
         match commit(conn, &all, std::mem::take(&mut pending)) {
             (None, Ok(())) => return Ok((committing, all.max_seq)),
@@ -192,6 +190,7 @@ impl Kept {
 /// listeners and commits, all in one round trip after `pending` (transaction control still
 /// owed). Returns the first error of the writes deferred before it apart from its own result.
 fn commit(conn: &mut Conn, kept: &Kept, mut pending: String) -> (Option<Error>, Result<()>) {
+    // Still inside the last command's savepoint when it was kept: `pending` releases it.
     if let Err(e) = counters::apply(conn, &kept.deltas) {
         return (None, Err(e));
     }
