@@ -8,18 +8,19 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use tasklane_core::input::{
     ClaimBatchInput, ClaimNextInput, CompleteInput, FailInput, HeartbeatInput, ReleaseInput,
     ReportBatchInput,
 };
 use tasklane_core::model::Caller;
 use tasklane_core::service::{agent, batch, Op};
-use tasklane_core::views::Claim;
+use tasklane_core::views::{Claim, LeaseSummary};
 use tasklane_core::Error;
 use tokio::sync::oneshot;
 
-use super::{json, path_write};
+use super::{keyed, path_write};
 use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ApiResult};
@@ -53,7 +54,7 @@ pub async fn claim_next(
     })
     .await?;
     Ok(match claimed {
-        Some(claim) => json(StatusCode::OK, json!({ "claim": claim })),
+        Some(claim) => keyed(StatusCode::OK, "claim", claim),
         None => StatusCode::NO_CONTENT.into_response(),
     })
 }
@@ -92,7 +93,7 @@ pub async fn claim_batch(
     })
     .await?;
     Ok(match claimed {
-        Some(claims) => json(StatusCode::OK, json!({ "claims": claims })),
+        Some(claims) => keyed(StatusCode::OK, "claims", claims),
         None => StatusCode::NO_CONTENT.into_response(),
     })
 }
@@ -206,14 +207,35 @@ pub async fn complete_batch(
             batch::report_batch(op, input.items.as_deref().unwrap_or(&[]))
         })
         .await?;
-    let results: Vec<Value> = results
+    let results: Vec<ItemAnswer> = results
         .into_iter()
         .map(|r| match r.outcome {
-            Ok(lease) => json!({ "run_id": r.run_id, "ok": true, "lease": lease }),
-            Err(e) => json!({ "run_id": r.run_id, "ok": false, "error": ApiError(e).item_json() }),
+            Ok(lease) => ItemAnswer {
+                run_id: r.run_id,
+                ok: true,
+                lease: Some(lease),
+                error: None,
+            },
+            Err(e) => ItemAnswer {
+                run_id: r.run_id,
+                ok: false,
+                lease: None,
+                error: Some(ApiError(e).item_json()),
+            },
         })
         .collect();
-    Ok(json(StatusCode::OK, json!({ "results": results })))
+    Ok(keyed(StatusCode::OK, "results", results))
+}
+
+/// One item of a complete-batch answer: its lease when it was done, its error when not.
+#[derive(Serialize)]
+struct ItemAnswer {
+    run_id: String,
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<Value>,
 }
 
 path_write!(

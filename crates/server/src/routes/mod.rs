@@ -18,6 +18,26 @@ pub fn json<T: Serialize>(status: StatusCode, body: T) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// A JSON response whose body is `{ key: body }`, written straight from `body`: wrapping it
+/// with `json!` would first copy all of it into a `serde_json::Value` tree.
+pub fn keyed<T: Serialize>(status: StatusCode, key: &'static str, body: T) -> Response {
+    json(status, Keyed { key, body })
+}
+
+struct Keyed<T> {
+    key: &'static str,
+    body: T,
+}
+
+impl<T: Serialize> Serialize for Keyed<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry(self.key, &self.body)?;
+        map.end()
+    }
+}
+
 /// Declares a write handler on the resource its path names, with a JSON body: the handler's
 /// name, the action of the caller's origin (`tasks.<action>`), the body type, the rule in
 /// `tasklane_core` (called as `rule(op, &id, &input)`), the success status, and the key its
@@ -31,7 +51,7 @@ macro_rules! path_write {
     };
     ($name:ident, $action:literal, $input:ty, $rule:path, $status:ident, $key:literal) => {
         $crate::routes::path_write!(@handler $name, $action, $input, $rule, |out| {
-            $crate::routes::json(axum::http::StatusCode::$status, serde_json::json!({ $key: out }))
+            $crate::routes::keyed(axum::http::StatusCode::$status, $key, out)
         });
     };
     (@handler $name:ident, $action:literal, $input:ty, $rule:path, $answer:expr) => {

@@ -3,20 +3,19 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::json;
 use tasklane_core::input::{
     AttachSessionInput, CancelInput, CompleteInput, FailInput, IdempotencyInput,
 };
 use tasklane_core::{service, views};
 
-use super::{json, path_write};
+use super::{keyed, path_write};
 use crate::error::ApiResult;
 use crate::path::Path;
 use crate::state::AppState;
 
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let detail = s.read(move |r| views::run_detail(r, &id)).await?;
-    Ok(json(StatusCode::OK, json!({ "run": detail })))
+    Ok(keyed(StatusCode::OK, "run", detail))
 }
 
 path_write!(

@@ -3,14 +3,13 @@
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::json;
 use tasklane_core::input::{
     CancelInput, CreateTaskInput, DependencyInput, ExecuteInput, PatchTaskInput, RejectInput,
 };
 use tasklane_core::service;
 use tasklane_core::views;
 
-use super::{json, path_write};
+use super::{json, keyed, path_write};
 use crate::auth::Identity;
 use crate::body::JsonBody;
 use crate::error::ApiResult;
@@ -35,7 +34,7 @@ pub async fn create(
             service::create_task(op, None, &input)
         })
         .await?;
-    Ok(json(StatusCode::CREATED, json!({ "task": task })))
+    Ok(keyed(StatusCode::CREATED, "task", task))
 }
 
 pub async fn create_child(
@@ -49,12 +48,12 @@ pub async fn create_child(
             service::create_task(op, Some(&id), &input)
         })
         .await?;
-    Ok(json(StatusCode::CREATED, json!({ "task": task })))
+    Ok(keyed(StatusCode::CREATED, "task", task))
 }
 
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Response> {
     let detail = s.read(move |r| views::task_detail(r, &id)).await?;
-    Ok(json(StatusCode::OK, json!({ "task": detail })))
+    Ok(keyed(StatusCode::OK, "task", detail))
 }
 
 pub async fn delete(
@@ -100,7 +99,7 @@ pub async fn remove_dependency(
 /// change, outside the writer (the detail holds every event of the task).
 async fn detail_after_commit(s: &AppState, id: String) -> ApiResult<Response> {
     let detail = s.read(move |r| views::task_detail(r, &id)).await?;
-    Ok(json(StatusCode::OK, json!({ "task": detail })))
+    Ok(keyed(StatusCode::OK, "task", detail))
 }
 
 pub async fn list_runs(
