@@ -74,6 +74,9 @@ for_every_backend! {
     a_write_failing_in_the_database_fails_its_command_alone =>
         sqlite_a_write_failing_in_the_database_fails_its_command_alone,
         postgres_a_write_failing_in_the_database_fails_its_command_alone;
+    failing_first_commands_of_a_transaction_are_undone_alone =>
+        sqlite_failing_first_commands_of_a_transaction_are_undone_alone,
+        postgres_failing_first_commands_of_a_transaction_are_undone_alone;
 }
 
 async fn records_round_trip(store: Store) {
@@ -207,6 +210,71 @@ async fn group_commit_rolls_back_failing_and_panicking_commands_alone(store: Sto
 
     // The writer is healthy afterwards.
     insert(&store, vec![task("f", 1)]).await;
+}
+
+/// The first command of a transaction may run without a savepoint of its own (SQLite): when it
+/// fails, after writing, as it panics or in the database, what it wrote goes and the commands
+/// after it still commit, numbering their events from where the log stood.
+async fn failing_first_commands_of_a_transaction_are_undone_alone(store: Store) {
+    insert_runs(
+        &store,
+        vec![(task("t", 1), run("run-taken", "t", RunStatus::Completed, 2))],
+    )
+    .await;
+    // "a" fails first in its batch; then "b" and "c" are each the first of what is left.
+    let results = write_each_in_one_batch(&store, &["a", "b", "c", "d"], |t, w| {
+        w.insert_task(&t)?;
+        w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
+        match t.id.as_str() {
+            "a" => Err(Error::conflict("nope", "a fails")),
+            "b" => panic!("b panics"),
+            "c" => w.insert_run(&run("run-taken", &t.id, RunStatus::Queued, 30)),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    assert!(matches!(
+        &results[0],
+        Err(Error::Conflict { code: "nope", .. })
+    ));
+    assert!(matches!(&results[1], Err(Error::Storage(m)) if m == "internal panic"));
+    match &results[2] {
+        Err(Error::Storage(msg)) => assert!(msg.to_lowercase().contains("unique"), "{msg}"),
+        other => panic!("command c: {other:?}"),
+    }
+    assert!(results[3].is_ok(), "{:?}", results[3]);
+
+    // A failing command alone in its batch, then one that succeeds.
+    let alone = store
+        .write(|w| {
+            w.insert_task(&task("e", 40))?;
+            w.append_event(&event("evt-e", "e", 20))?;
+            Err::<(), _>(Error::conflict("nope", "e fails"))
+        })
+        .await;
+    assert!(matches!(alone, Err(Error::Conflict { code: "nope", .. })));
+    insert(&store, vec![task("f", 50)]).await;
+    store
+        .write(|w| w.append_event(&event("evt-f", "f", 20)).map(drop))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        list(&store, TaskFilter::default()).await,
+        vec!["f", "d", "t"]
+    );
+    let seqs: Vec<i64> = store
+        .read(|r| {
+            ["d", "f"]
+                .iter()
+                .map(|id| Ok(r.task(id)?.unwrap().latest_event_seq))
+                .collect()
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs, vec![1, 2]);
+    assert_eq!(*store.committed_sequence().borrow(), 2);
+    assert_counters_match_a_recount(&store).await;
 }
 
 /// A write the database refuses (here a run id taken twice) fails the command that made it,

@@ -1,8 +1,8 @@
 //! The single writer thread and its group commit.
 //!
 //! One thread owns the write connection. It blocks for a command, drains whatever else is queued
-//! (up to `max_batch`), runs every command in its own SAVEPOINT of one IMMEDIATE transaction and
-//! commits once. One fsync thus serves the whole batch, while a failing command still rolls back
+//! (up to `max_batch`), runs every command in its own SAVEPOINT of one IMMEDIATE transaction (the
+//! first needs none) and commits once. One fsync thus serves the whole batch, while a failing command still rolls back
 //! alone. Nobody hears back before the COMMIT has returned, so an answer always means "durable".
 
 use std::path::{Path, PathBuf};
@@ -80,7 +80,12 @@ impl Writer {
         let mut deltas = CounterDeltas::default();
 
         for mut cmd in batch.drain(..) {
-            if !in_tx {
+            // The transaction's first command needs no savepoint: if it fails, rolling the
+            // whole transaction back undoes it alone. A savepoint makes SQLite copy every page
+            // the command changes into its sub-journal first, and with one agent at a time most
+            // transactions hold one command.
+            let first = !in_tx;
+            if first {
                 if let Err(e) = self.exec("BEGIN IMMEDIATE") {
                     tracing::warn!(error = %e, "sqlite writer could not begin a transaction");
                     cmd.reply(Some(&format!("could not begin a transaction: {e}")));
@@ -88,8 +93,7 @@ impl Writer {
                     continue;
                 }
                 in_tx = true;
-            }
-            if let Err(e) = self.exec("SAVEPOINT cmd") {
+            } else if let Err(e) = self.exec("SAVEPOINT cmd") {
                 cmd.reply(Some(&format!("could not open a savepoint: {e}")));
                 if self.conn.is_autocommit() {
                     fail(&mut pending, "the transaction was rolled back");
@@ -117,11 +121,23 @@ impl Writer {
                 intact = false;
                 continue;
             }
-            let closed = if ok {
-                self.exec("RELEASE cmd")
-            } else {
-                self.exec("ROLLBACK TO cmd")
-                    .and_then(|()| self.exec("RELEASE cmd"))
+            let closed = match (ok, first) {
+                (true, true) => Ok(()),
+                (true, false) => self.exec("RELEASE cmd"),
+                (false, false) => self
+                    .exec("ROLLBACK TO cmd")
+                    .and_then(|()| self.exec("RELEASE cmd")),
+                (false, true) => {
+                    // Nothing else is in the transaction: the next command begins another. The
+                    // command changed nothing, so its answer (its error) needs no COMMIT.
+                    in_tx = false;
+                    if let Err(e) = self.exec("ROLLBACK") {
+                        tracing::error!(error = %e, "sqlite writer could not roll back");
+                        intact = false;
+                    }
+                    cmd.reply(None);
+                    continue;
+                }
             };
             pending.push(cmd);
             match closed {
