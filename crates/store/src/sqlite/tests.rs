@@ -56,10 +56,31 @@ async fn opens_migrates_and_reopens() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
+    assert_eq!(page_size(&conn), 2048);
     drop(conn);
 
     let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
     assert_eq!(get_task(&store, "task-1").await, Some(full_task("task-1")));
+}
+
+fn page_size(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_keeps_the_page_size_it_was_created_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tasklane.db");
+    let conn = database_at_version(&path, 1);
+    assert_eq!(page_size(&conn), 4096);
+    drop(conn);
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    insert(&store, vec![full_task("task-1")]).await;
+    assert_eq!(get_task(&store, "task-1").await, Some(full_task("task-1")));
+    store.shutdown();
+    drop(store);
+    assert_eq!(page_size(&raw(&path)), 4096);
 }
 
 #[tokio::test(flavor = "multi_thread")]
