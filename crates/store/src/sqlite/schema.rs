@@ -298,6 +298,11 @@ const MIGRATION_9: &str = concat!(
     ";"
 );
 
+/// `task_runs_session` served no query: every read by session asks for the session's active
+/// runs, which `task_runs_session_active` serves, yet each claim added an entry to it (a WAL page
+/// for every claim's commit).
+const MIGRATION_10: &str = "DROP INDEX IF EXISTS task_runs_session;";
+
 /// Every migration in order; the schema version is the number applied.
 pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
@@ -309,6 +314,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     super::observe::schema::MIGRATION_DELTAS,
     MIGRATION_8,
     MIGRATION_9,
+    MIGRATION_10,
 ];
 
 /// The schema version this binary creates and understands.
