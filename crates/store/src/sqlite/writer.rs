@@ -2,8 +2,9 @@
 //!
 //! One thread owns the write connection. It blocks for a command, drains whatever else is queued
 //! (up to `max_batch`), runs every command in its own SAVEPOINT of one IMMEDIATE transaction (the
-//! first needs none) and commits once. One fsync thus serves the whole batch, while a failing command still rolls back
-//! alone. Nobody hears back before the COMMIT has returned, so an answer always means "durable".
+//! first needs none) and commits once. One fsync thus serves the whole batch, while a failing
+//! command still rolls back alone. Nobody hears back before the COMMIT has returned, so an answer
+//! always means "durable".
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
