@@ -33,9 +33,12 @@ impl AppState {
     /// Runs one write operation as one transaction in the writer. `now` is read inside the writer,
     /// so timestamps follow commit order. Claimers are woken after the commit when the operation
     /// may have made work claimable.
+    ///
+    /// The writer may run `f` more than once (its last run's result is the answer; see
+    /// `Store::write_repeatable`): `f` acts only through the `Op` it is given.
     pub async fn write<R, F>(&self, caller: Caller, f: F) -> ApiResult<R>
     where
-        F: FnOnce(&mut Op<'_>) -> Result<R> + Send + 'static,
+        F: Fn(&mut Op<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         self.write_body(caller, 0, f).await
@@ -45,7 +48,7 @@ impl AppState {
     /// write queue is bounded by the bytes it holds as well as by its length.
     pub async fn write_body<R, F>(&self, caller: Caller, body_bytes: usize, f: F) -> ApiResult<R>
     where
-        F: FnOnce(&mut Op<'_>) -> Result<R> + Send + 'static,
+        F: Fn(&mut Op<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
         let clock = self.clock.clone();
@@ -57,7 +60,7 @@ impl AppState {
         };
         let outcome = self
             .store
-            .write_sized(body_bytes, move |store| {
+            .write_repeatable(body_bytes, move |store| {
                 let mut op = Op::new(store, clock.now(), &caller);
                 let result = f(&mut op)?;
                 Ok((result, op.work_available))

@@ -68,6 +68,19 @@ impl Store {
         }
     }
 
+    /// [`Store::write_sized`] for a closure that may run more than once (see
+    /// `SqliteStore::write_repeatable`), which lets the SQLite writer spare it a savepoint.
+    pub async fn write_repeatable<R, F>(&self, bytes: usize, f: F) -> Result<R>
+    where
+        F: Fn(&mut dyn WriteStore) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        match self {
+            Store::Sqlite(s) => s.write_repeatable(bytes, f).await,
+            Store::Postgres(s) => s.write_repeatable(bytes, f).await,
+        }
+    }
+
     /// Runs `f` on a consistent read-only snapshot; never waits for writers. `f` may run twice:
     /// a read that finds its pooled connection lost is tried once more on a new one.
     pub async fn read<R, F>(&self, f: F) -> Result<R>

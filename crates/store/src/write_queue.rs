@@ -41,8 +41,13 @@ pub(crate) trait CommandDb {
 
 /// A queued write, type-erased so commands with different result types share one queue.
 pub(crate) trait Command<B: Backend>: Send {
-    /// Runs the command's closure; returns whether it succeeded (its savepoint is kept).
+    /// Runs the command's closure; returns whether it succeeded (its savepoint is kept). A
+    /// [repeatable](Command::repeatable) command may be run again; its last run's result counts.
     fn run(&mut self, db: &mut B::Db<'_>) -> bool;
+    /// Whether the command may run more than once. A writer may run such commands without a
+    /// savepoint of their own: if one fails after writing, the writer rolls the transaction
+    /// back and runs them all again, each in its own savepoint.
+    fn repeatable(&self) -> bool;
     /// Answers the caller. `batch_failure` is set when the batch's transaction was lost, which
     /// undoes this command too, whatever it returned.
     fn reply(self: Box<Self>, batch_failure: Option<&str>);
@@ -56,17 +61,52 @@ pub(crate) trait Command<B: Backend>: Send {
 /// A command as it travels through the queue.
 pub(crate) type BoxedCommand<B> = Box<dyn Command<B>>;
 
-pub(crate) struct Job<F, R> {
-    f: Option<F>,
+/// The closure of a command: one that runs once, or one that may run again.
+pub(crate) trait Work<B: Backend, R>: Send {
+    const REPEATABLE: bool;
+    /// Runs the closure; `None` if it has already run and cannot run again.
+    fn call(&mut self, db: &mut B::Db<'_>) -> Option<Result<R>>;
+}
+
+/// A closure that runs at most once.
+pub(crate) struct Once<F>(Option<F>);
+
+impl<B, F, R> Work<B, R> for Once<F>
+where
+    B: Backend,
+    F: FnOnce(&mut B::Db<'_>) -> Result<R> + Send,
+{
+    const REPEATABLE: bool = false;
+    fn call(&mut self, db: &mut B::Db<'_>) -> Option<Result<R>> {
+        self.0.take().map(|f| f(db))
+    }
+}
+
+/// A closure that may run again: it keeps nothing from one run to the next but its result.
+pub(crate) struct Repeatable<F>(F);
+
+impl<B, F, R> Work<B, R> for Repeatable<F>
+where
+    B: Backend,
+    F: Fn(&mut B::Db<'_>) -> Result<R> + Send,
+{
+    const REPEATABLE: bool = true;
+    fn call(&mut self, db: &mut B::Db<'_>) -> Option<Result<R>> {
+        Some((self.0)(db))
+    }
+}
+
+pub(crate) struct Job<W, R> {
+    work: W,
     result: Option<Result<R>>,
     tx: oneshot::Sender<Result<R>>,
     bytes: usize,
 }
 
-impl<F, R> Job<F, R> {
-    pub(crate) fn new(f: F, tx: oneshot::Sender<Result<R>>, bytes: usize) -> Self {
+impl<W, R> Job<W, R> {
+    pub(crate) fn new(work: W, tx: oneshot::Sender<Result<R>>, bytes: usize) -> Self {
         Job {
-            f: Some(f),
+            work,
             result: None,
             tx,
             bytes,
@@ -74,16 +114,13 @@ impl<F, R> Job<F, R> {
     }
 }
 
-impl<B, F, R> Command<B> for Job<F, R>
+impl<B, W, R> Command<B> for Job<W, R>
 where
     B: Backend,
-    F: FnOnce(&mut B::Db<'_>) -> Result<R> + Send,
+    W: Work<B, R>,
     R: Send,
 {
     fn run(&mut self, db: &mut B::Db<'_>) -> bool {
-        let Some(f) = self.f.take() else {
-            return false;
-        };
         // Nobody waits for this answer any more (the client went away, e.g. a long-polling
         // claimer that disconnected): doing the work would change state nobody learns about.
         if self.tx.is_closed() {
@@ -95,18 +132,28 @@ where
         // (SQLite: its pending task marks) is written inside its savepoint, before it is kept. A
         // command that left an item open has its counter changes split between the item and the
         // command: it fails.
+        let work = &mut self.work;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            f(db).and_then(|r| {
-                if db.item_open() {
-                    return Err(Error::Storage("a command ended with an item open".into()));
-                }
-                db.finish_command().map(|()| r)
+            work.call(db).map(|result| {
+                result.and_then(|r| {
+                    if db.item_open() {
+                        return Err(Error::Storage("a command ended with an item open".into()));
+                    }
+                    db.finish_command().map(|()| r)
+                })
             })
         }))
-        .unwrap_or_else(|_| Err(Error::Storage("internal panic".to_string())));
+        .unwrap_or_else(|_| Some(Err(Error::Storage("internal panic".to_string()))));
+        let Some(result) = result else {
+            return false;
+        };
         let ok = result.is_ok();
         self.result = Some(result);
         ok
+    }
+
+    fn repeatable(&self) -> bool {
+        W::REPEATABLE
     }
 
     fn reply(self: Box<Self>, batch_failure: Option<&str>) {
@@ -273,8 +320,25 @@ impl<B: Backend> WriteQueue<B> {
         F: FnOnce(&mut B::Db<'_>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.submit_work(bytes, Once(Some(f))).await
+    }
+
+    /// [`WriteQueue::submit`] for a closure the writer may run more than once.
+    pub(crate) async fn submit_repeatable<R, F>(&self, bytes: usize, f: F) -> Result<R>
+    where
+        F: Fn(&mut B::Db<'_>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.submit_work(bytes, Repeatable(f)).await
+    }
+
+    async fn submit_work<R, W>(&self, bytes: usize, work: W) -> Result<R>
+    where
+        W: Work<B, R> + 'static,
+        R: Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        self.enqueue(Box::new(Job::new(f, tx, bytes)))?;
+        self.enqueue(Box::new(Job::new(work, tx, bytes)))?;
         rx.await
             .map_err(|_| Error::Unavailable(B::WRITER_STOPPED.to_string()))?
     }
@@ -379,6 +443,27 @@ macro_rules! store_entry_points {
                 R: Send + 'static,
             {
                 self.submit(bytes, move |db: &mut $db<'_>| f(db)).await
+            }
+
+            /// [`write_sized`](Self::write_sized) for a closure that may run more than once:
+            /// it must do nothing but read and write through the store it is given, and its
+            /// last run's result is the answer. The writer can then run it without a savepoint
+            /// of its own (see `Command::repeatable`).
+            pub async fn write_repeatable<R, F>(
+                &self,
+                bytes: usize,
+                f: F,
+            ) -> tasklane_core::Result<R>
+            where
+                F: Fn(&mut dyn tasklane_core::store::WriteStore) -> tasklane_core::Result<R>
+                    + Send
+                    + 'static,
+                R: Send + 'static,
+            {
+                self.inner
+                    .queue
+                    .submit_repeatable(bytes, move |db: &mut $db<'_>| f(db))
+                    .await
             }
 
             /// Runs an observe read on a pooled connection inside one read snapshot.

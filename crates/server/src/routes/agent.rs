@@ -152,7 +152,7 @@ where
 }
 
 /// Puts back claims their client never received.
-type Undo = Box<dyn FnOnce(&mut Op<'_>) -> tasklane_core::Result<()> + Send>;
+type Undo = Box<dyn Fn(&mut Op<'_>) -> tasklane_core::Result<()> + Send>;
 
 fn undelivered_release() -> ReleaseInput {
     ReleaseInput {
@@ -171,7 +171,7 @@ async fn claim_delivered<T, F, U>(
 ) -> ApiResult<T>
 where
     T: Send + 'static,
-    F: FnOnce(&mut Op<'_>) -> tasklane_core::Result<T> + Send + 'static,
+    F: Fn(&mut Op<'_>) -> tasklane_core::Result<T> + Send + 'static,
     U: FnOnce(T) -> Option<Undo> + Send + 'static,
 {
     let (answer, answered) = oneshot::channel();

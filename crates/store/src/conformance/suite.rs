@@ -77,6 +77,9 @@ for_every_backend! {
     failing_first_commands_of_a_transaction_are_undone_alone =>
         sqlite_failing_first_commands_of_a_transaction_are_undone_alone,
         postgres_failing_first_commands_of_a_transaction_are_undone_alone;
+    repeatable_commands_that_fail_are_undone_alone =>
+        sqlite_repeatable_commands_that_fail_are_undone_alone,
+        postgres_repeatable_commands_that_fail_are_undone_alone;
 }
 
 async fn records_round_trip(store: Store) {
@@ -150,14 +153,36 @@ async fn write_each_in_one_batch<R: Send + 'static>(
     ids: &[&str],
     write: fn(Task, &mut dyn WriteStore) -> Result<R>,
 ) -> Vec<Result<R>> {
+    write_each_of_one_batch(store, ids, false, write).await
+}
+
+/// [`write_each_in_one_batch`] with writes that may run more than once (`write_repeatable`).
+async fn write_each_repeatable_in_one_batch<R: Send + 'static>(
+    store: &Store,
+    ids: &[&str],
+    write: fn(Task, &mut dyn WriteStore) -> Result<R>,
+) -> Vec<Result<R>> {
+    write_each_of_one_batch(store, ids, true, write).await
+}
+
+async fn write_each_of_one_batch<R: Send + 'static>(
+    store: &Store,
+    ids: &[&str],
+    repeatable: bool,
+    write: fn(Task, &mut dyn WriteStore) -> Result<R>,
+) -> Vec<Result<R>> {
     let (release, blocker) = hold_writer(store).await;
     let mut handles = Vec::new();
     for (i, id) in ids.iter().enumerate() {
         let s = store.clone();
         let t = task(id, 10 + i as i64);
-        handles.push(tokio::spawn(
-            async move { s.write(move |w| write(t, w)).await },
-        ));
+        handles.push(tokio::spawn(async move {
+            if repeatable {
+                s.write_repeatable(0, move |w| write(t.clone(), w)).await
+            } else {
+                s.write(move |w| write(t, w)).await
+            }
+        }));
         wait_queued(store, i + 1).await;
     }
     release.send(()).unwrap();
@@ -274,6 +299,62 @@ async fn failing_first_commands_of_a_transaction_are_undone_alone(store: Store) 
         .unwrap();
     assert_eq!(seqs, vec![1, 2]);
     assert_eq!(*store.committed_sequence().borrow(), 2);
+    assert_counters_match_a_recount(&store).await;
+}
+
+/// Repeatable commands may run without a savepoint of their own (SQLite): one that fails before
+/// writing leaves the others as they are; one that fails after writing (returning an error,
+/// panicking or in the database) is undone alone, the batch's other commands running again.
+/// Either way every other command commits once, with gapless sequences.
+async fn repeatable_commands_that_fail_are_undone_alone(store: Store) {
+    insert_runs(
+        &store,
+        vec![(task("t", 1), run("run-taken", "t", RunStatus::Completed, 2))],
+    )
+    .await;
+    let commits_before = store.commits();
+    let ids = ["a", "b", "early", "c", "late", "panics", "taken", "d"];
+    let results = write_each_repeatable_in_one_batch(&store, &ids, |t, w| {
+        if t.id == "early" {
+            return Err(Error::conflict("early", "fails before writing"));
+        }
+        w.insert_task(&t)?;
+        w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
+        match t.id.as_str() {
+            "late" => Err(Error::conflict("late", "fails after writing")),
+            "panics" => panic!("panics after writing"),
+            "taken" => w.insert_run(&run("run-taken", &t.id, RunStatus::Queued, 30)),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    for (id, result) in ids.iter().zip(&results) {
+        match (*id, result) {
+            ("a" | "b" | "c" | "d", Ok(())) => {}
+            ("early", Err(Error::Conflict { code: "early", .. }))
+            | ("late", Err(Error::Conflict { code: "late", .. })) => {}
+            ("panics", Err(Error::Storage(m))) if m == "internal panic" => {}
+            ("taken", Err(Error::Storage(m))) if m.to_lowercase().contains("unique") => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    // The blocker's transaction and then one for the whole batch.
+    assert_eq!(store.commits() - commits_before, 2);
+    assert_eq!(
+        list(&store, TaskFilter::default()).await,
+        vec!["d", "c", "b", "a", "t"]
+    );
+    let seqs: Vec<i64> = store
+        .read(|r| {
+            ["a", "b", "c", "d"]
+                .iter()
+                .map(|id| Ok(r.task(id)?.unwrap().latest_event_seq))
+                .collect()
+        })
+        .await
+        .unwrap();
+    assert_eq!(seqs, vec![1, 2, 3, 4]);
+    assert_eq!(*store.committed_sequence().borrow(), 4);
     assert_counters_match_a_recount(&store).await;
 }
 

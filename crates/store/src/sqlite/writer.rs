@@ -1,11 +1,12 @@
 //! The single writer thread and its group commit.
 //!
 //! One thread owns the write connection. It blocks for a command, drains whatever else is queued
-//! (up to `max_batch`), runs every command in its own SAVEPOINT of one IMMEDIATE transaction (the
-//! first needs none) and commits once. One fsync thus serves the whole batch, while a failing
-//! command still rolls back alone. Nobody hears back before the COMMIT has returned, so an answer
-//! always means "durable".
+//! (up to `max_batch`), runs every command in one IMMEDIATE transaction, each in its own
+//! SAVEPOINT where it needs one (see `Writer::run_batch`), and commits once. One fsync thus
+//! serves the whole batch, while a failing command still rolls back alone. Nobody hears back
+//! before the COMMIT has returned, so an answer always means "durable".
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -71,21 +72,33 @@ impl Writer {
     }
 
     /// Runs and commits one batch. Returns false if a transaction was lost to a storage failure.
+    ///
+    /// A command runs in its own SAVEPOINT, so that if it fails only its writes are undone:
+    /// while one is open SQLite copies every page a command changes into its sub-journal
+    /// first. Two kinds of command run without one. The transaction's first: if it fails,
+    /// rolling the whole transaction back undoes it alone, and with one agent at a time most
+    /// transactions hold one command. And a repeatable command in a transaction of repeatable
+    /// commands ("bare"): if it fails having written nothing (`total_changes` unchanged),
+    /// nothing needs undoing; if it fails after writing, the transaction is rolled back and its
+    /// commands run again from the start, this time each in its own savepoint. Commands rarely
+    /// fail after writing, so most run bare.
     fn run_batch(&self, batch: &mut Vec<BoxedCommand<SqliteStore>>) -> bool {
+        let mut todo: VecDeque<BoxedCommand<SqliteStore>> = batch.drain(..).collect();
         // Commands that ran in the open transaction, waiting for its COMMIT.
-        let mut pending: Vec<BoxedCommand<SqliteStore>> = Vec::with_capacity(batch.len());
+        let mut pending: Vec<BoxedCommand<SqliteStore>> = Vec::with_capacity(todo.len());
         let mut in_tx = false;
         let mut intact = true;
         let mut max_seq: Option<i64> = None;
         // The counter changes of the commands kept so far, applied once before the COMMIT.
         let mut deltas = CounterDeltas::default();
+        // Whether every command of the open transaction is repeatable; and whether commands
+        // may run bare at all (not after a bare one failed after writing).
+        let mut tx_repeatable = false;
+        let mut bare_allowed = true;
 
-        for mut cmd in batch.drain(..) {
-            // The transaction's first command needs no savepoint: if it fails, rolling the
-            // whole transaction back undoes it alone. A savepoint makes SQLite copy every page
-            // the command changes into its sub-journal first, and with one agent at a time most
-            // transactions hold one command.
+        while let Some(mut cmd) = todo.pop_front() {
             let first = !in_tx;
+            let bare = !first && bare_allowed && tx_repeatable && cmd.repeatable();
             if first {
                 if let Err(e) = self.exec("BEGIN IMMEDIATE") {
                     tracing::warn!(error = %e, "sqlite writer could not begin a transaction");
@@ -94,18 +107,23 @@ impl Writer {
                     continue;
                 }
                 in_tx = true;
-            } else if let Err(e) = self.exec("SAVEPOINT cmd") {
-                cmd.reply(Some(&format!("could not open a savepoint: {e}")));
-                if self.conn.is_autocommit() {
-                    fail(&mut pending, "the transaction was rolled back");
-                    max_seq = None;
-                    deltas.clear();
-                    in_tx = false;
-                    intact = false;
+                tx_repeatable = true;
+            } else if !bare {
+                if let Err(e) = self.exec("SAVEPOINT cmd") {
+                    cmd.reply(Some(&format!("could not open a savepoint: {e}")));
+                    if self.conn.is_autocommit() {
+                        fail(&mut pending, "the transaction was rolled back");
+                        max_seq = None;
+                        deltas.clear();
+                        in_tx = false;
+                        intact = false;
+                    }
+                    continue;
                 }
-                continue;
             }
+            tx_repeatable &= cmd.repeatable();
 
+            let changes_before = self.conn.total_changes();
             let mut db = Db::for_command(&self.conn);
             let ok = cmd.run(&mut db);
             let appended = db.appended;
@@ -122,13 +140,38 @@ impl Writer {
                 intact = false;
                 continue;
             }
-            let closed = match (ok, first) {
-                (true, true) => Ok(()),
-                (true, false) => self.exec("RELEASE cmd"),
-                (false, false) => self
+            let closed = match (ok, first, bare) {
+                (true, true, _) | (true, false, true) => Ok(()),
+                (true, false, false) => self.exec("RELEASE cmd"),
+                (false, false, false) => self
                     .exec("ROLLBACK TO cmd")
                     .and_then(|()| self.exec("RELEASE cmd")),
-                (false, true) => {
+                // Failed having written nothing: nothing to undo.
+                (false, false, true) if self.conn.total_changes() == changes_before => Ok(()),
+                (false, false, true) => {
+                    // Failed after writing, and only the whole transaction can be undone: run
+                    // its commands again, each in its own savepoint.
+                    if let Err(e) = self.exec("ROLLBACK") {
+                        tracing::error!(error = %e, "sqlite writer could not roll back");
+                        pending.push(cmd);
+                        fail(&mut pending, &format!("rollback failed: {e}"));
+                        max_seq = None;
+                        deltas.clear();
+                        in_tx = false;
+                        intact = false;
+                        continue;
+                    }
+                    todo.push_front(cmd);
+                    while let Some(earlier) = pending.pop() {
+                        todo.push_front(earlier);
+                    }
+                    max_seq = None;
+                    deltas.clear();
+                    in_tx = false;
+                    bare_allowed = false;
+                    continue;
+                }
+                (false, true, _) => {
                     // Nothing else is in the transaction: the next command begins another. The
                     // command changed nothing, so its answer (its error) needs no COMMIT.
                     in_tx = false;
