@@ -30,6 +30,9 @@ pub(super) struct TaskMark {
     task_id: String,
     activity: Ts,
     latest_seq: Option<i64>,
+    /// How far an update of the task in this command already raised `last_activity_at` (an
+    /// update that writes `updated_at` raises it too): a mark no later needs no write.
+    activity_written: Option<Ts>,
 }
 
 impl Db<'_> {
@@ -47,6 +50,20 @@ impl Db<'_> {
                 task_id: task_id.to_string(),
                 activity: at,
                 latest_seq: seq,
+                activity_written: None,
+            }),
+        }
+    }
+
+    /// Records that an update of `task_id` raised its `last_activity_at` to at least `at`.
+    fn activity_written(&mut self, task_id: &str, at: Ts) {
+        match self.marks.iter_mut().find(|m| m.task_id == task_id) {
+            Some(m) => m.activity_written = m.activity_written.max(Some(at)),
+            None => self.marks.push(TaskMark {
+                task_id: task_id.to_string(),
+                activity: at,
+                latest_seq: None,
+                activity_written: Some(at),
             }),
         }
     }
@@ -74,6 +91,9 @@ impl Db<'_> {
                     .map_err(sql_err)?;
                 stmt.execute(rusqlite::params![m.task_id, seq])
                     .map_err(sql_err)?;
+            }
+            if m.activity_written.is_some_and(|at| at >= m.activity) {
+                continue;
             }
             let mut stmt = self
                 .conn
@@ -136,6 +156,13 @@ impl WriteStore for Db<'_> {
         let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
         bind_task(&mut stmt, task)?;
         stmt.raw_execute().map_err(sql_err)?;
+        drop(stmt);
+        if changed
+            .iter()
+            .any(|(_, idx)| *idx == task_param::UPDATED_AT)
+        {
+            self.activity_written(&task.id, task.updated_at);
+        }
         self.count_updated_task(&current, task)
     }
 
