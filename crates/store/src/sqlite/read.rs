@@ -7,7 +7,7 @@ use rusqlite::types::ToSql;
 use tasklane_core::model::{
     ApiToken, Dependency, Event, IdempotencyRecord, Priority, Ref, Run, Task,
 };
-use tasklane_core::store::{AgentSessionRecord, ReadStore, RunFilter, TaskFilter};
+use tasklane_core::store::{AgentSessionRecord, Neighbourhood, ReadStore, RunFilter, TaskFilter};
 use tasklane_core::time::Ts;
 use tasklane_core::Result;
 
@@ -280,6 +280,30 @@ impl ReadStore for Db<'_> {
 
     fn runs_of_task(&mut self, task_id: &str) -> Result<Vec<Run>> {
         self.list_runs(task_id, &RunFilter::default())
+    }
+
+    fn task_with_neighbourhood(&mut self, id: &str) -> Result<Option<(Task, Neighbourhood)>> {
+        let Some(task) = self.task(id)? else {
+            return Ok(None);
+        };
+        // In the writer the task's flags were read with it: a task with no edges out (the
+        // common case) needs no read of them.
+        let has_deps = self
+            .known
+            .as_ref()
+            .and_then(|k| k.flags(id))
+            .is_none_or(|flags| flags.has_deps);
+        let dependencies = if has_deps {
+            self.dependencies_of(id)?
+        } else {
+            Vec::new()
+        };
+        let around = Neighbourhood {
+            runs: self.runs_of_task(id)?,
+            dependencies,
+            dependents: self.dependents_of(id)?,
+        };
+        Ok(Some((task, around)))
     }
 
     fn list_runs(&mut self, task_id: &str, filter: &RunFilter) -> Result<Vec<Run>> {
