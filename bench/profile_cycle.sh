@@ -18,6 +18,10 @@
 #
 # With BATCH=K (K divides CYCLES) one worker hosting K sessions claims K runs with one
 # claim-batch and reports them with one complete-batch, CYCLES/K times.
+#
+# With AGENTS=N (N divides CYCLES) N agents work at once, each CYCLES/N claim-next -> complete
+# cycles, so that the writer commits several commands per transaction as under load. The count
+# then depends a little on how the commands happen to group.
 set -euo pipefail
 bin=${1:-target/release/tasklane}
 cycles=${2:-300}
@@ -25,6 +29,7 @@ backlog=${BACKLOG:-0}
 mode=${MODE:-plain}
 warmup=${WARMUP:-20}
 batch=${BATCH:-0}
+agents=${AGENTS:-1}
 offer='[]'
 [ "$mode" = caps ] && offer='["cpu","fast"]'
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 2; }
@@ -46,10 +51,10 @@ vg=$!
 trap 'kill $vg 2>/dev/null || true' EXIT
 for _ in $(seq 1 900); do grep -q listening "$dir/server.log" && break; sleep 0.2; done
 drive() {
-python3 - "http://127.0.0.1:$port" "$2" "$1" "$offer" "$batch" <<'PY'
-import json, sys, urllib.request
+python3 - "http://127.0.0.1:$port" "$2" "$1" "$offer" "$batch" "$agents" <<'PY'
+import json, sys, threading, urllib.request
 base, n, mode, offer = sys.argv[1], int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
-batch = int(sys.argv[5])
+batch, agents = int(sys.argv[5]), int(sys.argv[6])
 def post(path, body, headers={}):
     req = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
                                  headers={"content-type": "application/json", **headers})
@@ -70,11 +75,21 @@ elif batch > 0:
         results = post("/api/agent/tasks/complete-batch", {"items": items})["results"]
         assert len(claims) == batch and all(r["ok"] for r in results), results
 else:
-    agent = {"X-AGH-Session-ID": "profile-agent"}
-    for _ in range(n):
-        body = {"lease_seconds": 60, "required_capabilities": offer}
-        run = post("/api/agent/tasks/claim-next", body, agent)["claim"]["run"]["id"]
-        post(f"/api/agent/tasks/{run}/complete", {"result": {"ok": True}}, agent)
+    def work(session, cycles):
+        agent = {"X-AGH-Session-ID": session}
+        for _ in range(cycles):
+            body = {"lease_seconds": 60, "required_capabilities": offer}
+            run = post("/api/agent/tasks/claim-next", body, agent)["claim"]["run"]["id"]
+            post(f"/api/agent/tasks/{run}/complete", {"result": {"ok": True}}, agent)
+    if agents == 1:
+        work("profile-agent", n)
+    else:
+        threads = [threading.Thread(target=work, args=(f"profile-agent-{i}", n // agents))
+                   for i in range(agents)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 PY
 }
 if [ "$backlog" -gt 0 ]; then
@@ -86,5 +101,5 @@ callgrind_control -i on $vg >/dev/null
 drive cycle "$cycles"
 callgrind_control -d $vg >/dev/null
 total=$(callgrind_annotate "$dir/callgrind.out.1" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1}')
-echo "server instructions per claim-next -> complete cycle: $((total / cycles)) ($total over $cycles cycles; backlog $backlog $mode; batch $batch)"
+echo "server instructions per claim-next -> complete cycle: $((total / cycles)) ($total over $cycles cycles; backlog $backlog $mode; batch $batch; agents $agents)"
 echo "profile: $dir/callgrind.out.1"
