@@ -84,21 +84,14 @@ impl Writer {
     /// fail after writing, so most run bare.
     fn run_batch(&self, batch: &mut Vec<BoxedCommand<SqliteStore>>) -> bool {
         let mut todo: VecDeque<BoxedCommand<SqliteStore>> = batch.drain(..).collect();
-        // Commands that ran in the open transaction, waiting for its COMMIT.
-        let mut pending: Vec<BoxedCommand<SqliteStore>> = Vec::with_capacity(todo.len());
-        let mut in_tx = false;
+        let mut tx = OpenTx::default();
         let mut intact = true;
-        let mut max_seq: Option<i64> = None;
-        // The counter changes of the commands kept so far, applied once before the COMMIT.
-        let mut deltas = CounterDeltas::default();
-        // Whether every command of the open transaction is repeatable; and whether commands
-        // may run bare at all (not after a bare one failed after writing).
-        let mut tx_repeatable = false;
+        // Whether commands may run bare (not after a bare one failed after writing).
         let mut bare_allowed = true;
 
         while let Some(mut cmd) = todo.pop_front() {
-            let first = !in_tx;
-            let bare = !first && bare_allowed && tx_repeatable && cmd.repeatable();
+            let first = !tx.open;
+            let bare = !first && bare_allowed && tx.repeatable && cmd.repeatable();
             if first {
                 if let Err(e) = self.exec("BEGIN IMMEDIATE") {
                     tracing::warn!(error = %e, "sqlite writer could not begin a transaction");
@@ -106,22 +99,19 @@ impl Writer {
                     intact = false;
                     continue;
                 }
-                in_tx = true;
-                tx_repeatable = true;
+                tx.open = true;
+                tx.repeatable = true;
             } else if !bare {
                 if let Err(e) = self.exec("SAVEPOINT cmd") {
                     cmd.reply(Some(&format!("could not open a savepoint: {e}")));
                     if self.conn.is_autocommit() {
-                        fail(&mut pending, "the transaction was rolled back");
-                        max_seq = None;
-                        deltas.clear();
-                        in_tx = false;
+                        tx.lost("the transaction was rolled back");
                         intact = false;
                     }
                     continue;
                 }
             }
-            tx_repeatable &= cmd.repeatable();
+            tx.repeatable &= cmd.repeatable();
 
             let changes_before = self.conn.total_changes();
             let mut db = Db::for_command(&self.conn);
@@ -132,11 +122,8 @@ impl Writer {
             // SQLite rolls the whole transaction back by itself after some errors (disk full,
             // I/O error): everything this batch did so far is gone, so nobody may hear "ok".
             if self.conn.is_autocommit() {
-                pending.push(cmd);
-                fail(&mut pending, "the transaction was rolled back by sqlite");
-                max_seq = None;
-                deltas.clear();
-                in_tx = false;
+                tx.pending.push(cmd);
+                tx.lost("the transaction was rolled back by sqlite");
                 intact = false;
                 continue;
             }
@@ -151,30 +138,23 @@ impl Writer {
                 (false, false, true) => {
                     // Failed after writing, and only the whole transaction can be undone: run
                     // its commands again, each in its own savepoint.
+                    tx.pending.push(cmd);
                     if let Err(e) = self.exec("ROLLBACK") {
                         tracing::error!(error = %e, "sqlite writer could not roll back");
-                        pending.push(cmd);
-                        fail(&mut pending, &format!("rollback failed: {e}"));
-                        max_seq = None;
-                        deltas.clear();
-                        in_tx = false;
+                        tx.lost(&format!("rollback failed: {e}"));
                         intact = false;
                         continue;
                     }
-                    todo.push_front(cmd);
-                    while let Some(earlier) = pending.pop() {
+                    for earlier in tx.rolled_back().into_iter().rev() {
                         todo.push_front(earlier);
                     }
-                    max_seq = None;
-                    deltas.clear();
-                    in_tx = false;
                     bare_allowed = false;
                     continue;
                 }
                 (false, true, _) => {
                     // Nothing else is in the transaction: the next command begins another. The
                     // command changed nothing, so its answer (its error) needs no COMMIT.
-                    in_tx = false;
+                    tx.open = false;
                     if let Err(e) = self.exec("ROLLBACK") {
                         tracing::error!(error = %e, "sqlite writer could not roll back");
                         intact = false;
@@ -183,34 +163,31 @@ impl Writer {
                     continue;
                 }
             };
-            pending.push(cmd);
+            tx.pending.push(cmd);
             match closed {
                 Ok(()) => {
                     if ok {
-                        max_seq = max_seq.max(appended);
-                        deltas.merge(cmd_deltas);
+                        tx.max_seq = tx.max_seq.max(appended);
+                        tx.deltas.merge(cmd_deltas);
                     }
                 }
                 Err(e) => {
                     // The transaction's state is unknown: drop it rather than commit it.
                     tracing::error!(error = %e, "sqlite writer lost a savepoint");
                     let _ = self.exec("ROLLBACK");
-                    fail(&mut pending, &format!("savepoint failed: {e}"));
-                    max_seq = None;
-                    deltas.clear();
-                    in_tx = false;
+                    tx.lost(&format!("savepoint failed: {e}"));
                     intact = false;
                 }
             }
         }
 
-        if !in_tx {
+        if !tx.open {
             return intact;
         }
-        if let Err(e) = counters::apply(&self.conn, &deltas) {
+        if let Err(e) = counters::apply(&self.conn, &tx.deltas) {
             tracing::error!(error = %e, "sqlite writer could not update the counters");
             let _ = self.exec("ROLLBACK");
-            fail(&mut pending, &format!("updating the counters failed: {e}"));
+            tx.lost(&format!("updating the counters failed: {e}"));
             return false;
         }
         let committing = std::time::Instant::now();
@@ -219,12 +196,12 @@ impl Writer {
             if !self.conn.is_autocommit() {
                 let _ = self.exec("ROLLBACK");
             }
-            fail(&mut pending, &format!("commit failed: {e}"));
+            tx.lost(&format!("commit failed: {e}"));
             return false;
         }
         // Published before anyone is answered.
-        self.queue.shared().committed(committing, max_seq);
-        for cmd in pending.drain(..) {
+        self.queue.shared().committed(committing, tx.max_seq);
+        for cmd in tx.pending.drain(..) {
             cmd.reply(None);
         }
         intact
@@ -278,6 +255,35 @@ impl Writer {
             Ok(_) => tracing::debug!("wal checkpoint waited too long for readers; retrying"),
             Err(e) => tracing::warn!(error = %e, "wal checkpoint failed; retrying"),
         }
+    }
+}
+
+/// The open transaction of a batch: the commands that ran in it, waiting for its COMMIT, and
+/// what the COMMIT owes them.
+#[derive(Default)]
+struct OpenTx {
+    open: bool,
+    pending: Vec<BoxedCommand<SqliteStore>>,
+    /// The highest sequence the kept commands appended, published once committed.
+    max_seq: Option<i64>,
+    /// The counter changes of the kept commands, applied once before the COMMIT.
+    deltas: CounterDeltas,
+    /// Whether every command that ran in it is repeatable.
+    repeatable: bool,
+}
+
+impl OpenTx {
+    /// Ends the transaction, which was rolled back; returns its commands in the order they ran.
+    fn rolled_back(&mut self) -> Vec<BoxedCommand<SqliteStore>> {
+        self.open = false;
+        self.max_seq = None;
+        self.deltas.clear();
+        std::mem::take(&mut self.pending)
+    }
+
+    /// The transaction is gone: every command of it hears `msg`.
+    fn lost(&mut self, msg: &str) {
+        fail(&mut self.rolled_back(), msg);
     }
 }
 
