@@ -156,15 +156,8 @@ async fn write_each_in_one_batch<R: Send + 'static>(
     write_each_of_one_batch(store, ids, false, write).await
 }
 
-/// [`write_each_in_one_batch`] with writes that may run more than once (`write_repeatable`).
-async fn write_each_repeatable_in_one_batch<R: Send + 'static>(
-    store: &Store,
-    ids: &[&str],
-    write: fn(Task, &mut dyn WriteStore) -> Result<R>,
-) -> Vec<Result<R>> {
-    write_each_of_one_batch(store, ids, true, write).await
-}
-
+/// [`write_each_in_one_batch`], with writes that may run more than once (`write_repeatable`)
+/// when `repeatable`.
 async fn write_each_of_one_batch<R: Send + 'static>(
     store: &Store,
     ids: &[&str],
@@ -314,7 +307,7 @@ async fn repeatable_commands_that_fail_are_undone_alone(store: Store) {
     .await;
     let commits_before = store.commits();
     let ids = ["a", "b", "early", "c", "late", "panics", "taken", "d"];
-    let results = write_each_repeatable_in_one_batch(&store, &ids, |t, w| {
+    let results = write_each_of_one_batch(&store, &ids, true, |t, w| {
         if t.id == "early" {
             return Err(Error::conflict("early", "fails before writing"));
         }
