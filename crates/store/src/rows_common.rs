@@ -73,9 +73,14 @@ pub(crate) fn parse_strings(text: &str, what: &str) -> Result<Vec<String>> {
     serde_json::from_str(text).map_err(|e| json_err(what, e))
 }
 
+/// JSON text of a value, written straight into a buffer (`to_string` goes through `Display`
+/// and a `fmt::Write` adapter). Serializing a `Value` cannot fail: its keys are always strings.
+fn json_text(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_string())
+}
+
 pub(crate) fn opt_json_text(v: &Option<Value>) -> Option<String> {
-    // Serializing a `Value` cannot fail: its keys are always strings.
-    v.as_ref().map(|v| v.to_string())
+    v.as_ref().map(json_text)
 }
 
 pub(crate) fn strings_text(v: &[String]) -> String {
@@ -355,7 +360,7 @@ pub(crate) use event_columns;
 
 /// JSON text of an event payload (always present; JSON null is stored as `null`).
 pub(crate) fn payload_text(v: &Value) -> String {
-    v.to_string()
+    json_text(v)
 }
 
 pub(crate) fn priority_from_rank(rank: i64) -> Result<Priority> {
