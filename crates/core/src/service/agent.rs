@@ -104,28 +104,33 @@ fn lease_live(run: &Run, now: Ts) -> bool {
 pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> {
     let session = session_of(op.caller)?;
     let token = op.caller.session_token();
-    op.touch_session()?;
     let active = op.store.active_runs_of_session(&session, token)?;
-    if let Some(key) = &req.idempotency_key {
-        if let Some(run) = active.iter().find(|r| {
+    let replay = req.idempotency_key.as_ref().and_then(|key| {
+        active.iter().find(|r| {
             r.claim_idempotency_key.as_deref() == Some(key.as_str()) && lease_live(r, op.now)
-        }) {
-            let task = op.load_task(&run.task_id)?;
-            return Ok(Some(Claim::new(&task, run)));
+        })
+    });
+    // A run bound to the session without a lease (operator attach) also counts: the session is busy.
+    if replay.is_none() {
+        if let Some(held) = active
+            .iter()
+            .find(|r| r.lease_until.is_none_or(|until| until > op.now))
+        {
+            return Err(Error::conflict(
+                "lease_held",
+                format!(
+                    "session {session} already holds an active lease on task run {}",
+                    held.id
+                ),
+            ));
         }
     }
-    // A run bound to the session without a lease (operator attach) also counts: the session is busy.
-    if let Some(held) = active
-        .iter()
-        .find(|r| r.lease_until.is_none_or(|until| until > op.now))
-    {
-        return Err(Error::conflict(
-            "lease_held",
-            format!(
-                "session {session} already holds an active lease on task run {}",
-                held.id
-            ),
-        ));
+    // Written once the call is known to be allowed: a refused claim writes nothing, which
+    // spares the writer an undo.
+    op.touch_session()?;
+    if let Some(run) = replay {
+        let task = op.load_task(&run.task_id)?;
+        return Ok(Some(Claim::new(&task, run)));
     }
     let Some(min_priority) = req.min_priority else {
         return Ok(None);
@@ -251,7 +256,6 @@ pub(crate) fn refuse_foreign_lease(op: &Op<'_>, run: &Run) -> Result<()> {
 fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
     let session = session_of(op.caller)?;
     let token = op.caller.session_token();
-    op.touch_session()?;
     let now = op.now;
     let active = op.store.active_runs_of_session(&session, token)?;
     // The run itself is usually among the session's active runs, read in this transaction.
@@ -269,7 +273,7 @@ fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
             format!("session {session} holds more than one active lease"),
         ));
     }
-    match run {
+    let resolved = match run {
         Some(run)
             if run.session_id.as_deref() == Some(session.as_str())
                 && run.session_token.as_deref() == token
@@ -295,7 +299,13 @@ fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
             "no_active_lease",
             format!("session {session} holds no active lease on task run {run_id}"),
         )),
+    };
+    // Written once the call is known to be allowed: a refused call writes nothing, which spares
+    // the writer an undo.
+    if resolved.is_ok() {
+        op.touch_session()?;
     }
+    resolved
 }
 
 /// `POST /api/agent/tasks/{run_id}/heartbeat`: the lease now ends `lease_seconds` from now.
