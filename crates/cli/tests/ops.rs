@@ -26,6 +26,7 @@ const FAMILIES: &[&str] = &[
     "tasklane_sse_subscribers",
     "tasklane_writer_batch_size",
     "tasklane_writer_commit_seconds",
+    "tasklane_writer_reruns_total",
     "tasklane_writer_queue_length",
     "tasklane_wal_bytes",
 ];

@@ -34,6 +34,7 @@ const PARKED_CLAIMERS: &str = "tasklane_parked_claimers";
 const SSE_SUBSCRIBERS: &str = "tasklane_sse_subscribers";
 const BATCH_SIZE: &str = "tasklane_writer_batch_size";
 const COMMIT_SECONDS: &str = "tasklane_writer_commit_seconds";
+const WRITER_RERUNS: &str = "tasklane_writer_reruns_total";
 
 /// Latency buckets, from a fast read to the longest long poll (300 s).
 const SECONDS_BUCKETS: &[f64] = &[
@@ -109,8 +110,14 @@ fn describe() {
         COMMIT_SECONDS,
         "Time of one group commit (COMMIT with fsync)"
     );
+    describe_counter!(
+        WRITER_RERUNS,
+        "SQLite transactions rolled back and run again, each command in its own savepoint, \
+         because a command without one failed after writing"
+    );
     counter!(LEASE_EXPIRATIONS).absolute(0);
     counter!(POISON_FAILURES).absolute(0);
+    counter!(WRITER_RERUNS).absolute(0);
     gauge!(PARKED_CLAIMERS).set(0.0);
     gauge!(SSE_SUBSCRIBERS).set(0.0);
 }

@@ -148,6 +148,8 @@ impl Writer {
                     for earlier in tx.rolled_back().into_iter().rev() {
                         todo.push_front(earlier);
                     }
+                    metrics::counter!("tasklane_writer_reruns_total").increment(1);
+                    tracing::debug!("a command failed after writing: its transaction runs again");
                     bare_allowed = false;
                     continue;
                 }
