@@ -41,31 +41,32 @@ impl Db<'_> {
     /// written at once would rewrite the task row and its list and inbox index entries; the
     /// marks are written once per task when the command ends ([`Db::flush_task_marks`]).
     fn mark_task(&mut self, task_id: &str, at: Ts, seq: Option<i64>) {
-        match self.marks.iter_mut().find(|m| m.task_id == task_id) {
-            Some(m) => {
-                m.activity = m.activity.max(at);
-                m.latest_seq = m.latest_seq.max(seq);
-            }
-            None => self.marks.push(TaskMark {
-                task_id: task_id.to_string(),
-                activity: at,
-                latest_seq: seq,
-                activity_written: None,
-            }),
-        }
+        let m = self.mark(task_id, at);
+        m.activity = m.activity.max(at);
+        m.latest_seq = m.latest_seq.max(seq);
     }
 
     /// Records that an update of `task_id` raised its `last_activity_at` to at least `at`.
     fn activity_written(&mut self, task_id: &str, at: Ts) {
-        match self.marks.iter_mut().find(|m| m.task_id == task_id) {
-            Some(m) => m.activity_written = m.activity_written.max(Some(at)),
-            None => self.marks.push(TaskMark {
-                task_id: task_id.to_string(),
-                activity: at,
-                latest_seq: None,
-                activity_written: Some(at),
-            }),
-        }
+        let m = self.mark(task_id, at);
+        m.activity_written = m.activity_written.max(Some(at));
+    }
+
+    /// The task's mark, begun at activity `at` if it has none yet.
+    fn mark(&mut self, task_id: &str, at: Ts) -> &mut TaskMark {
+        let i = match self.marks.iter().position(|m| m.task_id == task_id) {
+            Some(i) => i,
+            None => {
+                self.marks.push(TaskMark {
+                    task_id: task_id.to_string(),
+                    activity: at,
+                    latest_seq: None,
+                    activity_written: None,
+                });
+                self.marks.len() - 1
+            }
+        };
+        &mut self.marks[i]
     }
 
     /// Applies the marks of the current command to a task read back in it.
@@ -143,6 +144,7 @@ impl WriteStore for Db<'_> {
             return Ok(());
         }
         let mut sql = String::from("UPDATE tasks SET ");
+        let mut raises_activity = false;
         for (i, (column, idx)) in changed.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
@@ -150,6 +152,7 @@ impl WriteStore for Db<'_> {
             let _ = write!(sql, "{column} = ?{idx}");
             if *idx == task_param::UPDATED_AT {
                 let _ = write!(sql, ", last_activity_at = MAX(last_activity_at, ?{idx})");
+                raises_activity = true;
             }
         }
         sql.push_str(" WHERE id = ?1");
@@ -157,10 +160,7 @@ impl WriteStore for Db<'_> {
         bind_task(&mut stmt, task)?;
         stmt.raw_execute().map_err(sql_err)?;
         drop(stmt);
-        if changed
-            .iter()
-            .any(|(_, idx)| *idx == task_param::UPDATED_AT)
-        {
+        if raises_activity {
             self.activity_written(&task.id, task.updated_at);
         }
         self.count_updated_task(&current, task)
