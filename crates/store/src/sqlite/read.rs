@@ -282,28 +282,24 @@ impl ReadStore for Db<'_> {
         self.list_runs(task_id, &RunFilter::default())
     }
 
-    fn task_with_neighbourhood(&mut self, id: &str) -> Result<Option<(Task, Neighbourhood)>> {
-        let Some(task) = self.task(id)? else {
-            return Ok(None);
-        };
-        // In the writer the task's flags were read with it: a task with no edges out (the
-        // common case) needs no read of them.
+    fn neighbourhood(&mut self, task_id: &str) -> Result<Neighbourhood> {
+        // The writer knows whether a task it has read has edges out (`dependency_count`, read
+        // with the task and kept in step by the command's writes): most have none, and need no
+        // read of them.
         let has_deps = self
             .known
             .as_ref()
-            .and_then(|k| k.flags(id))
+            .and_then(|k| k.flags(task_id))
             .is_none_or(|flags| flags.has_deps);
-        let dependencies = if has_deps {
-            self.dependencies_of(id)?
-        } else {
-            Vec::new()
-        };
-        let around = Neighbourhood {
-            runs: self.runs_of_task(id)?,
-            dependencies,
-            dependents: self.dependents_of(id)?,
-        };
-        Ok(Some((task, around)))
+        Ok(Neighbourhood {
+            runs: self.runs_of_task(task_id)?,
+            dependencies: if has_deps {
+                self.dependencies_of(task_id)?
+            } else {
+                Vec::new()
+            },
+            dependents: self.dependents_of(task_id)?,
+        })
     }
 
     fn list_runs(&mut self, task_id: &str, filter: &RunFilter) -> Result<Vec<Run>> {
