@@ -15,6 +15,7 @@ mod read;
 mod rows;
 mod schema;
 pub(crate) mod status_sets;
+mod wal_buffer;
 mod write;
 mod writer;
 
@@ -346,7 +347,13 @@ fn wal_path(path: &Path) -> PathBuf {
 const PAGE_SIZE: u32 = 2048;
 
 fn open_writer(path: &Path, wal_limit: u64) -> Result<Connection> {
-    let conn = Connection::open(path)
+    let opened = if wal_buffer::register() {
+        let vfs = wal_buffer::VFS_NAME.to_str().expect("the name is ASCII");
+        Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)
+    } else {
+        Connection::open(path)
+    };
+    let conn = opened
         .map_err(|e| Error::Storage(format!("cannot open database {}: {e}", path.display())))?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(BUSY_TIMEOUT).map_err(sql_err)?;
@@ -376,6 +383,16 @@ fn open_writer(path: &Path, wal_limit: u64) -> Result<Connection> {
          PRAGMA journal_size_limit = {wal_limit};"
     ))
     .map_err(sql_err)?;
+    // wal_buffer relies on every commit syncing the WAL before publishing it.
+    let synchronous: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .map_err(sql_err)?;
+    if synchronous < 2 {
+        return Err(Error::Storage(format!(
+            "database {} would not sync every commit (synchronous = {synchronous})",
+            path.display()
+        )));
+    }
     Ok(conn)
 }
 
