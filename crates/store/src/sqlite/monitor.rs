@@ -8,7 +8,7 @@ use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
 use super::status_sets::active_run;
-use super::{schema, wal_path, SqliteStore};
+use super::{file_len, schema, wal_path, SqliteStore};
 use crate::monitor::{QueueGauges, WorkspaceFold};
 
 impl SqliteStore {
@@ -42,7 +42,7 @@ impl SqliteStore {
 
     /// Size in bytes of the write-ahead log file (0 when there is none).
     pub fn wal_bytes(&self) -> u64 {
-        std::fs::metadata(wal_path(self.path())).map_or(0, |m| m.len())
+        file_len(&wal_path(self.path()))
     }
 
     /// The queue per priority and per workspace, and the active leases, in one read snapshot.

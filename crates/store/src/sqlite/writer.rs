@@ -218,7 +218,7 @@ impl Writer {
     /// checkpoint may have to grow the database by up to the WAL's size and a WAL that had taken
     /// that room too could never be checkpointed.
     fn checkpoint_due(&self) -> Option<(Duration, &'static str)> {
-        let len = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        let len = super::file_len(&self.wal);
         let full = free_bytes(&self.wal).is_some_and(|free| len >= free);
         let held = self.wal_frames.load(Ordering::Relaxed) * self.page_size;
         if self.recovering || full || len >= 2 * self.wal_limit {
