@@ -77,12 +77,6 @@ unsafe impl Send for OsVfs {}
 unsafe impl Sync for OsVfs {}
 
 static OS_VFS: OnceLock<OsVfs> = OnceLock::new();
-static METHODS: OnceLock<Methods> = OnceLock::new();
-
-struct Methods(ffi::sqlite3_io_methods);
-// SAFETY: a table of function pointers, never changed once built.
-unsafe impl Send for Methods {}
-unsafe impl Sync for Methods {}
 
 /// A WAL file as SQLite sees it: the OS VFS's own file follows this header in the same
 /// allocation (`szOsFile` reserves room for both).
@@ -92,10 +86,13 @@ struct WalFile {
     pending: *mut Pending,
 }
 
-/// Bytes SQLite wrote at `start..start + bytes.len()` that the OS has not been given yet.
+/// Bytes SQLite wrote at `start..start + bytes.len()` that the OS has not been given yet, and
+/// the file's methods: the OS file's, each one wrapped (a VFS may give files of one kind
+/// different methods, so each file has its own table).
 struct Pending {
     start: i64,
     bytes: Vec<u8>,
+    methods: ffi::sqlite3_io_methods,
 }
 
 /// The OS VFS's file inside `file`.
@@ -125,16 +122,17 @@ unsafe extern "C" fn open(
     if rc != ffi::SQLITE_OK {
         return rc;
     }
-    let methods = METHODS.get_or_init(|| Methods(wrapping(inner_methods(file))));
-    (*(file as *mut WalFile)).pending = Box::into_raw(Box::new(Pending {
+    let pending = Box::into_raw(Box::new(Pending {
         start: 0,
         bytes: Vec::new(),
+        methods: wrapping(inner_methods(file)),
     }));
-    (*file).pMethods = &methods.0;
+    (*(file as *mut WalFile)).pending = pending;
+    (*file).pMethods = &(*pending).methods;
     rc
 }
 
-/// The methods of a buffered WAL: the OS file's own version, every entry going through here.
+/// The methods of a buffered WAL: the OS file's version and entries, each going through here.
 fn wrapping(os: &ffi::sqlite3_io_methods) -> ffi::sqlite3_io_methods {
     ffi::sqlite3_io_methods {
         iVersion: os.iVersion,
@@ -203,9 +201,11 @@ macro_rules! passed {
 
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     let flushed = flush(file);
+    let closed = passed!(file, xClose());
+    // The methods table lives in `pending`: unhook it before freeing it.
+    (*file).pMethods = ptr::null();
     drop(Box::from_raw((*(file as *mut WalFile)).pending));
     (*(file as *mut WalFile)).pending = ptr::null_mut();
-    let closed = passed!(file, xClose());
     if flushed != ffi::SQLITE_OK {
         flushed
     } else {
