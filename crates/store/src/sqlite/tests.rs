@@ -611,3 +611,12 @@ async fn counters_kept_by_triggers_stay_exact_after_the_upgrade_to_deltas() {
         vec!["a|0|0", "b|0|0"]
     );
 }
+
+#[test]
+fn file_len_reads_the_size_and_says_zero_for_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    assert_eq!(file_len(&path), 0);
+    std::fs::write(&path, vec![7u8; 12_345]).unwrap();
+    assert_eq!(file_len(&path), 12_345);
+}
