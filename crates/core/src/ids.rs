@@ -19,3 +19,10 @@ pub fn run_id() -> String {
 pub fn event_id() -> String {
     generate("evt-")
 }
+
+/// The id of the event numbered `sequence`, in a log that names its events by sequence: as
+/// unique as the sequence, and increasing with it, so that each new id is added at the end of
+/// the index that keeps ids unique rather than on a random page of it.
+pub fn event_id_of(sequence: i64) -> String {
+    format!("evt-{sequence:016x}")
+}

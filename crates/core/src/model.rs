@@ -309,6 +309,8 @@ pub struct Dependency {
 /// An event about to be appended; storage assigns its sequence.
 #[derive(Clone, Debug)]
 pub struct NewEvent {
+    /// A random id (`ids::event_id`). A log that names events by sequence records
+    /// `ids::event_id_of` its sequence instead (see the store's `append_event`).
     pub id: String,
     pub task_id: String,
     pub run_id: Option<String>,

@@ -110,6 +110,8 @@ pub(crate) struct Db<'c> {
     /// The command's deferred writes are answered with the batch's COMMIT rather than when it
     /// ends: it is the batch's last command (see `writer.rs`).
     pub(crate) answered_by_commit: bool,
+    /// The log names its events by sequence (`schema::events_named_by_sequence`).
+    pub(crate) events_by_sequence: bool,
 }
 
 /// What an open item restores if it is rolled back.
@@ -142,16 +144,23 @@ impl<'c> Db<'c> {
             known: None,
             sequence: Sequence::At(0),
             answered_by_commit: false,
+            events_by_sequence: false,
         }
     }
 
     /// The view of one command of the writer, `sequence` where the batch is in the event
     /// sequence.
-    fn for_command(conn: &'c mut Conn, sequence: Sequence, answered_by_commit: bool) -> Self {
+    fn for_command(
+        conn: &'c mut Conn,
+        sequence: Sequence,
+        answered_by_commit: bool,
+        events_by_sequence: bool,
+    ) -> Self {
         Db {
             known: Some(KnownRows::default()),
             sequence,
             answered_by_commit,
+            events_by_sequence,
             ..Db::new(conn)
         }
     }
@@ -228,6 +237,7 @@ impl PgStore {
             tasklane_core::time::Clock::now(&tasklane_core::time::SystemClock::default());
         nodes::register(&mut conn, listener::node_id(), started_at)?;
         let last_seq = schema::last_sequence(&mut conn)?;
+        let events_by_sequence = schema::events_named_by_sequence(&mut conn)?;
 
         let (queue, writer_queue) = WriteQueue::new(
             opts.max_queued_writes,
@@ -246,6 +256,7 @@ impl PgStore {
             opts: opts.clone(),
             queue: writer_queue,
             last_batch: std::time::Instant::now(),
+            events_by_sequence,
         };
         let thread = std::thread::Builder::new()
             .name("tasklane-pg-writer".to_string())

@@ -266,7 +266,18 @@ CREATE TABLE tasklane_test_clock (
 /// `task_runs_session_active` serves), yet every claim wrote an entry to it.
 const MIGRATION_3: &str = "DROP INDEX IF EXISTS task_runs_session;";
 
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3];
+/// Settings the database keeps about itself. `event_ids = sequence`: events are named by their
+/// sequence (`ids::event_id_of`), which puts each new id at the end of `task_events`' unique
+/// index on `id` instead of on a random leaf of it. Set only for a log that has never held an
+/// event, since a random id already stored could be one that a later sequence names. The same
+/// rule as SQLite's migration 11.
+const MIGRATION_4: &str = r#"
+CREATE TABLE tasklane_settings (name TEXT COLLATE "C" PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO tasklane_settings (name, value) SELECT 'event_ids', 'sequence'
+    WHERE NOT (SELECT is_called FROM task_events_sequence);
+"#;
+
+const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
 
 /// The schema version this binary migrates to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -316,6 +327,17 @@ fn migrate_locked(conn: &mut Conn) -> Result<()> {
 pub(crate) fn version(conn: &mut Conn) -> Result<i64> {
     Ok(conn
         .query_one("SELECT version FROM tasklane_schema", &[])?
+        .get(0))
+}
+
+/// Whether the database names its events by sequence (see `MIGRATION_4`).
+pub(crate) fn events_named_by_sequence(conn: &mut Conn) -> Result<bool> {
+    Ok(conn
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM tasklane_settings \
+             WHERE name = 'event_ids' AND value = 'sequence')",
+            &[],
+        )?
         .get(0))
 }
 

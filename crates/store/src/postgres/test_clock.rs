@@ -142,7 +142,11 @@ mod tests {
         };
         // A database as the first version left it.
         off_runtime(|| drop(scratch.reopen()));
-        sql("DROP TABLE tasklane_test_clock; UPDATE tasklane_schema SET version = 1".into());
+        sql(
+            "DROP TABLE tasklane_test_clock; DROP TABLE tasklane_settings; \
+             UPDATE tasklane_schema SET version = 1"
+                .into(),
+        );
         let store = scratch.reopen();
         assert_eq!(store.test_clock().await.unwrap(), None);
         store.check_ready().await.unwrap();

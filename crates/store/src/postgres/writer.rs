@@ -24,6 +24,8 @@ pub(crate) struct Writer {
     pub(crate) test_clock: Arc<Follower>,
     /// When the last batch began.
     pub(crate) last_batch: Instant,
+    /// The log names its events by sequence (`schema::events_named_by_sequence`).
+    pub(crate) events_by_sequence: bool,
 }
 
 /// A write connection idle this long is checked before it carries a batch.
@@ -36,6 +38,7 @@ impl Writer {
         while self.queue.next_batch(&mut batch) {
             let shared = self.queue.shared().clone();
             let test_clock = self.test_clock.clone();
+            let events_by_sequence = self.events_by_sequence;
             let conn = match self.connection() {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -43,7 +46,7 @@ impl Writer {
                     continue;
                 }
             };
-            if let Err(e) = run_batch(conn, &shared, &test_clock, &mut batch) {
+            if let Err(e) = run_batch(conn, &shared, &test_clock, events_by_sequence, &mut batch) {
                 tracing::warn!(error = %e, "postgres write transaction lost");
                 fail(&mut batch, &e.to_string());
                 if self.conn.as_ref().is_some_and(Conn::is_closed) {
@@ -80,6 +83,7 @@ fn run_batch(
     conn: &mut Conn,
     shared: &WriterShared,
     test_clock: &Follower,
+    events_by_sequence: bool,
     batch: &mut Vec<BoxedCommand<PgStore>>,
 ) -> Result<()> {
     let mut kept = Kept::default();
@@ -104,7 +108,7 @@ fn run_batch(
                 pending.push_str("SAVEPOINT cmd");
                 conn.batch_later(std::mem::take(&mut pending))?;
             }
-            let mut db = Db::for_command(conn, sequence.clone(), is_last);
+            let mut db = Db::for_command(conn, sequence.clone(), is_last, events_by_sequence);
             let ok = cmd.run(&mut db);
             let appended = db.appended;
             let cmd_deltas = std::mem::take(&mut db.deltas);

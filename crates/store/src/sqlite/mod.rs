@@ -97,6 +97,8 @@ pub(crate) struct Db<'c> {
     item_start: Option<write::ItemStart>,
     /// The rows the writer's current command has read or written (`None` on a reader).
     known: Option<KnownRows>,
+    /// The log names its events by sequence (`schema::events_named_by_sequence`).
+    events_by_sequence: bool,
 }
 
 impl<'c> Db<'c> {
@@ -108,13 +110,15 @@ impl<'c> Db<'c> {
             marks: Vec::new(),
             item_start: None,
             known: None,
+            events_by_sequence: false,
         }
     }
 
     /// The view of one command of the writer.
-    fn for_command(conn: &'c Connection) -> Self {
+    fn for_command(conn: &'c Connection, events_by_sequence: bool) -> Self {
         Db {
             known: Some(KnownRows::default()),
+            events_by_sequence,
             ..Db::new(conn)
         }
     }
@@ -179,6 +183,7 @@ impl SqliteStore {
         let mut conn = open_writer(path, wal_limit)?;
         schema::migrate(&mut conn)?;
         let last_seq = last_sequence(&conn)?;
+        let events_by_sequence = schema::events_named_by_sequence(&conn)?;
 
         let read_connections = opts.read_connections.max(1);
         // Opened after the writer has created the file and switched it to WAL, which a read-only
@@ -205,6 +210,7 @@ impl SqliteStore {
             page_size: page_size.max(512) as u64,
             checkpoint_turn: checkpoint_turn.clone(),
             recovering: false,
+            events_by_sequence,
         };
         let checkpointer = checkpoint::Checkpointer::start(path, checkpoint_turn, wal_frames)?;
         let thread = std::thread::Builder::new()
@@ -452,10 +458,9 @@ fn open_reader(path: &Path) -> Result<Connection> {
 /// The highest sequence ever handed out (also counting events deleted since), so the watch
 /// starts where the log is.
 fn last_sequence(conn: &Connection) -> Result<i64> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'task_events'), 0)",
-        [],
-        |r| r.get(0),
     )
+    .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
     .map_err(sql_err)
 }

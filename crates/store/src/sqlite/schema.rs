@@ -303,6 +303,16 @@ const MIGRATION_9: &str = concat!(
 /// for every claim's commit).
 const MIGRATION_10: &str = "DROP INDEX IF EXISTS task_runs_session;";
 
+/// Settings the database keeps about itself. `event_ids = sequence`: events are named by their
+/// sequence (`ids::event_id_of`), which puts each new id at the end of `task_events`' unique
+/// index on `id` instead of on a random leaf of it (a WAL page of its own per event). Set only
+/// for a log that has never held an event, since a random id already stored could be one that
+/// a later sequence names.
+const MIGRATION_11: &str = "\
+CREATE TABLE tasklane_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+INSERT INTO tasklane_settings (name, value) SELECT 'event_ids', 'sequence'
+    WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'task_events');";
+
 /// Every migration in order; the schema version is the number applied.
 pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_1,
@@ -315,10 +325,22 @@ pub(super) const MIGRATIONS: &[&str] = &[
     MIGRATION_8,
     MIGRATION_9,
     MIGRATION_10,
+    MIGRATION_11,
 ];
 
 /// The schema version this binary creates and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Whether the database names its events by sequence (see `MIGRATION_11`).
+pub(crate) fn events_named_by_sequence(conn: &Connection) -> Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM tasklane_settings \
+         WHERE name = 'event_ids' AND value = 'sequence')",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(sql_err)
+}
 
 pub(crate) fn user_version(conn: &Connection) -> Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))

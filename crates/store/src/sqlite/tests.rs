@@ -11,7 +11,7 @@ use tasklane_core::time::Ts;
 use tasklane_core::Error;
 
 use super::*;
-use crate::conformance::fixtures::{class_run, full_task, paging_tasks, run, task};
+use crate::conformance::fixtures::{class_run, event, full_task, paging_tasks, run, task};
 use crate::conformance::recount::{assert_sqlite_counters_match_a_recount, sqlite_rows};
 use crate::conformance::{
     assert_pages_use_index_ranges, get_task, heads, hold_writer, insert, insert_result,
@@ -619,4 +619,82 @@ fn file_len_reads_the_size_and_says_zero_for_no_file() {
     assert_eq!(file_len(&path), 0);
     std::fs::write(&path, vec![7u8; 12_345]).unwrap();
     assert_eq!(file_len(&path), 12_345);
+}
+
+/// Event ids and sequences of the log, in sequence order.
+fn event_ids(path: &Path) -> Vec<(String, i64)> {
+    raw(path)
+        .prepare("SELECT id, sequence FROM task_events ORDER BY sequence")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+async fn append(store: &SqliteStore, task_id: &str, ids: &[&str]) {
+    let (task_id, ids): (String, Vec<String>) =
+        (task_id.into(), ids.iter().map(|s| s.to_string()).collect());
+    store
+        .write(move |w| {
+            ids.iter()
+                .try_for_each(|id| w.append_event(&event(id, &task_id, 20)).map(drop))
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_log_names_its_events_by_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    insert(&store, vec![task("t", 10)]).await;
+    append(&store, "t", &["evt-a", "evt-b"]).await;
+    // A command that fails after appending leaves no sequence behind.
+    let failed = store
+        .write(|w| {
+            w.append_event(&event("evt-c", "t", 20))?;
+            Err::<(), _>(Error::conflict("nope", "fails after appending"))
+        })
+        .await;
+    assert!(failed.is_err());
+    append(&store, "t", &["evt-d"]).await;
+    drop(store);
+
+    let ids = event_ids(&path);
+    assert_eq!(ids.iter().map(|(_, s)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+    for (id, sequence) in &ids {
+        assert_eq!(id, &tasklane_core::ids::event_id_of(*sequence));
+    }
+    assert_eq!(ids[0].0, "evt-0000000000000001");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_upgraded_with_events_keeps_random_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let old = database_at_version(&path, 10);
+    // An event of a task since deleted.
+    old.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         INSERT INTO task_events (id, task_id, event_type, actor_kind, actor_ref, origin_kind, \
+         origin_ref, payload, timestamp) VALUES ('evt-0000000000000002', 'gone', \
+         'task.created', 'system', 's', 'system', 's', '{}', 1);",
+    )
+    .unwrap();
+    drop(old);
+    let store = SqliteStore::open(&path, StoreOptions::default()).unwrap();
+    insert(&store, vec![task("t", 10)]).await;
+    append(&store, "t", &["evt-given-1", "evt-given-2"]).await;
+    drop(store);
+    // The stored id 2 is what sequence 2 would be named: the upgraded log keeps the ids given.
+    assert_eq!(
+        event_ids(&path),
+        [
+            ("evt-0000000000000002".to_string(), 1),
+            ("evt-given-1".to_string(), 2),
+            ("evt-given-2".to_string(), 3),
+        ]
+    );
 }

@@ -277,16 +277,24 @@ impl WriteStore for Db<'_> {
     }
 
     fn append_event(&mut self, event: &NewEvent) -> Result<i64> {
+        // Named by sequence: the one AUTOINCREMENT would give it (the highest ever handed out,
+        // plus one), given explicitly so that the id is known before the insert.
+        let (sequence, named) = if self.events_by_sequence {
+            let next = super::last_sequence(self.conn)? + 1;
+            (Some(next), Some(tasklane_core::ids::event_id_of(next)))
+        } else {
+            (None, None)
+        };
         let mut stmt = self
             .conn
             .prepare_cached(
                 "INSERT INTO task_events (id, task_id, run_id, event_type, actor_kind, actor_ref, \
-                 origin_kind, origin_ref, payload, timestamp) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 origin_kind, origin_ref, payload, timestamp, sequence) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )
             .map_err(sql_err)?;
         stmt.execute(rusqlite::params![
-            event.id,
+            named.as_deref().unwrap_or(&event.id),
             event.task_id,
             event.run_id,
             event.event_type,
@@ -296,10 +304,13 @@ impl WriteStore for Db<'_> {
             event.origin.reference,
             payload_text(&event.payload),
             event.timestamp.0,
+            sequence,
         ])
         .map_err(sql_err)?;
         // `sequence` is the rowid alias, so the rowid just inserted is the sequence.
+        let given = sequence;
         let sequence = self.conn.last_insert_rowid();
+        debug_assert!(given.is_none_or(|given| given == sequence));
 
         self.mark_task(&event.task_id, event.timestamp, Some(sequence));
 

@@ -43,6 +43,8 @@ pub(crate) struct Writer {
     /// A batch lost its transaction (disk full, I/O error) and no checkpoint has succeeded since:
     /// the next batch checkpoints first, so space freed meanwhile serves it.
     pub(crate) recovering: bool,
+    /// The log names its events by sequence (`schema::events_named_by_sequence`).
+    pub(crate) events_by_sequence: bool,
 }
 
 impl Writer {
@@ -114,7 +116,7 @@ impl Writer {
             tx.repeatable &= cmd.repeatable();
 
             let changes_before = self.conn.total_changes();
-            let mut db = Db::for_command(&self.conn);
+            let mut db = Db::for_command(&self.conn, self.events_by_sequence);
             let ok = cmd.run(&mut db);
             let appended = db.appended;
             let cmd_deltas = std::mem::take(&mut db.deltas);
