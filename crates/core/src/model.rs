@@ -321,6 +321,17 @@ pub struct NewEvent {
     pub timestamp: Ts,
 }
 
+impl NewEvent {
+    /// The id the event is recorded under: the name of its sequence in a log that names events
+    /// by sequence (the store passes the sequence then), else its random `id`.
+    pub fn recorded_id(&self, by_sequence: Option<i64>) -> std::borrow::Cow<'_, str> {
+        match by_sequence {
+            Some(sequence) => crate::ids::event_id_of(sequence).into(),
+            None => self.id.as_str().into(),
+        }
+    }
+}
+
 /// A recorded event of the global, ordered log.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -214,10 +214,7 @@ impl WriteStore for Db<'_> {
         // The event and its task's upkeep in one statement, sent with the next one that needs an
         // answer: the transaction numbers its events itself (see `Sequence`).
         let sequence = self.next_sequence()?;
-        let named = self
-            .events_by_sequence
-            .then(|| tasklane_core::ids::event_id_of(sequence));
-        let id = named.as_ref().unwrap_or(&event.id);
+        let id = event.recorded_id(self.events_by_sequence.then_some(sequence));
         self.conn.execute_later(
             "WITH e AS (INSERT INTO task_events (id, task_id, run_id, event_type, actor_kind, \
              actor_ref, origin_kind, origin_ref, payload, timestamp, sequence) \
@@ -225,7 +222,7 @@ impl WriteStore for Db<'_> {
              UPDATE tasks SET latest_event_seq = GREATEST(latest_event_seq, $11), \
              last_activity_at = GREATEST(last_activity_at, $10) WHERE id = $2",
             &[
-                id,
+                &id.as_ref(),
                 &event.task_id,
                 &event.run_id,
                 &event.event_type,

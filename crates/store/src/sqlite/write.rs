@@ -279,11 +279,10 @@ impl WriteStore for Db<'_> {
     fn append_event(&mut self, event: &NewEvent) -> Result<i64> {
         // Named by sequence: the one AUTOINCREMENT would give it (the highest ever handed out,
         // plus one), given explicitly so that the id is known before the insert.
-        let (sequence, named) = if self.events_by_sequence {
-            let next = super::last_sequence(self.conn)? + 1;
-            (Some(next), Some(tasklane_core::ids::event_id_of(next)))
+        let sequence = if self.events_by_sequence {
+            Some(super::last_sequence(self.conn)? + 1)
         } else {
-            (None, None)
+            None
         };
         let mut stmt = self
             .conn
@@ -294,7 +293,7 @@ impl WriteStore for Db<'_> {
             )
             .map_err(sql_err)?;
         stmt.execute(rusqlite::params![
-            named.as_deref().unwrap_or(&event.id),
+            event.recorded_id(sequence),
             event.task_id,
             event.run_id,
             event.event_type,
