@@ -278,9 +278,14 @@ impl WriteStore for Db<'_> {
 
     fn append_event(&mut self, event: &NewEvent) -> Result<i64> {
         // Named by sequence: the one AUTOINCREMENT would give it (the highest ever handed out,
-        // plus one), given explicitly so that the id is known before the insert.
-        let sequence = if self.events_by_sequence {
-            Some(super::last_sequence(self.conn)? + 1)
+        // plus one), given explicitly so that the id is known before the insert. After the
+        // command's first event that is the last one it appended (a rolled-back item restores
+        // `appended` with the rows), so a claim-batch reads `sqlite_sequence` once, not per run.
+        let named = if self.events_by_sequence {
+            Some(match self.appended {
+                Some(last) => last + 1,
+                None => super::last_sequence(self.conn)? + 1,
+            })
         } else {
             None
         };
@@ -293,7 +298,7 @@ impl WriteStore for Db<'_> {
             )
             .map_err(sql_err)?;
         stmt.execute(rusqlite::params![
-            event.recorded_id(sequence),
+            event.recorded_id(named),
             event.task_id,
             event.run_id,
             event.event_type,
@@ -303,13 +308,12 @@ impl WriteStore for Db<'_> {
             event.origin.reference,
             payload_text(&event.payload),
             event.timestamp.0,
-            sequence,
+            named,
         ])
         .map_err(sql_err)?;
         // `sequence` is the rowid alias, so the rowid just inserted is the sequence.
-        let given = sequence;
         let sequence = self.conn.last_insert_rowid();
-        debug_assert!(given.is_none_or(|given| given == sequence));
+        debug_assert!(named.is_none_or(|named| named == sequence));
 
         self.mark_task(&event.task_id, event.timestamp, Some(sequence));
 
