@@ -74,6 +74,9 @@ for_every_backend! {
     a_write_failing_in_the_database_fails_its_command_alone =>
         sqlite_a_write_failing_in_the_database_fails_its_command_alone,
         postgres_a_write_failing_in_the_database_fails_its_command_alone;
+    a_repeatable_write_failing_in_the_database_fails_its_command_alone =>
+        sqlite_a_repeatable_write_failing_in_the_database_fails_its_command_alone,
+        postgres_a_repeatable_write_failing_in_the_database_fails_its_command_alone;
     failing_first_commands_of_a_transaction_are_undone_alone =>
         sqlite_failing_first_commands_of_a_transaction_are_undone_alone,
         postgres_failing_first_commands_of_a_transaction_are_undone_alone;
@@ -295,7 +298,7 @@ async fn failing_first_commands_of_a_transaction_are_undone_alone(store: Store) 
     assert_counters_match_a_recount(&store).await;
 }
 
-/// Repeatable commands may run without a savepoint of their own (SQLite): one that fails before
+/// Repeatable commands may run without a savepoint of their own: one that fails before
 /// writing leaves the others as they are; one that fails after writing (returning an error,
 /// panicking or in the database) is undone alone, the batch's other commands running again.
 /// Either way every other command commits once, with gapless sequences.
@@ -357,6 +360,40 @@ async fn repeatable_commands_that_fail_are_undone_alone(store: Store) {
 /// statement after it. The other commands of its batch commit. (On PostgreSQL such writes are
 /// sent with the next statement that waits, the last command's with the COMMIT.)
 async fn a_write_failing_in_the_database_fails_its_command_alone(store: Store) {
+    write_failing_in_the_database(store, false).await
+}
+
+/// The same with repeatable commands, which PostgreSQL runs without savepoints: the failing
+/// writes abort the transaction, which runs again, each command in its own savepoint. Then a
+/// batch whose only failure is its last command's write, sent with the COMMIT.
+async fn a_repeatable_write_failing_in_the_database_fails_its_command_alone(store: Store) {
+    write_failing_in_the_database(store.clone(), true).await;
+    let commits_before = store.commits();
+    let ids = ["d", "e", "final-2"];
+    let results = write_each_of_one_batch(&store, &ids, true, |t, w| {
+        w.insert_task(&t)?;
+        w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
+        if t.id == "final-2" {
+            w.insert_run(&run("run-taken", &t.id, RunStatus::Queued, 30))?;
+        }
+        Ok(())
+    })
+    .await;
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    match &results[2] {
+        Err(Error::Storage(msg)) => assert!(msg.to_lowercase().contains("unique"), "{msg}"),
+        other => panic!("final-2: {other:?}"),
+    }
+    // The blocker's transaction and then one for the batch.
+    assert_eq!(store.commits() - commits_before, 2);
+    let mut ids = list(&store, TaskFilter::default()).await;
+    ids.sort();
+    assert_eq!(ids, vec!["a", "b", "c", "d", "e", "t"]);
+    assert_eq!(*store.committed_sequence().borrow(), 5);
+    assert_counters_match_a_recount(&store).await;
+}
+
+async fn write_failing_in_the_database(store: Store, repeatable: bool) {
     insert_runs(
         &store,
         vec![(task("t", 1), run("run-taken", "t", RunStatus::Completed, 2))],
@@ -364,7 +401,7 @@ async fn a_write_failing_in_the_database_fails_its_command_alone(store: Store) {
     .await;
     // "final" is the batch's last command, whose writes may travel with the COMMIT.
     let ids = ["a", "then-read", "b", "last", "c", "final"];
-    let results = write_each_in_one_batch(&store, &ids, |t, w| {
+    let results = write_each_of_one_batch(&store, &ids, repeatable, |t, w| {
         w.insert_task(&t)?;
         w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
         if matches!(t.id.as_str(), "then-read" | "last" | "final") {

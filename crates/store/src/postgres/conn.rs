@@ -70,6 +70,26 @@ pub(crate) struct Conn {
     notifications: VecDeque<Notification>,
     /// How long a wait keeps looking for the next answer before it sleeps (see `drive`).
     spin: Duration,
+    effects: Effects,
+}
+
+/// What the statements sent on a connection may have done: how many could have changed a row
+/// and how many the database refused (which aborts the transaction). The writer compares them
+/// around a command run without a savepoint: a command that fails with both unchanged left
+/// nothing to undo.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Effects {
+    writes: u64,
+    errors: u64,
+}
+
+/// Whether a query could change a row: anything but a plain SELECT (a WITH may hold an UPDATE,
+/// an UPDATE may return rows).
+fn may_write(sql: &str) -> bool {
+    let start = sql.trim_start().as_bytes();
+    !start
+        .get(..6)
+        .is_some_and(|word| word.eq_ignore_ascii_case(b"SELECT"))
 }
 
 impl Conn {
@@ -89,7 +109,20 @@ impl Conn {
             deferred: Vec::new(),
             notifications: VecDeque::new(),
             spin: Duration::ZERO,
+            effects: Effects::default(),
         })
+    }
+
+    pub(crate) fn effects(&self) -> Effects {
+        self.effects
+    }
+
+    /// Counts a query that could change a row (see [`may_write`]); every `execute` and `batch`
+    /// counts as a write.
+    fn querying(&mut self, sql: &str) {
+        if may_write(sql) {
+            self.effects.writes += 1;
+        }
     }
 
     /// Makes every wait for answers look for the next one for `spin` before it sleeps: CPU spent
@@ -113,6 +146,7 @@ impl Conn {
     }
 
     pub(crate) fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
+        self.querying(sql);
         let stmt = self.statement(sql)?;
         let client = self.client.clone();
         self.wait(async move { client.query(&stmt, params).await })
@@ -123,7 +157,10 @@ impl Conn {
     pub(crate) fn query_all(&mut self, queries: &[(&str, Params<'_>)]) -> Result<Vec<Vec<Row>>> {
         let statements = queries
             .iter()
-            .map(|(sql, _)| self.statement(sql))
+            .map(|(sql, _)| {
+                self.querying(sql);
+                self.statement(sql)
+            })
             .collect::<Result<Vec<_>>>()?;
         let client = self.client.clone();
         self.wait(async move {
@@ -136,12 +173,14 @@ impl Conn {
     }
 
     pub(crate) fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
+        self.querying(sql);
         let stmt = self.statement(sql)?;
         let client = self.client.clone();
         self.wait(async move { client.query_opt(&stmt, params).await })
     }
 
     pub(crate) fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row> {
+        self.querying(sql);
         let stmt = self.statement(sql)?;
         let client = self.client.clone();
         self.wait(async move { client.query_one(&stmt, params).await })
@@ -149,6 +188,7 @@ impl Conn {
 
     /// Returns the number of rows changed.
     pub(crate) fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64> {
+        self.effects.writes += 1;
         let stmt = self.statement(sql)?;
         let client = self.client.clone();
         self.wait(async move { client.execute(&stmt, params).await })
@@ -157,6 +197,7 @@ impl Conn {
     /// Queues a write whose row count nobody needs; it is sent with the next call that waits for
     /// an answer, and its error (if any) is that call's error.
     pub(crate) fn execute_later(&mut self, sql: &str, params: Params<'_>) -> Result<()> {
+        self.effects.writes += 1;
         let stmt = self.statement(sql)?;
         let owned = encode(&stmt, params)?;
         let client = self.client.clone();
@@ -170,12 +211,14 @@ impl Conn {
     /// Runs statements without parameters through the simple protocol (transaction control,
     /// migrations).
     pub(crate) fn batch(&mut self, sql: &str) -> Result<()> {
+        self.effects.writes += 1;
         let client = self.client.clone();
         self.wait(async move { client.batch_execute(sql).await })
     }
 
     /// [`Conn::batch`], deferred as [`Conn::execute_later`] is.
     pub(crate) fn batch_later(&mut self, sql: String) -> Result<()> {
+        self.effects.writes += 1;
         let client = self.client.clone();
         self.defer(Box::pin(async move { client.batch_execute(&sql).await }))
     }
@@ -183,6 +226,7 @@ impl Conn {
     /// [`Conn::batch_later`] for statements whose last row's first column, an integer, is
     /// wanted: it lands in the returned slot once a later call has waited.
     pub(crate) fn batch_later_int(&mut self, sql: String) -> Result<Later> {
+        self.effects.writes += 1;
         let slot = Later::default();
         let out = slot.clone();
         let client = self.client.clone();
@@ -217,6 +261,7 @@ impl Conn {
     /// Once only `sql`'s answer is left it does not spin: that answer is a COMMIT's (or a
     /// rollback's), which waits for a disk flush.
     pub(crate) fn batch_after(&mut self, sql: &str) -> (Option<Error>, Result<()>) {
+        self.effects.writes += 1;
         let deferred = std::mem::take(&mut self.deferred);
         let client = self.client.clone();
         let fut = pin!(async move { client.batch_execute(sql).await });
@@ -261,7 +306,10 @@ impl Conn {
         // next time it runs; the answer is read when someone waits.
         let mut cx = Context::from_waker(Waker::noop());
         match write.as_mut().poll(&mut cx) {
-            Poll::Ready(Err(e)) => Err(pg_err(e)),
+            Poll::Ready(Err(e)) => {
+                self.effects.errors += 1;
+                Err(pg_err(e))
+            }
             Poll::Ready(Ok(())) => Ok(()),
             Poll::Pending => {
                 self.deferred.push(write);
@@ -355,7 +403,11 @@ impl Conn {
                 return Poll::Ready(());
             }
         }));
-        (first_err, result.expect("driven to completion"))
+        let result = result.expect("driven to completion");
+        if first_err.is_some() || result.is_err() {
+            self.effects.errors += 1;
+        }
+        (first_err, result)
     }
 }
 
@@ -498,7 +550,24 @@ pub(crate) fn redact(msg: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::{may_write, redact};
+
+    #[test]
+    fn only_a_plain_select_is_known_not_to_write() {
+        for read in ["SELECT 1", "  select id FROM tasks", "\n\tSelect x"] {
+            assert!(!may_write(read), "{read}");
+        }
+        for write in [
+            "UPDATE tasks SET status = $2 WHERE id = $1 RETURNING id",
+            "WITH written AS (UPDATE task_runs SET status = $2) SELECT 1",
+            "WITH RECURSIVE heads AS (SELECT 1) SELECT * FROM heads",
+            "INSERT INTO t VALUES (1)",
+            "SELEC",
+            "",
+        ] {
+            assert!(may_write(write), "{write}");
+        }
+    }
 
     #[test]
     fn passwords_in_urls_are_redacted() {

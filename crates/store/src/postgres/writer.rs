@@ -2,7 +2,8 @@
 //!
 //! One thread owns the write connection. It blocks for a command, drains whatever else is queued
 //! (up to `max_batch`), opens one transaction, takes the cluster's write lock and reads where the
-//! event sequence stands, runs every command in its own SAVEPOINT and commits once. Nobody hears back before the COMMIT has returned, so an
+//! event sequence stands, runs every command (in its own SAVEPOINT unless the batch runs bare,
+//! see [`run_batch`]) and commits once. Nobody hears back before the COMMIT has returned, so an
 //! answer always means "durable". A lost connection fails the batch with `Unavailable` (the
 //! client retries) and the next batch reconnects.
 
@@ -79,6 +80,14 @@ impl Writer {
 
 /// Runs and commits one batch; on `Err` the transaction is gone and `batch` still holds every
 /// command, unanswered. On `Ok` every command has been answered.
+///
+/// A batch of repeatable commands (`Command::repeatable`) runs *bare*: no command has a
+/// SAVEPOINT of its own. A savepoint is a subtransaction to PostgreSQL, with a transaction id
+/// of its own for a command that writes and a message and two statements more per command, and
+/// commands rarely fail. One that fails having sent nothing that could write and without the
+/// database refusing anything (`conn::Effects` unchanged) left nothing to undo; any other failure
+/// rolls the transaction back and the batch runs again, each command in its own savepoint,
+/// which undoes a failing command alone.
 fn run_batch(
     conn: &mut Conn,
     shared: &WriterShared,
@@ -86,85 +95,21 @@ fn run_batch(
     events_by_sequence: bool,
     batch: &mut Vec<BoxedCommand<PgStore>>,
 ) -> Result<()> {
-    let mut kept = Kept::default();
-    // The last command's, while its deferred writes wait for the COMMIT to carry them.
-    let mut last: Option<Kept> = None;
-    // Transaction control never waits for an answer of its own: it is deferred (see `conn`) and
-    // travels with the next statement that needs one, so a write of one command costs its own
-    // reads plus the COMMIT's round trip.
-    let mut pending = String::new();
-    let outcome = (|| {
-        // The first command's savepoint goes with the BEGIN, the others' with the RELEASE of the
-        // one before.
-        let mut sequence = Sequence::Unread(conn.batch_later_int(format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); {LAST_SEQUENCE_SQL}; SAVEPOINT cmd"
-        ))?);
-        // Test-clock mode only: the service's test time, read under the lock, before any command.
-        test_clock.begin(conn)?;
-        let count = batch.len();
-        for (i, cmd) in batch.iter_mut().enumerate() {
-            let is_last = i + 1 == count;
-            if i > 0 {
-                pending.push_str("SAVEPOINT cmd");
-                conn.batch_later(std::mem::take(&mut pending))?;
+    let mut bare = batch.iter().all(|cmd| cmd.repeatable());
+    let (committing, max_seq) = loop {
+        match attempt(conn, test_clock, events_by_sequence, batch, bare) {
+            Ok(Attempt::Committed(committing, max_seq)) => break (committing, max_seq),
+            Ok(Attempt::RunAgain) => {
+                metrics::counter!("tasklane_writer_reruns_total").increment(1);
+                tracing::debug!("a command failed after writing: its transaction runs again");
+                bare = false;
             }
-            let mut db = Db::for_command(conn, sequence.clone(), is_last, events_by_sequence);
-            let ok = cmd.run(&mut db);
-            let appended = db.appended;
-            let cmd_deltas = std::mem::take(&mut db.deltas);
-            let cmd_sequence = db.sequence.clone();
-            if conn.is_closed() {
-                return Err(Error::Unavailable(
-                    "the database connection was lost".into(),
-                ));
-            }
-            if ok {
-                pending.push_str("RELEASE cmd; ");
-                sequence = cmd_sequence;
-                let this = Kept {
-                    max_seq: appended,
-                    deltas: cmd_deltas,
-                };
-                if is_last {
-                    last = Some(this);
-                } else {
-                    kept.merge(this);
+            Err(e) => {
+                if !conn.is_closed() {
+                    let _ = conn.batch("ROLLBACK");
                 }
-            } else {
-                // Its event numbers go to the next command: `sequence` stays where it was.
-                conn.batch_undoing("ROLLBACK TO cmd; RELEASE cmd")?;
+                return Err(e);
             }
-        }
-        let mut all = kept.clone();
-        if let Some(last) = &last {
-            all.merge(last.clone());
-        }
-        let committing = std::time::Instant::now();
-        match commit(conn, &all, std::mem::take(&mut pending)) {
-            (None, Ok(())) => return Ok((committing, all.max_seq)),
-            // The last command's deferred writes come first, so the first error among them is
-            // its own: it is undone alone, like a command that fails as it runs, and the rest
-            // committed without it.
-            (Some(e), _) if last.is_some() && !conn.is_closed() => {
-                conn.batch("ROLLBACK TO cmd; RELEASE cmd")?;
-                let failed = batch.last_mut().expect("the batch has a last command");
-                failed.undo(e);
-            }
-            (Some(e), _) | (None, Err(e)) => return Err(e),
-        }
-        let committing = std::time::Instant::now();
-        match commit(conn, &kept, String::new()) {
-            (None, Ok(())) => Ok((committing, kept.max_seq)),
-            (Some(e), _) | (None, Err(e)) => Err(e),
-        }
-    })();
-    let (committing, max_seq) = match outcome {
-        Ok(committed) => committed,
-        Err(e) => {
-            if !conn.is_closed() {
-                let _ = conn.batch("ROLLBACK");
-            }
-            return Err(e);
         }
     };
     // Published before anyone is answered.
@@ -173,6 +118,105 @@ fn run_batch(
         cmd.reply(None);
     }
     Ok(())
+}
+
+enum Attempt {
+    /// Committed when the instant was taken, with the highest event sequence kept.
+    Committed(Instant, Option<i64>),
+    /// A command run bare failed after writing: the transaction was rolled back.
+    RunAgain,
+}
+
+/// One try at the batch, bare or with a savepoint per command (see [`run_batch`]).
+fn attempt(
+    conn: &mut Conn,
+    test_clock: &Follower,
+    events_by_sequence: bool,
+    batch: &mut [BoxedCommand<PgStore>],
+    bare: bool,
+) -> Result<Attempt> {
+    let mut kept = Kept::default();
+    // The last command's, while its deferred writes wait for the COMMIT to carry them.
+    let mut last: Option<Kept> = None;
+    // Transaction control never waits for an answer of its own: it is deferred (see `conn`) and
+    // travels with the next statement that needs one, so a write of one command costs its own
+    // reads plus the COMMIT's round trip.
+    let mut pending = String::new();
+    let savepoint = if bare { "" } else { "; SAVEPOINT cmd" };
+    // The first command's savepoint goes with the BEGIN, the others' with the RELEASE of the one
+    // before.
+    let mut sequence = Sequence::Unread(conn.batch_later_int(format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); {LAST_SEQUENCE_SQL}{savepoint}"
+    ))?);
+    // Test-clock mode only: the service's test time, read under the lock, before any command.
+    test_clock.begin(conn)?;
+    let count = batch.len();
+    for (i, cmd) in batch.iter_mut().enumerate() {
+        let is_last = i + 1 == count;
+        if i > 0 && !bare {
+            pending.push_str("SAVEPOINT cmd");
+            conn.batch_later(std::mem::take(&mut pending))?;
+        }
+        let before = conn.effects();
+        let mut db = Db::for_command(conn, sequence.clone(), is_last, events_by_sequence);
+        let ok = cmd.run(&mut db);
+        let appended = db.appended;
+        let cmd_deltas = std::mem::take(&mut db.deltas);
+        let cmd_sequence = db.sequence.clone();
+        if conn.is_closed() {
+            return Err(Error::Unavailable(
+                "the database connection was lost".into(),
+            ));
+        }
+        if ok {
+            if !bare {
+                pending.push_str("RELEASE cmd; ");
+            }
+            sequence = cmd_sequence;
+            let this = Kept {
+                max_seq: appended,
+                deltas: cmd_deltas,
+            };
+            if is_last {
+                last = Some(this);
+            } else {
+                kept.merge(this);
+            }
+        } else if bare && conn.effects() != before {
+            conn.batch_undoing("ROLLBACK")?;
+            return Ok(Attempt::RunAgain);
+        } else if !bare {
+            // Its event numbers go to the next command: `sequence` stays where it was.
+            conn.batch_undoing("ROLLBACK TO cmd; RELEASE cmd")?;
+        }
+    }
+    let mut all = kept.clone();
+    if let Some(last) = &last {
+        all.merge(last.clone());
+    }
+    let committing = Instant::now();
+    match commit(conn, &all, std::mem::take(&mut pending)) {
+        (None, Ok(())) => return Ok(Attempt::Committed(committing, all.max_seq)),
+        // The last command's deferred writes come first, so the first error among them is its
+        // own. Run bare, it has no savepoint to undo it alone: the batch runs again.
+        (Some(_), _) if bare && last.is_some() && !conn.is_closed() => {
+            conn.batch_undoing("ROLLBACK")?;
+            return Ok(Attempt::RunAgain);
+        }
+        // Otherwise it is undone alone, like a command that fails as it runs, and the rest
+        // committed without it.
+        (Some(e), _) if last.is_some() && !conn.is_closed() => {
+            conn.batch("ROLLBACK TO cmd; RELEASE cmd")?;
+            let failed = batch.last_mut().expect("the batch has a last command");
+            failed.undo(e);
+        }
+        (Some(e), _) | (None, Err(e)) => return Err(e),
+    }
+    let committing = Instant::now();
+    match commit(conn, &kept, String::new()) {
+        (None, Ok(())) => Ok(Attempt::Committed(committing, kept.max_seq)),
+        (Some(e), _) | (None, Err(e)) => Err(e),
+    }
 }
 
 /// What the kept commands of a batch leave to its COMMIT: the highest event sequence they
