@@ -6,9 +6,10 @@
 //! The default cache (`pcache1`) remembers the highest number it has ever held, and at the end
 //! of every transaction SQLite asks it to drop the pages past the end of the database. With that
 //! temporary number remembered, the cache looks through every hash bucket and every page header
-//! to find nothing to drop, after every commit that split a page, which under a steady stream
-//! of inserts is most of them. The cost grows with the cache: about 1,000 page headers for the
-//! default 2 MiB of 2 KiB pages, and a larger cache for the writer measured slower for it.
+//! to find nothing to drop, at the end of every transaction in which a page split: about one
+//! commit in seven with one agent at a time, nearly every commit of a batch of many. The cost
+//! grows with the cache: about 1,000 page headers for the default 2 MiB of 2 KiB pages, and a
+//! larger cache for the writer measured slower for it.
 //!
 //! [`install`] puts a thin layer over the default cache: it keeps its own bound of the page
 //! numbers held, not counting a page parked on the lock page's number, and passes a truncation
