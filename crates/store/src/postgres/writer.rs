@@ -143,8 +143,8 @@ fn attempt(
     // reads plus the COMMIT's round trip.
     let mut pending = String::new();
     let savepoint = if bare { "" } else { "; SAVEPOINT cmd" };
-    // The first command's savepoint goes with the BEGIN, the others' with the RELEASE of the one
-    // before.
+    // Unless the batch runs bare, the first command's savepoint goes with the BEGIN, the others'
+    // with the RELEASE of the one before.
     let mut sequence = Sequence::Unread(conn.batch_later_int(format!(
         "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); {LAST_SEQUENCE_SQL}{savepoint}"
     ))?);

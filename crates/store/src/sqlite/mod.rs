@@ -392,12 +392,19 @@ const PAGE_SIZE: u32 = 2048;
 /// The writer's page cache, in KiB (SQLite's default is 2 MiB). Every claim and completion
 /// touches pages all over the tasks, runs and events tables and their indexes; pages it finds
 /// cached it neither reads from the file nor parses again. With the default cache, a database of
-/// 8,000 runs already made the writer read pages back on most commits.
+/// 8,000 runs already made the writer read pages back on most commits. Only with the page cache
+/// layer in place: without it every commit that split a page walks the whole cache
+/// (`page_cache.rs`), and a large one measured slower than the default.
 const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
 fn open_writer(path: &Path, wal_limit: u64) -> Result<Connection> {
     // Before anything initializes SQLite, which fixes its configuration.
-    page_cache::install();
+    let cache_size = if page_cache::install() {
+        format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};")
+    } else {
+        tracing::debug!("sqlite was in use before the page cache layer: default writer cache");
+        String::new()
+    };
     let opened = if wal_buffer::register() {
         let vfs = wal_buffer::VFS_NAME.to_str().expect("the name is ASCII");
         Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)
@@ -430,7 +437,7 @@ fn open_writer(path: &Path, wal_limit: u64) -> Result<Connection> {
         "PRAGMA synchronous = FULL;
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
-         PRAGMA cache_size = -{WRITER_CACHE_KIB};
+         {cache_size}
          PRAGMA wal_autocheckpoint = 0;
          PRAGMA journal_size_limit = {wal_limit};"
     ))

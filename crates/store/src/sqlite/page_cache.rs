@@ -69,11 +69,7 @@ pub fn install() -> bool {
                 xDestroy: Some(destroy),
                 xShrink: Some(shrink),
             };
-            let installed = ffi::sqlite3_config(ffi::SQLITE_CONFIG_PCACHE2, &layered);
-            if installed != ffi::SQLITE_OK {
-                tracing::debug!(code = installed, "sqlite page cache layer not installed");
-            }
-            installed == ffi::SQLITE_OK
+            ffi::sqlite3_config(ffi::SQLITE_CONFIG_PCACHE2, &layered) == ffi::SQLITE_OK
         }
     })
 }
