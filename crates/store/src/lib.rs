@@ -13,6 +13,7 @@ pub mod postgres;
 mod read_permits;
 mod rows_common;
 pub mod sqlite;
+mod task_marks;
 mod write_queue;
 
 use tasklane_core::observe::{ObserveStore, ObserveWriteStore};

@@ -43,6 +43,7 @@ pub(crate) use self::conn::{Conn, Later, Params};
 use self::writer::Writer;
 use crate::known_rows::KnownRows;
 use crate::read_permits::run_read;
+use crate::task_marks::TaskMarks;
 use crate::write_queue::{store_entry_points, Backend, CommandDb, WriteQueue};
 
 pub use self::schema::SCHEMA_VERSION;
@@ -101,6 +102,8 @@ pub(crate) struct Db<'c> {
     pub(crate) appended: Option<i64>,
     /// Counter changes of the current command, applied by the writer if its savepoint is kept.
     pub(crate) deltas: CounterDeltas,
+    /// Activity and sequence raises the current command owes its tasks (`crate::task_marks`).
+    pub(crate) marks: TaskMarks,
     /// What an open item (`WriteStore::begin_item`) restores if it is rolled back.
     pub(crate) item_start: Option<ItemStart>,
     /// The rows the writer's current command has read or written (`None` on a reader).
@@ -140,6 +143,7 @@ impl<'c> Db<'c> {
             conn,
             appended: None,
             deltas: CounterDeltas::default(),
+            marks: TaskMarks::default(),
             item_start: None,
             known: None,
             sequence: Sequence::At(0),
@@ -196,6 +200,7 @@ impl CommandDb for Db<'_> {
     /// in one fails that command alone. The batch's last command saves that round trip: its
     /// writes go with the COMMIT, which the writer retries without it if one of them fails.
     fn finish_command(&mut self) -> Result<()> {
+        self.flush_task_marks()?;
         if self.answered_by_commit {
             return Ok(());
         }

@@ -212,7 +212,10 @@ pub(crate) fn with_task_list_query<R>(
 }
 
 impl Db<'_> {
+    /// Tasks in the order of their activity: the command's pending marks are written first (they
+    /// travel with the query), so that the order is the one every other reader will see.
     fn tasks(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Task>> {
+        self.flush_task_marks()?;
         map_rows(self.conn.query(sql, params)?, task_from_row)
     }
 
@@ -240,7 +243,7 @@ impl Db<'_> {
         let Some(row) = row else {
             return Ok(None);
         };
-        let task = task_from_row(&row)?;
+        let mut task = task_from_row(&row)?;
         if let Some(known) = self.known.as_mut() {
             let flags = TaskFlags {
                 has_deps: column(&row, TASK_COLUMNS)?,
@@ -248,6 +251,7 @@ impl Db<'_> {
             };
             known.saw_task(&task, flags);
         }
+        self.marks.overlay(&mut task);
         Ok(Some(task))
     }
 

@@ -1,10 +1,10 @@
 //! `WriteStore` on the writer's connection, always inside the current command's SAVEPOINT (and
 //! under the cluster's write lock, so no statement here needs a row lock or a retry).
 //!
-//! Unlike the SQLite backend there are no deferred task marks: each primitive raises the task's
-//! `last_activity_at` / `latest_event_seq` itself (run writes with an UPDATE that writes nothing
-//! when the row is already at or past the new time; an event always moves `latest_event_seq`, so
-//! it sets both in one UPDATE).
+//! As on SQLite, a task's `last_activity_at` and `latest_event_seq` are raised once per task
+//! when the command or item ends (`crate::task_marks`), with one UPDATE that leaves the row alone
+//! when it is already there: every UPDATE of a row is a new version of it, and one that moves
+//! `last_activity_at` (indexed) an entry in each of the task's indexes.
 
 use std::fmt::Write as _;
 
@@ -49,33 +49,20 @@ fn partial_update<'p>(
     (sql, bound)
 }
 
-/// Runs the run write `run_sql` (its parameters `bound`) and raises its task's `last_activity_at`
-/// to `at` in the same statement: one round trip instead of two. Activity never moves backwards,
-/// and a task row already at or past `at` is not written.
-fn with_activity_raise<'p>(
-    run_sql: &str,
-    mut bound: Vec<&'p (dyn ToSql + Sync)>,
-    task_id: &'p String,
-    at: &'p i64,
-) -> (String, Vec<&'p (dyn ToSql + Sync)>) {
-    bound.push(task_id);
-    bound.push(at);
-    let (t, a) = (bound.len() - 1, bound.len());
-    let sql = format!(
-        "WITH written AS ({run_sql}) UPDATE tasks SET last_activity_at = ${a} \
-         WHERE id = ${t} AND last_activity_at < ${a}"
-    );
-    (sql, bound)
-}
-
 impl Db<'_> {
-    /// Raises the task's `last_activity_at` to `at` (activity never moves backwards); a row
-    /// already at or past it is not written at all.
-    fn raise_activity(&mut self, task_id: &str, at: Ts) -> Result<()> {
-        self.conn.execute_later(
-            "UPDATE tasks SET last_activity_at = $2 WHERE id = $1 AND last_activity_at < $2",
-            &[&task_id, &at.0],
-        )?;
+    /// Writes the command's task marks, deferred: they travel with the next statement that
+    /// waits for an answer. `GREATEST` ignores a NULL, so one statement serves a mark with
+    /// either part missing.
+    pub(crate) fn flush_task_marks(&mut self) -> Result<()> {
+        for owed in self.marks.take() {
+            let activity = owed.activity.map(|at| at.0);
+            self.conn.execute_later(
+                "UPDATE tasks SET latest_event_seq = GREATEST(latest_event_seq, $2), \
+                 last_activity_at = GREATEST(last_activity_at, $3) \
+                 WHERE id = $1 AND (latest_event_seq < $2 OR last_activity_at < $3)",
+                &[&owed.task_id, &owed.latest_seq, &activity],
+            )?;
+        }
         Ok(())
     }
 }
@@ -119,6 +106,12 @@ impl WriteStore for Db<'_> {
                 .then(|| format!(", last_activity_at = GREATEST(last_activity_at, ${n})"))
         });
         self.conn.execute_later(&sql, &bound)?;
+        if changed
+            .iter()
+            .any(|(_, idx)| *idx == task_param::UPDATED_AT)
+        {
+            self.marks.activity_written(&task.id, task.updated_at);
+        }
         self.count_updated_task(&current, task)
     }
 
@@ -132,8 +125,7 @@ impl WriteStore for Db<'_> {
 
     fn insert_run(&mut self, run: &Run) -> Result<()> {
         let params = run_params(run);
-        let at = run.activity_at().0;
-        let (sql, bound) = with_activity_raise(
+        self.conn.execute_later(
             concat!(
                 "INSERT INTO task_runs (",
                 run_columns!(),
@@ -141,11 +133,9 @@ impl WriteStore for Db<'_> {
                 " $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29,",
                 " $30)"
             ),
-            param_refs(&params),
-            &run.task_id,
-            &at,
-        );
-        self.conn.execute_later(&sql, &bound)?;
+            &param_refs(&params),
+        )?;
+        self.marks.raise(&run.task_id, run.activity_at(), None);
         self.count_inserted_run(run)
     }
 
@@ -153,13 +143,12 @@ impl WriteStore for Db<'_> {
         // As for tasks, only the changed columns are written.
         let current = self.stored_run(&run.id)?;
         let changed = changed_run_columns(&current, run);
+        self.marks.raise(&run.task_id, run.activity_at(), None);
         if changed.is_empty() {
-            return self.raise_activity(&run.task_id, run.activity_at());
+            return Ok(());
         }
         let params = run_params(run);
-        let at = run.activity_at().0;
         let (sql, bound) = partial_update("task_runs", &changed, &params, |_, _| None);
-        let (sql, bound) = with_activity_raise(&sql, bound, &run.task_id, &at);
         self.conn.execute_later(&sql, &bound)?;
         self.count_updated_run(&current, run)
     }
@@ -211,16 +200,14 @@ impl WriteStore for Db<'_> {
     }
 
     fn append_event(&mut self, event: &NewEvent) -> Result<i64> {
-        // The event and its task's upkeep in one statement, sent with the next one that needs an
-        // answer: the transaction numbers its events itself (see `Sequence`).
+        // Sent with the next statement that needs an answer: the transaction numbers its events
+        // itself (see `Sequence`).
         let sequence = self.next_sequence()?;
         let id = event.recorded_id(self.events_by_sequence.then_some(sequence));
         self.conn.execute_later(
-            "WITH e AS (INSERT INTO task_events (id, task_id, run_id, event_type, actor_kind, \
-             actor_ref, origin_kind, origin_ref, payload, timestamp, sequence) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)) \
-             UPDATE tasks SET latest_event_seq = GREATEST(latest_event_seq, $11), \
-             last_activity_at = GREATEST(last_activity_at, $10) WHERE id = $2",
+            "INSERT INTO task_events (id, task_id, run_id, event_type, actor_kind, actor_ref, \
+             origin_kind, origin_ref, payload, timestamp, sequence) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 &id.as_ref(),
                 &event.task_id,
@@ -235,6 +222,8 @@ impl WriteStore for Db<'_> {
                 &sequence,
             ],
         )?;
+        self.marks
+            .raise(&event.task_id, event.timestamp, Some(sequence));
         self.appended = Some(self.appended.map_or(sequence, |s| s.max(sequence)));
         Ok(sequence)
     }
@@ -325,6 +314,9 @@ impl WriteStore for Db<'_> {
         if self.item_start.is_some() {
             return Err(Error::Storage("an item is already open".to_string()));
         }
+        // Marks owed from before the item are written outside it, so that the item's own marks
+        // are all a rollback has to forget.
+        self.flush_task_marks()?;
         self.conn.batch_later("SAVEPOINT item".to_string())?;
         self.item_start = Some(ItemStart {
             appended: self.appended,
@@ -348,10 +340,12 @@ impl WriteStore for Db<'_> {
         let item_deltas = std::mem::replace(&mut self.deltas, start.deltas);
         if keep {
             self.deltas.merge(item_deltas);
+            self.flush_task_marks()?;
             return self.conn.batch("RELEASE item");
         }
         // A rolled-back sequence must never be published; its numbers go to the next events.
         self.appended = start.appended;
+        self.marks.clear();
         self.sequence = start.sequence;
         if let Some(known) = self.known.as_mut() {
             known.forget();

@@ -91,8 +91,8 @@ pub(crate) struct Db<'c> {
     appended: Option<i64>,
     /// Counter changes of the current command, applied by the writer if its savepoint is kept.
     deltas: CounterDeltas,
-    /// Activity and sequence raises the current command owes its tasks (see `write::TaskMark`).
-    marks: Vec<write::TaskMark>,
+    /// Activity and sequence raises the current command owes its tasks (see `crate::task_marks`).
+    marks: crate::task_marks::TaskMarks,
     /// What the open item (`WriteStore::begin_item`) restores if it is rolled back: `appended`
     /// (so that no rolled-back sequence is ever published) and the command's counter changes
     /// from before the item.
@@ -109,7 +109,7 @@ impl<'c> Db<'c> {
             conn,
             appended: None,
             deltas: CounterDeltas::default(),
-            marks: Vec::new(),
+            marks: Default::default(),
             item_start: None,
             known: None,
             events_by_sequence: false,

@@ -23,87 +23,37 @@ pub(super) struct ItemStart {
     deltas: tasklane_core::observe::counters::CounterDeltas,
 }
 
-/// What the current command owes a task's maintained columns: the activity time to raise
-/// `last_activity_at` to and the latest sequence appended for it.
-#[derive(Clone, Debug)]
-pub(super) struct TaskMark {
-    task_id: String,
-    activity: Ts,
-    latest_seq: Option<i64>,
-    /// How far an update of the task in this command already raised `last_activity_at` (an
-    /// update that writes `updated_at` raises it too): a mark no later needs no write.
-    activity_written: Option<Ts>,
-}
-
 impl Db<'_> {
-    /// Records that `task_id` saw activity at `at` (and an event `seq`). One operation raises a
-    /// task's activity several times (the run written, each event appended), and each raise
-    /// written at once would rewrite the task row and its list and inbox index entries; the
-    /// marks are written once per task when the command ends ([`Db::flush_task_marks`]).
-    fn mark_task(&mut self, task_id: &str, at: Ts, seq: Option<i64>) {
-        let m = self.mark(task_id, at);
-        m.activity = m.activity.max(at);
-        m.latest_seq = m.latest_seq.max(seq);
-    }
-
-    /// Records that an update of `task_id` raised its `last_activity_at` to at least `at`.
-    fn activity_written(&mut self, task_id: &str, at: Ts) {
-        let m = self.mark(task_id, at);
-        m.activity_written = m.activity_written.max(Some(at));
-    }
-
-    /// The task's mark, begun at activity `at` if it has none yet.
-    fn mark(&mut self, task_id: &str, at: Ts) -> &mut TaskMark {
-        let i = match self.marks.iter().position(|m| m.task_id == task_id) {
-            Some(i) => i,
-            None => {
-                self.marks.push(TaskMark {
-                    task_id: task_id.to_string(),
-                    activity: at,
-                    latest_seq: None,
-                    activity_written: None,
-                });
-                self.marks.len() - 1
-            }
-        };
-        &mut self.marks[i]
-    }
-
     /// Applies the marks of the current command to a task read back in it.
     pub(super) fn overlay_marks(&self, task: &mut Task) {
-        if let Some(m) = self.marks.iter().find(|m| m.task_id == task.id) {
-            task.last_activity_at = task.last_activity_at.max(m.activity);
-            if let Some(seq) = m.latest_seq {
-                task.latest_event_seq = task.latest_event_seq.max(seq);
-            }
-        }
+        self.marks.overlay(task);
     }
 
-    /// Writes the marks. Activity never moves backwards, and a row already at or past the mark
-    /// is not written at all; `latest_event_seq` is in no index, so it is set on its own.
+    /// Writes the marks (`crate::task_marks`). A row already at or past a mark is not written
+    /// at all; `latest_event_seq` is in no index, so it is set on its own, and an UPDATE that
+    /// names `last_activity_at` rewrites its index entries whether or not the value moves.
     pub(super) fn flush_task_marks(&mut self) -> Result<()> {
-        for m in std::mem::take(&mut self.marks) {
-            if let Some(seq) = m.latest_seq {
+        for owed in self.marks.take() {
+            if let Some(seq) = owed.latest_seq {
                 let mut stmt = self
                     .conn
                     .prepare_cached(
                         "UPDATE tasks SET latest_event_seq = ?2 WHERE id = ?1 AND latest_event_seq < ?2",
                     )
                     .map_err(sql_err)?;
-                stmt.execute(rusqlite::params![m.task_id, seq])
+                stmt.execute(rusqlite::params![owed.task_id, seq])
                     .map_err(sql_err)?;
             }
-            if m.activity_written.is_some_and(|at| at >= m.activity) {
-                continue;
+            if let Some(at) = owed.activity {
+                let mut stmt = self
+                    .conn
+                    .prepare_cached(
+                        "UPDATE tasks SET last_activity_at = ?2 WHERE id = ?1 AND last_activity_at < ?2",
+                    )
+                    .map_err(sql_err)?;
+                stmt.execute(rusqlite::params![owed.task_id, at.0])
+                    .map_err(sql_err)?;
             }
-            let mut stmt = self
-                .conn
-                .prepare_cached(
-                    "UPDATE tasks SET last_activity_at = ?2 WHERE id = ?1 AND last_activity_at < ?2",
-                )
-                .map_err(sql_err)?;
-            stmt.execute(rusqlite::params![m.task_id, m.activity.0])
-                .map_err(sql_err)?;
         }
         Ok(())
     }
@@ -161,7 +111,7 @@ impl WriteStore for Db<'_> {
         stmt.raw_execute().map_err(sql_err)?;
         drop(stmt);
         if raises_activity {
-            self.activity_written(&task.id, task.updated_at);
+            self.marks.activity_written(&task.id, task.updated_at);
         }
         self.count_updated_task(&current, task)
     }
@@ -190,7 +140,7 @@ impl WriteStore for Db<'_> {
         bind_run(&mut stmt, run)?;
         stmt.raw_execute().map_err(sql_err)?;
         self.count_inserted_run(run)?;
-        self.mark_task(&run.task_id, run.activity_at(), None);
+        self.marks.raise(&run.task_id, run.activity_at(), None);
         Ok(())
     }
 
@@ -214,7 +164,7 @@ impl WriteStore for Db<'_> {
             stmt.raw_execute().map_err(sql_err)?;
             self.count_updated_run(&current, run)?;
         }
-        self.mark_task(&run.task_id, run.activity_at(), None);
+        self.marks.raise(&run.task_id, run.activity_at(), None);
         Ok(())
     }
 
@@ -315,7 +265,8 @@ impl WriteStore for Db<'_> {
         let sequence = self.conn.last_insert_rowid();
         debug_assert!(named.is_none_or(|named| named == sequence));
 
-        self.mark_task(&event.task_id, event.timestamp, Some(sequence));
+        self.marks
+            .raise(&event.task_id, event.timestamp, Some(sequence));
 
         self.appended = Some(self.appended.map_or(sequence, |s| s.max(sequence)));
         Ok(sequence)
