@@ -34,25 +34,22 @@ impl Db<'_> {
     /// names `last_activity_at` rewrites its index entries whether or not the value moves.
     pub(super) fn flush_task_marks(&mut self) -> Result<()> {
         for owed in self.marks.take() {
-            if let Some(seq) = owed.latest_seq {
-                let mut stmt = self
-                    .conn
-                    .prepare_cached(
-                        "UPDATE tasks SET latest_event_seq = ?2 WHERE id = ?1 AND latest_event_seq < ?2",
-                    )
-                    .map_err(sql_err)?;
-                stmt.execute(rusqlite::params![owed.task_id, seq])
-                    .map_err(sql_err)?;
-            }
-            if let Some(at) = owed.activity {
-                let mut stmt = self
-                    .conn
-                    .prepare_cached(
-                        "UPDATE tasks SET last_activity_at = ?2 WHERE id = ?1 AND last_activity_at < ?2",
-                    )
-                    .map_err(sql_err)?;
-                stmt.execute(rusqlite::params![owed.task_id, at.0])
-                    .map_err(sql_err)?;
+            let writes = [
+                (
+                    "UPDATE tasks SET latest_event_seq = ?2 WHERE id = ?1 AND latest_event_seq < ?2",
+                    owed.latest_seq,
+                ),
+                (
+                    "UPDATE tasks SET last_activity_at = ?2 WHERE id = ?1 AND last_activity_at < ?2",
+                    owed.activity.map(|at| at.0),
+                ),
+            ];
+            for (sql, value) in writes {
+                if let Some(value) = value {
+                    let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
+                    stmt.execute(rusqlite::params![owed.task_id, value])
+                        .map_err(sql_err)?;
+                }
             }
         }
         Ok(())
