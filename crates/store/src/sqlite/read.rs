@@ -174,7 +174,7 @@ impl Db<'_> {
         if let Some(known) = self.known.as_mut() {
             known.saw_task(&task, flags);
         }
-        self.overlay_marks(&mut task);
+        self.marks.overlay(&mut task);
         Ok(Some(task))
     }
 }
@@ -194,7 +194,7 @@ impl ReadStore for Db<'_> {
             .map_err(sql_err)?;
         let mut task = first(&mut stmt, [id], task_from_row)?;
         if let Some(t) = task.as_mut() {
-            self.overlay_marks(t);
+            self.marks.overlay(t);
         }
         Ok(task)
     }

@@ -24,11 +24,6 @@ pub(super) struct ItemStart {
 }
 
 impl Db<'_> {
-    /// Applies the marks of the current command to a task read back in it.
-    pub(super) fn overlay_marks(&self, task: &mut Task) {
-        self.marks.overlay(task);
-    }
-
     /// Writes the marks (`crate::task_marks`). A row already at or past a mark is not written
     /// at all; `latest_event_seq` is in no index, so it is set on its own, and an UPDATE that
     /// names `last_activity_at` rewrites its index entries whether or not the value moves.
