@@ -104,6 +104,45 @@ pub trait ReadStore {
         Ok(Some((task, self.neighbourhood(id)?)))
     }
 
+    /// `active_runs_of_session`, and the task of run `run_id` with its neighbourhood (whose runs
+    /// hold that run) when there is such a run: what an agent's call on its lease reads, asked
+    /// together so that a backend with a network between it and its data can fetch it all in
+    /// one round trip.
+    fn lease_view(
+        &mut self,
+        session_id: &str,
+        token: Option<&str>,
+        run_id: &str,
+    ) -> Result<LeaseView> {
+        let active = self.active_runs_of_session(session_id, token)?;
+        let task_id = match active.iter().find(|r| r.id == run_id) {
+            Some(run) => Some(run.task_id.clone()),
+            None => self.run(run_id)?.map(|run| run.task_id),
+        };
+        let task = match task_id {
+            Some(id) => self.task_with_neighbourhood(&id)?,
+            None => None,
+        };
+        Ok(LeaseView { active, task })
+    }
+
+    /// `active_runs_of_session`, and `claim_class_heads` of `heads` when given: what a claim
+    /// reads before it picks a run, asked together (one round trip on PostgreSQL). The heads are
+    /// read even when the session turns out to be busy, which costs nothing but the read.
+    fn claim_view(
+        &mut self,
+        session_id: &str,
+        token: Option<&str>,
+        heads: Option<(&[String], Priority)>,
+    ) -> Result<(Vec<Run>, Vec<Run>)> {
+        let active = self.active_runs_of_session(session_id, token)?;
+        let heads = match heads {
+            Some((audiences, min_priority)) => self.claim_class_heads(audiences, min_priority)?,
+            None => Vec::new(),
+        };
+        Ok((active, heads))
+    }
+
     /// Events of one task after `after_sequence`, at most `limit` (None = all).
     fn events_of_task(
         &mut self,
@@ -153,6 +192,14 @@ pub struct Neighbourhood {
     pub runs: Vec<Run>,
     pub dependencies: Vec<Dependency>,
     pub dependents: Vec<String>,
+}
+
+/// What `ReadStore::lease_view` reads: a session's active runs, and the task of the run the
+/// call names with the task's neighbourhood (`None` when there is no such run).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LeaseView {
+    pub active: Vec<Run>,
+    pub task: Option<(Task, Neighbourhood)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

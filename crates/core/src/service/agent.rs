@@ -12,7 +12,7 @@ use crate::claim_audience;
 use crate::error::{Error, Result};
 use crate::input::{ClaimNextInput, CompleteInput, FailInput, HeartbeatInput, ReleaseInput};
 use crate::model::{Caller, Priority, Ref, Run, RunStatus, Task};
-use crate::store::Neighbourhood;
+use crate::store::{LeaseView, Neighbourhood};
 use crate::time::Ts;
 use crate::validate::{self, non_empty, RESULT_LIMIT};
 use crate::views::{Claim, LeaseSummary};
@@ -104,7 +104,16 @@ fn lease_live(run: &Run, now: Ts) -> bool {
 pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> {
     let session = session_of(op.caller)?;
     let token = op.caller.session_token();
-    let active = op.store.active_runs_of_session(&session, token)?;
+    let audiences = claim_audience::of_claimer(
+        req.workspace_id.as_deref(),
+        &session,
+        op.caller.agent_name.as_deref(),
+    );
+    let (active, heads) = op.store.claim_view(
+        &session,
+        token,
+        req.min_priority.map(|p| (audiences.as_slice(), p)),
+    )?;
     let replay = req.idempotency_key.as_ref().and_then(|key| {
         active.iter().find(|r| {
             r.claim_idempotency_key.as_deref() == Some(key.as_str()) && lease_live(r, op.now)
@@ -132,10 +141,7 @@ pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> 
         let task = op.load_task(&run.task_id)?;
         return Ok(Some(Claim::new(&task, run)));
     }
-    let Some(min_priority) = req.min_priority else {
-        return Ok(None);
-    };
-    let Some(mut run) = best_candidate(op, req, &session, min_priority)? else {
+    let Some(mut run) = best_candidate(heads, &req.offered) else {
         return Ok(None);
     };
     let (mut task, around) = op.load_task_around(&run.task_id)?;
@@ -165,33 +171,24 @@ pub fn claim_next(op: &mut Op<'_>, req: &ClaimRequest) -> Result<Option<Claim>> 
     Ok(Some(Claim::new(&task, &run)))
 }
 
-/// The best queued run this caller may claim: highest priority, then (when the caller offers
-/// capabilities) most preferred capabilities matched, then oldest, then lowest id.
+/// The best queued run this caller may claim among `heads` (the oldest run of each claim class
+/// of its audiences): highest priority, then (when the caller offers capabilities) most
+/// preferred capabilities matched, then oldest, then lowest id.
 ///
 /// Every run of a claim class shares its priority and capability sets, so the class's oldest run
-/// stands for the whole class: the rules are applied to one head per class of the caller's
-/// audiences, and the cost of a claim follows the number of classes, not of queued runs.
-fn best_candidate(
-    op: &mut Op<'_>,
-    req: &ClaimRequest,
-    session: &str,
-    min_priority: Priority,
-) -> Result<Option<Run>> {
-    let audiences = claim_audience::of_claimer(
-        req.workspace_id.as_deref(),
-        session,
-        op.caller.agent_name.as_deref(),
-    );
+/// stands for the whole class: the rules are applied to one head per class, and the cost of a
+/// claim follows the number of classes, not of queued runs.
+fn best_candidate(heads: Vec<Run>, offered: &[String]) -> Option<Run> {
     let mut best: Option<(ClaimRank, Run)> = None;
-    for head in op.store.claim_class_heads(&audiences, min_priority)? {
-        let Some(rank) = ClaimRank::of(&head, &req.offered) else {
+    for head in heads {
+        let Some(rank) = ClaimRank::of(&head, offered) else {
             continue;
         };
         if best.as_ref().is_none_or(|(b, _)| rank > *b) {
             best = Some((rank, head));
         }
     }
-    Ok(best.map(|(_, run)| run))
+    best.map(|(_, run)| run)
 }
 
 /// How a claimable run ranks for a caller; greater wins. Preferred matches only count when the
@@ -252,17 +249,24 @@ pub(crate) fn refuse_foreign_lease(op: &Op<'_>, run: &Run) -> Result<()> {
     Ok(())
 }
 
+/// A run under the caller's live lease, with its task and the task's neighbourhood as read
+/// together with it.
+struct Lease {
+    run: Run,
+    task: Task,
+    around: Neighbourhood,
+}
+
 /// Resolves the caller's live lease on `run_id`.
-fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
+fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Lease> {
     let session = session_of(op.caller)?;
     let token = op.caller.session_token();
     let now = op.now;
-    let active = op.store.active_runs_of_session(&session, token)?;
-    // The run itself is usually among the session's active runs, read in this transaction.
-    let run = match active.iter().find(|r| r.id == run_id) {
-        Some(run) => Some(run.clone()),
-        None => op.store.run(run_id)?,
-    };
+    let LeaseView { active, task } = op.store.lease_view(&session, token, run_id)?;
+    let run = task
+        .as_ref()
+        .and_then(|(_, around)| around.runs.iter().find(|r| r.id == run_id))
+        .cloned();
     let live: Vec<Run> = active
         .into_iter()
         .filter(|r| r.claim_token_hash.is_some() && lease_live(r, now))
@@ -280,7 +284,8 @@ fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
                 && run.claim_token_hash.is_some() =>
         {
             if lease_live(&run, now) {
-                Ok(run)
+                let (task, around) = task.ok_or_else(|| Error::task_not_found(&run.task_id))?;
+                Ok(Lease { run, task, around })
             } else {
                 Err(Error::conflict(
                     "lease_expired",
@@ -311,8 +316,9 @@ fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Run> {
 /// `POST /api/agent/tasks/{run_id}/heartbeat`: the lease now ends `lease_seconds` from now.
 pub fn heartbeat(op: &mut Op<'_>, run_id: &str, input: &HeartbeatInput) -> Result<LeaseSummary> {
     let seconds = lease_seconds(input.lease_seconds)?;
-    let mut run = resolve_lease(op, run_id)?;
-    let mut task = op.load_task(&run.task_id)?;
+    let Lease {
+        mut run, mut task, ..
+    } = resolve_lease(op, run_id)?;
     run.lease_until = Some(op.now.plus_seconds(seconds));
     run.heartbeat_at = Some(op.now);
     op.store.update_run(&run)?;
@@ -345,12 +351,16 @@ pub fn complete(op: &mut Op<'_>, run_id: &str, input: &CompleteInput) -> Result<
     if let Some(result) = &input.result {
         validate::check_json(result, RESULT_LIMIT, "result")?;
     }
-    let mut run = resolve_lease(op, run_id)?;
+    let Lease {
+        mut run,
+        task,
+        around,
+    } = resolve_lease(op, run_id)?;
     end_lease(&mut run, RunStatus::Completed, op.now);
     run.result = input.result.clone();
     run.error = None;
     let extra = hash_payload(&run);
-    finish_completion(op, &mut run, extra)?;
+    finish_completion(op, (task, around), &mut run, extra)?;
     Ok(LeaseSummary::from(&run))
 }
 
@@ -361,12 +371,16 @@ pub fn fail(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<LeaseSum
     if let Some(m) = &input.metadata {
         validate::check_json(m, RESULT_LIMIT, "metadata")?;
     }
-    let mut run = resolve_lease(op, run_id)?;
+    let Lease {
+        mut run,
+        task,
+        around,
+    } = resolve_lease(op, run_id)?;
     end_lease(&mut run, RunStatus::Failed, op.now);
     run.error = Some(error);
     run.result = None;
     let extra = hash_payload(&run);
-    finish_failure(op, &mut run, input.metadata.clone(), extra)?;
+    finish_failure(op, (task, around), &mut run, input.metadata.clone(), extra)?;
     Ok(LeaseSummary::from(&run))
 }
 
@@ -404,8 +418,11 @@ fn requeue(
 
 /// `POST /api/agent/tasks/{run_id}/release`: back to queued.
 pub fn release(op: &mut Op<'_>, run_id: &str, input: &ReleaseInput) -> Result<LeaseSummary> {
-    let mut run = resolve_lease(op, run_id)?;
-    let (mut task, around) = op.load_task_around(&run.task_id)?;
+    let Lease {
+        mut run,
+        mut task,
+        around,
+    } = resolve_lease(op, run_id)?;
     let payload = requeue(op, &mut run, &mut task, around)?
         .opt("reason", non_empty(input.reason.as_deref()))
         .build();
@@ -459,7 +476,8 @@ pub fn recover_expired_leases(
             run.error = Some(format!("lease expired {} times", run.lease_expirations));
             run.result = None;
             let extra = hash_payload(&run).set("reason", "lease_expired");
-            finish_failure(op, &mut run, None, extra)?;
+            let around = op.load_task_around(&run.task_id)?;
+            finish_failure(op, around, &mut run, None, extra)?;
             recovered.failed += 1;
             continue;
         }

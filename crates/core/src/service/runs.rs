@@ -14,6 +14,7 @@ use crate::input::{
 };
 use crate::model::{IdempotencyRecord, OwnerKind, Run, RunStatus, Scope, Task, TaskStatus};
 use crate::policy::{self, Operation};
+use crate::store::Neighbourhood;
 use crate::time::ZERO_TIME;
 use crate::validate::{self, non_empty, RESULT_LIMIT};
 use crate::views::RunPayload;
@@ -343,14 +344,20 @@ pub fn complete_run(op: &mut Op<'_>, run_id: &str, input: &CompleteInput) -> Res
     end_run(&mut run, RunStatus::Completed, op.now);
     run.result = input.result.clone();
     run.error = None;
-    finish_completion(op, &mut run, Payload::new())?;
+    let around = op.load_task_around(&run.task_id)?;
+    finish_completion(op, around, &mut run, Payload::new())?;
     Ok(RunPayload::from(&run))
 }
 
 /// Saves a completed run, records `task.run_completed` (with `extra` payload fields) and
-/// auto-enqueues the dependents that became ready. Shared by the operator and agent paths.
-pub(crate) fn finish_completion(op: &mut Op<'_>, run: &mut Run, extra: Payload) -> Result<()> {
-    let (mut task, around) = op.load_task_around(&run.task_id)?;
+/// auto-enqueues the dependents that became ready. Shared by the operator and agent paths;
+/// `(task, around)` is the run's task and its neighbourhood, read before the run changed.
+pub(crate) fn finish_completion(
+    op: &mut Op<'_>,
+    (mut task, around): (Task, Neighbourhood),
+    run: &mut Run,
+    extra: Payload,
+) -> Result<()> {
     let dependents = op.save_run(&mut task, around, run)?;
     let payload = extra
         .set("status", run.status.as_str())
@@ -419,18 +426,20 @@ pub fn fail_run(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<RunP
     end_run(&mut run, RunStatus::Failed, op.now);
     run.error = Some(error);
     run.result = None;
-    finish_failure(op, &mut run, input.metadata.clone(), Payload::new())?;
+    let around = op.load_task_around(&run.task_id)?;
+    finish_failure(op, around, &mut run, input.metadata.clone(), Payload::new())?;
     Ok(RunPayload::from(&run))
 }
 
-/// Saves a failed run and records `task.run_failed`. Shared by the operator and agent paths.
+/// Saves a failed run and records `task.run_failed`. Shared by the operator and agent paths;
+/// `(task, around)` as for [`finish_completion`].
 pub(crate) fn finish_failure(
     op: &mut Op<'_>,
+    (mut task, around): (Task, Neighbourhood),
     run: &mut Run,
     metadata: Option<Value>,
     extra: Payload,
 ) -> Result<()> {
-    let (mut task, around) = op.load_task_around(&run.task_id)?;
     op.save_run(&mut task, around, run)?;
     let payload = extra
         .set("status", run.status.as_str())

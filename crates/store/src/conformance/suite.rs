@@ -10,7 +10,9 @@ use tasklane_core::model::{
     TaskStatus,
 };
 use tasklane_core::page::TaskKey;
-use tasklane_core::store::{Neighbourhood, RunFilter, TaskFilter, WriteStore};
+use tasklane_core::store::{
+    LeaseView, Neighbourhood, ReadStore, RunFilter, TaskFilter, WriteStore,
+};
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 
@@ -41,6 +43,9 @@ for_every_backend! {
         sqlite_open_and_active_runs_follow_the_model, postgres_open_and_active_runs_follow_the_model;
     runs_and_dependencies_are_ordered =>
         sqlite_runs_and_dependencies_are_ordered, postgres_runs_and_dependencies_are_ordered;
+    lease_and_claim_views_answer_what_their_parts_answer =>
+        sqlite_lease_and_claim_views_answer_what_their_parts_answer,
+        postgres_lease_and_claim_views_answer_what_their_parts_answer;
     agent_sessions_are_touched =>
         sqlite_agent_sessions_are_touched, postgres_agent_sessions_are_touched;
     sessions_of_different_tokens_are_different_sessions =>
@@ -1023,6 +1028,113 @@ async fn runs_and_dependencies_are_ordered(store: Store) {
     assert!(missing.unwrap().is_none());
     let deps: Vec<&str> = deps.iter().map(|d| d.depends_on_task_id.as_str()).collect();
     assert_eq!(deps, vec!["b3", "b1", "b2"]);
+}
+
+/// `lease_view` and `claim_view` read together what their parts read one by one, in a reader
+/// and in the writer (where PostgreSQL sends them in one round trip).
+async fn lease_and_claim_views_answer_what_their_parts_answer(store: Store) {
+    use Priority::{Low, Medium};
+    let g = Some("g|");
+    insert_runs(
+        &store,
+        vec![
+            class_run("q1", g, Medium, &[], 5),
+            class_run("q2", g, Low, &["gpu"], 3),
+            class_run("q3", Some("g|agent_session:s1"), Medium, &[], 4),
+        ],
+    )
+    .await;
+    insert(&store, vec![task("t", 1), task("b", 1), task("d", 1)]).await;
+    store
+        .write(|w| {
+            let leased = Run {
+                session_id: Some("s1".into()),
+                claim_token_hash: Some("sha256:x".into()),
+                lease_until: Some(Ts(1_000)),
+                ..run("r-leased", "t", RunStatus::Claimed, 10)
+            };
+            w.insert_run(&run("r-old", "t", RunStatus::Failed, 5))?;
+            w.insert_run(&leased)?;
+            w.insert_dependency(&blocks("t", "b", 2))?;
+            w.insert_dependency(&blocks("d", "t", 3))
+        })
+        .await
+        .unwrap();
+    type Parts = (Vec<Run>, Option<(Task, Neighbourhood)>, Vec<Run>);
+    fn parts(
+        r: &mut dyn ReadStore,
+        session: &str,
+        run_id: &str,
+        audiences: &[String],
+    ) -> Result<Parts> {
+        let active = r.active_runs_of_session(session, None)?;
+        let task_id = r.run(run_id)?.map(|run| run.task_id);
+        let around = match task_id {
+            Some(id) => r.task_with_neighbourhood(&id)?,
+            None => None,
+        };
+        Ok((active, around, r.claim_class_heads(audiences, Low)?))
+    }
+    fn views(
+        r: &mut dyn ReadStore,
+        session: &str,
+        run_id: &str,
+        audiences: &[String],
+    ) -> Result<Parts> {
+        let LeaseView {
+            active,
+            task: around,
+        } = r.lease_view(session, None, run_id)?;
+        let (claim_active, heads) = r.claim_view(session, None, Some((audiences, Low)))?;
+        assert_eq!(claim_active, active);
+        let (busy, no_heads) = r.claim_view(session, None, None)?;
+        assert_eq!(busy, active);
+        assert!(no_heads.is_empty());
+        Ok((active, around, heads))
+    }
+    let audiences: Vec<String> = vec!["g|".into(), "g|agent_session:s1".into()];
+    // The session's own run, another session's view of it, a queued run, and no run at all.
+    for (session, run_id) in [
+        ("s1", "r-leased"),
+        ("s2", "r-leased"),
+        ("s1", "q1"),
+        ("s1", "nope"),
+    ] {
+        let a = audiences.clone();
+        let expected = store
+            .read(move |r| parts(r, session, run_id, &a))
+            .await
+            .unwrap();
+        let a = audiences.clone();
+        let read = store
+            .read(move |r| views(r, session, run_id, &a))
+            .await
+            .unwrap();
+        let a = audiences.clone();
+        let written = store
+            .write(move |w| views(w, session, run_id, &a))
+            .await
+            .unwrap();
+        for got in [&read, &written] {
+            assert_eq!(
+                format!("{got:?}"),
+                format!("{expected:?}"),
+                "{session} {run_id}"
+            );
+        }
+        if run_id == "r-leased" {
+            let (task, around) = expected.1.clone().unwrap();
+            assert_eq!(task.id, "t");
+            assert_eq!(around.runs.len(), 2);
+            assert_eq!(around.dependents, ["d"]);
+            assert_eq!(expected.0.len(), usize::from(session == "s1"));
+        }
+        if run_id == "nope" {
+            assert!(expected.1.is_none());
+        }
+        let heads: BTreeSet<&str> = expected.2.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(heads, BTreeSet::from(["q1", "q2", "q3"]));
+    }
 }
 
 async fn agent_sessions_are_touched(store: Store) {

@@ -3,12 +3,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::LazyLock;
 
 use postgres::types::ToSql;
 use tasklane_core::model::{
     ApiToken, Dependency, Event, IdempotencyRecord, Priority, Ref, Run, Task,
 };
-use tasklane_core::store::{AgentSessionRecord, Neighbourhood, ReadStore, RunFilter, TaskFilter};
+use tasklane_core::store::{
+    AgentSessionRecord, LeaseView, Neighbourhood, ReadStore, RunFilter, TaskFilter,
+};
 use tasklane_core::time::Ts;
 use tasklane_core::Result;
 
@@ -83,6 +86,41 @@ fn neighbourhood_queries(id: Params<'_>) -> [(&'static str, Params<'_>); 3] {
         (DEPENDENTS_OF_SQL, id),
     ]
 }
+
+const TASK_SQL: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
+
+/// [`TASK_SQL`] with the task's flags, which the writer reads for the counters' bucket of the
+/// task.
+const TASK_WITH_FLAGS_SQL: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    ", dependency_count > 0, latest_run_failed <> 0 FROM tasks WHERE id = $1"
+);
+
+const ACTIVE_RUNS_OF_SESSION_SQL: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM task_runs WHERE session_id = $1",
+    " AND session_token IS NOT DISTINCT FROM $2::TEXT AND ",
+    active_run!("status"),
+    " ORDER BY queued_at, id"
+);
+
+/// [`TASK_SQL`], [`TASK_WITH_FLAGS_SQL`] and the neighbourhood statements, each naming by `$1`
+/// a run whose task it reads, so that they can travel with the statement that finds the run.
+static OF_RUNS_TASK: LazyLock<[String; 5]> = LazyLock::new(|| {
+    [
+        TASK_SQL,
+        TASK_WITH_FLAGS_SQL,
+        RUNS_OF_TASK_SQL,
+        DEPENDENCIES_OF_SQL,
+        DEPENDENTS_OF_SQL,
+    ]
+    .map(|sql| {
+        debug_assert_eq!(sql.matches("= $1").count(), 1, "{sql}");
+        sql.replacen("= $1", "= (SELECT task_id FROM task_runs WHERE id = $1)", 1)
+    })
+});
 
 /// The oldest queued run, with its `claim_caps`, of each claim class of audience $1 at priority
 /// rank above $2, in class order: a skip-scan of `task_runs_claim_class` in one statement. Each
@@ -228,14 +266,22 @@ impl Db<'_> {
     /// counters' bucket of the task.
     fn task_sql(&self) -> &'static str {
         if self.known.is_some() {
-            concat!(
-                "SELECT ",
-                task_columns!(),
-                ", dependency_count > 0, latest_run_failed <> 0 FROM tasks WHERE id = $1"
-            )
+            TASK_WITH_FLAGS_SQL
         } else {
-            concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1")
+            TASK_SQL
         }
+    }
+
+    /// The answers to `task_sql` and the three neighbourhood statements, in order.
+    fn task_around_from(
+        &mut self,
+        mut answers: Vec<Vec<postgres::Row>>,
+    ) -> Result<Option<(Task, Neighbourhood)>> {
+        let task_rows = answers.remove(0);
+        let Some(task) = self.task_from(task_rows.into_iter().next())? else {
+            return Ok(None);
+        };
+        Ok(Some((task, self.neighbourhood_from(answers)?)))
     }
 
     /// The task of a `task_sql` answer, remembered by the writer.
@@ -265,6 +311,20 @@ impl Db<'_> {
             dependencies: map_rows(dependencies, dependency_from_row)?,
             dependents: map_rows(dependents, |row| column(row, 0))?,
         })
+    }
+
+    /// The answers to `CLAIM_CLASS_HEADS_SQL`, one per audience.
+    fn heads_from(&mut self, answers: Vec<Vec<postgres::Row>>) -> Result<Vec<Run>> {
+        let mut heads = Vec::new();
+        for rows in answers {
+            heads.extend(map_rows(rows, |row| {
+                run_and_claim_caps_from_row(row).map(|(run, _)| run)
+            })?);
+        }
+        if let Some(known) = self.known.as_mut() {
+            heads.iter().for_each(|run| known.saw_run(run));
+        }
+        Ok(heads)
     }
 
     fn runs_from(&mut self, rows: Vec<postgres::Row>) -> Result<Vec<Run>> {
@@ -425,12 +485,56 @@ impl ReadStore for Db<'_> {
         let id: [&(dyn ToSql + Sync); 1] = [&id];
         let mut queries = vec![(self.task_sql(), id.as_slice())];
         queries.extend(neighbourhood_queries(&id));
-        let mut answers = self.conn.query_all(&queries)?;
-        let task_rows = answers.remove(0);
-        let Some(task) = self.task_from(task_rows.into_iter().next())? else {
-            return Ok(None);
+        let answers = self.conn.query_all(&queries)?;
+        self.task_around_from(answers)
+    }
+
+    fn lease_view(
+        &mut self,
+        session_id: &str,
+        token: Option<&str>,
+        run_id: &str,
+    ) -> Result<LeaseView> {
+        let session: [&(dyn ToSql + Sync); 2] = [&session_id, &token];
+        let run: [&(dyn ToSql + Sync); 1] = [&run_id];
+        let [task, task_with_flags, runs, dependencies, dependents] = &*OF_RUNS_TASK;
+        let task = if self.known.is_some() {
+            task_with_flags
+        } else {
+            task
         };
-        Ok(Some((task, self.neighbourhood_from(answers)?)))
+        let mut answers = self.conn.query_all(&[
+            (ACTIVE_RUNS_OF_SESSION_SQL, &session),
+            (task, &run),
+            (runs, &run),
+            (dependencies, &run),
+            (dependents, &run),
+        ])?;
+        let active = self.runs_from(answers.remove(0))?;
+        Ok(LeaseView {
+            active,
+            task: self.task_around_from(answers)?,
+        })
+    }
+
+    fn claim_view(
+        &mut self,
+        session_id: &str,
+        token: Option<&str>,
+        heads: Option<(&[String], Priority)>,
+    ) -> Result<(Vec<Run>, Vec<Run>)> {
+        let session: [&(dyn ToSql + Sync); 2] = [&session_id, &token];
+        let (audiences, below) = match heads {
+            Some((audiences, min_priority)) => (audiences, min_priority.rank() - 1),
+            None => (&[][..], 0),
+        };
+        let params: Vec<[&(dyn ToSql + Sync); 2]> =
+            audiences.iter().map(|a| [a as _, &below as _]).collect();
+        let mut queries: Vec<(&str, Params<'_>)> = vec![(ACTIVE_RUNS_OF_SESSION_SQL, &session)];
+        queries.extend(params.iter().map(|p| (CLAIM_CLASS_HEADS_SQL, p.as_slice())));
+        let mut answers = self.conn.query_all(&queries)?;
+        let active = self.runs_from(answers.remove(0))?;
+        Ok((active, self.heads_from(answers)?))
     }
 
     fn dependencies_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Dependency>> {
@@ -529,16 +633,8 @@ impl ReadStore for Db<'_> {
             .iter()
             .map(|p| (CLAIM_CLASS_HEADS_SQL, p.as_slice()))
             .collect();
-        let mut heads = Vec::new();
-        for rows in self.conn.query_all(&queries)? {
-            heads.extend(map_rows(rows, |row| {
-                run_and_claim_caps_from_row(row).map(|(run, _)| run)
-            })?);
-        }
-        if let Some(known) = self.known.as_mut() {
-            heads.iter().for_each(|run| known.saw_run(run));
-        }
-        Ok(heads)
+        let answers = self.conn.query_all(&queries)?;
+        self.heads_from(answers)
     }
 
     fn active_runs_of_session(
@@ -546,17 +642,7 @@ impl ReadStore for Db<'_> {
         session_id: &str,
         token: Option<&str>,
     ) -> Result<Vec<Run>> {
-        self.runs(
-            concat!(
-                "SELECT ",
-                run_columns!(),
-                " FROM task_runs WHERE session_id = $1",
-                " AND session_token IS NOT DISTINCT FROM $2::TEXT AND ",
-                active_run!("status"),
-                " ORDER BY queued_at, id"
-            ),
-            &[&session_id, &token],
-        )
+        self.runs(ACTIVE_RUNS_OF_SESSION_SQL, &[&session_id, &token])
     }
 
     fn expired_leases(&mut self, now: Ts, limit: i64) -> Result<Vec<Run>> {
