@@ -223,23 +223,26 @@ impl Conn {
         self.defer(Box::pin(async move { client.batch_execute(&sql).await }))
     }
 
-    /// [`Conn::batch_later`] for statements whose last row's first column, an integer, is
-    /// wanted: it lands in the returned slot once a later call has waited.
-    pub(crate) fn batch_later_int(&mut self, sql: String) -> Result<Later> {
+    /// [`Conn::batch_later`] for statements whose last row's first `N` columns, integers, are
+    /// wanted: the i-th lands in the i-th returned slot once a later call has waited.
+    pub(crate) fn batch_later_ints<const N: usize>(&mut self, sql: String) -> Result<[Later; N]> {
         self.effects.writes += 1;
-        let slot = Later::default();
-        let out = slot.clone();
+        let slots: [Later; N] = std::array::from_fn(|_| Later::default());
+        let out = slots.clone();
         let client = self.client.clone();
         self.defer(Box::pin(async move {
             let messages = client.simple_query(&sql).await?;
-            let value = messages.iter().rev().find_map(|m| match m {
-                SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse().ok()),
+            let row = messages.iter().rev().find_map(|m| match m {
+                SimpleQueryMessage::Row(row) => Some(row),
                 _ => None,
             });
-            *out.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = value;
+            for (i, slot) in out.iter().enumerate() {
+                let value = row.and_then(|row| row.get(i)).and_then(|v| v.parse().ok());
+                *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = value;
+            }
             Ok(())
         }))?;
-        Ok(slot)
+        Ok(slots)
     }
 
     /// Waits for the answers of the deferred writes; the first error among them, if any.

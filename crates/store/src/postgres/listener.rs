@@ -4,13 +4,15 @@
 //! delivers it at commit, never before. A notification from another node raises the
 //! committed-sequence watch (SSE streams read on) and bumps the remote-commit watch (parked
 //! claims retry). A safety poll of the highest sequence once a second covers a notification lost
-//! with a connection, and after a reconnect everything is woken once.
+//! with a connection, and after a reconnect everything is woken once. Each connect registers the
+//! node first (`nodes`), which is what makes the other nodes' writers notify it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 use tokio::sync::watch;
 
@@ -23,21 +25,19 @@ const WAIT: Duration = Duration::from_millis(200);
 /// The safety poll's period.
 const POLL: Duration = Duration::from_secs(1);
 
-/// Identifies this server among those sharing the database: its notifications (so its own
-/// commits do not wake it a second time) and its row of `tasklane_nodes`.
-pub(crate) fn node_id() -> i64 {
-    static ID: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    *ID.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        (h.finish() >> 1) as i64
-    })
+/// A new identity for a server among those sharing the database: its notifications (so its own
+/// commits do not wake it a second time) and its row of `tasklane_nodes`. One per store opened,
+/// so that two stores in one process are two servers too.
+pub(crate) fn new_node_id() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    (h.finish() >> 1) as i64
 }
 
-/// The notification payload of a commit whose highest event sequence is `seq`.
-pub(crate) fn payload(seq: i64) -> String {
-    format!("{}:{seq}", node_id())
+/// The notification payload of a commit of server `node` whose highest event sequence is `seq`.
+pub(crate) fn payload(node: i64, seq: i64) -> String {
+    format!("{node}:{seq}")
 }
 
 fn parse(payload: &str) -> Option<(i64, i64)> {
@@ -51,6 +51,10 @@ pub(crate) struct Wakes {
     pub(crate) writer: Arc<WriterShared>,
     /// Bumped whenever another node (or the safety poll) reports commits.
     pub(crate) remote_commits: watch::Sender<u64>,
+    /// This server ([`new_node_id`]).
+    pub(crate) node: i64,
+    /// When this server started, as it registers in `tasklane_nodes`.
+    pub(crate) started_at: Ts,
 }
 
 pub(crate) struct Listener {
@@ -96,13 +100,14 @@ fn run(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool) {
 /// Listens until stopped (`Ok`) or the connection fails (`Err`).
 fn listen(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool, lost: &mut bool) -> Result<()> {
     let mut conn = Conn::connect(opts)?;
+    nodes::register(&mut conn, shared.node, shared.started_at)?;
     conn.batch(&format!("LISTEN {CHANNEL}"))?;
     if std::mem::take(lost) {
         tracing::info!("notification connection restored");
     }
     // Whatever was missed while not listening: catch up and wake everyone once.
     let wake = || shared.remote_commits.send_modify(|n| *n += 1);
-    poll(&mut conn, &shared.writer)?;
+    poll(&mut conn, shared)?;
     wake();
     let mut polled = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -111,7 +116,7 @@ fn listen(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool, lost: &mut bool) 
         while let Some(n) = conn.next_notification(WAIT)? {
             if let Some((node, seq)) = parse(n.payload()) {
                 shared.writer.publish(seq);
-                if node != node_id() {
+                if node != shared.node {
                     wake();
                 }
             }
@@ -120,7 +125,7 @@ fn listen(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool, lost: &mut bool) 
             }
         }
         if polled.elapsed() >= POLL {
-            if poll(&mut conn, &shared.writer)? {
+            if poll(&mut conn, shared)? {
                 wake();
             }
             polled = Instant::now();
@@ -134,10 +139,10 @@ fn listen(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool, lost: &mut bool) 
 
 /// Raises the committed-sequence watch to the highest committed sequence; true if it moved.
 /// Also marks this server seen.
-fn poll(conn: &mut Conn, shared: &WriterShared) -> Result<bool> {
-    nodes::seen(conn, node_id())?;
+fn poll(conn: &mut Conn, shared: &Wakes) -> Result<bool> {
+    nodes::seen(conn, shared.node)?;
     let seq = schema::max_committed_sequence(conn)?;
-    let before = *shared.committed_seq.borrow();
-    shared.publish(seq);
+    let before = *shared.writer.committed_seq.borrow();
+    shared.writer.publish(seq);
     Ok(seq > before)
 }

@@ -240,7 +240,6 @@ impl PgStore {
         schema::migrate(&mut conn)?;
         let started_at =
             tasklane_core::time::Clock::now(&tasklane_core::time::SystemClock::default());
-        nodes::register(&mut conn, listener::node_id(), started_at)?;
         let last_seq = schema::last_sequence(&mut conn)?;
         let events_by_sequence = schema::events_named_by_sequence(&mut conn)?;
 
@@ -250,9 +249,12 @@ impl PgStore {
             opts.max_batch,
             last_seq,
         );
+        let node = listener::new_node_id();
         let wakes = Arc::new(listener::Wakes {
             writer: queue.shared().clone(),
             remote_commits: watch::channel(0).0,
+            node,
+            started_at,
         });
         let test_clock = Arc::new(test_clock::Follower::default());
         let writer = Writer {
@@ -262,6 +264,7 @@ impl PgStore {
             queue: writer_queue,
             last_batch: std::time::Instant::now(),
             events_by_sequence,
+            node,
         };
         let thread = std::thread::Builder::new()
             .name("tasklane-pg-writer".to_string())

@@ -312,3 +312,71 @@ async fn answers_equal_the_sqlite_backend() {
     }
     assert_eq!(expected.len(), got.len());
 }
+
+/// What a connection listening on the commit channel hears of the commits before a marker it
+/// notifies itself: notifications arrive in commit order, so this waits for nothing else.
+fn heard_before_marker(conn: &mut super::super::Conn) -> Vec<String> {
+    conn.batch(&format!("NOTIFY {}, 'marker'", super::super::CHANNEL))
+        .unwrap();
+    let mut heard = Vec::new();
+    loop {
+        let n = conn
+            .next_notification(std::time::Duration::from_secs(30))
+            .unwrap()
+            .expect("the marker arrives");
+        if n.payload() == "marker" {
+            return heard;
+        }
+        heard.push(n.payload().to_string());
+    }
+}
+
+/// A server alone notifies nobody of its commits (a notification costs PostgreSQL a signal and a
+/// wake-up of every listener). Once another server has registered, every commit that appended
+/// events notifies, naming its last sequence.
+#[tokio::test(flavor = "multi_thread")]
+async fn commits_notify_only_once_another_server_has_registered() {
+    let (db, store) = pg_store!();
+    let store = Store::from(store);
+    let opts = super::super::PgOptions::new(db.url.clone());
+    // Listens like another server's listener, but has not registered.
+    let mut conn = tokio::task::spawn_blocking(move || {
+        let mut conn = super::super::Conn::connect(&opts).unwrap();
+        conn.batch(&format!("LISTEN {}", super::super::CHANNEL))
+            .unwrap();
+        conn
+    })
+    .await
+    .unwrap();
+    let append = |n: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .write(move |w| {
+                    w.insert_task(&task(&format!("t{n}"), n))?;
+                    w.append_event(&event(&format!("e{n}"), &format!("t{n}"), n))
+                })
+                .await
+                .unwrap()
+        }
+    };
+    append(1).await;
+    let (heard, mut conn) =
+        tokio::task::spawn_blocking(move || (heard_before_marker(&mut conn), conn))
+            .await
+            .unwrap();
+    assert!(heard.is_empty(), "{heard:?}");
+
+    conn = tokio::task::spawn_blocking(move || {
+        super::super::nodes::register(&mut conn, 42, Ts(0)).unwrap();
+        conn
+    })
+    .await
+    .unwrap();
+    let seq = append(2).await;
+    let heard = tokio::task::spawn_blocking(move || heard_before_marker(&mut conn))
+        .await
+        .unwrap();
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(heard[0].ends_with(&format!(":{seq}")), "{heard:?}");
+}

@@ -2,7 +2,8 @@
 //!
 //! One thread owns the write connection. It blocks for a command, drains whatever else is queued
 //! (up to `max_batch`), opens one transaction, takes the cluster's write lock and reads where the
-//! event sequence stands, runs every command (in its own SAVEPOINT unless the batch runs bare,
+//! event sequence stands and whether other servers are to hear of the commit (`nodes`), runs
+//! every command (in its own SAVEPOINT unless the batch runs bare,
 //! see [`run_batch`]) and commits once. Nobody hears back before the COMMIT has returned, so an
 //! answer always means "durable". A lost connection fails the batch with `Unavailable` (the
 //! client retries) and the next batch reconnects.
@@ -15,7 +16,9 @@ use tasklane_core::{Error, Result};
 
 use super::schema::LAST_SEQUENCE_SQL;
 use super::test_clock::Follower;
-use super::{counters, Conn, Db, PgOptions, PgStore, Sequence, CHANNEL, WRITE_LOCK};
+use super::{
+    counters, listener, nodes, Conn, Db, PgOptions, PgStore, Sequence, CHANNEL, WRITE_LOCK,
+};
 use crate::write_queue::{fail, BoxedCommand, WriterQueue, WriterShared};
 
 pub(crate) struct Writer {
@@ -27,6 +30,8 @@ pub(crate) struct Writer {
     pub(crate) last_batch: Instant,
     /// The log names its events by sequence (`schema::events_named_by_sequence`).
     pub(crate) events_by_sequence: bool,
+    /// This server, as its notifications name it (`listener::new_node_id`).
+    pub(crate) node: i64,
 }
 
 /// A write connection idle this long is checked before it carries a batch.
@@ -39,7 +44,7 @@ impl Writer {
         while self.queue.next_batch(&mut batch) {
             let shared = self.queue.shared().clone();
             let test_clock = self.test_clock.clone();
-            let events_by_sequence = self.events_by_sequence;
+            let (events_by_sequence, node) = (self.events_by_sequence, self.node);
             let conn = match self.connection() {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -47,7 +52,14 @@ impl Writer {
                     continue;
                 }
             };
-            if let Err(e) = run_batch(conn, &shared, &test_clock, events_by_sequence, &mut batch) {
+            let run = run_batch(
+                conn,
+                &shared,
+                &test_clock,
+                (events_by_sequence, node),
+                &mut batch,
+            );
+            if let Err(e) = run {
                 tracing::warn!(error = %e, "postgres write transaction lost");
                 fail(&mut batch, &e.to_string());
                 if self.conn.as_ref().is_some_and(Conn::is_closed) {
@@ -92,12 +104,12 @@ fn run_batch(
     conn: &mut Conn,
     shared: &WriterShared,
     test_clock: &Follower,
-    events_by_sequence: bool,
+    (events_by_sequence, node): (bool, i64),
     batch: &mut Vec<BoxedCommand<PgStore>>,
 ) -> Result<()> {
     let mut bare = batch.iter().all(|cmd| cmd.repeatable());
     let (committing, max_seq) = loop {
-        match attempt(conn, test_clock, events_by_sequence, batch, bare) {
+        match attempt(conn, test_clock, (events_by_sequence, node), batch, bare) {
             Ok(Attempt::Committed(committing, max_seq)) => break (committing, max_seq),
             Ok(Attempt::RunAgain) => {
                 metrics::counter!("tasklane_writer_reruns_total").increment(1);
@@ -131,7 +143,7 @@ enum Attempt {
 fn attempt(
     conn: &mut Conn,
     test_clock: &Follower,
-    events_by_sequence: bool,
+    (events_by_sequence, node): (bool, i64),
     batch: &mut [BoxedCommand<PgStore>],
     bare: bool,
 ) -> Result<Attempt> {
@@ -145,9 +157,13 @@ fn attempt(
     let savepoint = if bare { "" } else { "; SAVEPOINT cmd" };
     // Unless the batch runs bare, the first command's savepoint goes with the BEGIN, the others'
     // with the RELEASE of the one before.
-    let mut sequence = Sequence::Unread(conn.batch_later_int(format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); {LAST_SEQUENCE_SQL}{savepoint}"
-    ))?);
+    // Read under the lock with the sequence: whether other nodes are to hear of the commit.
+    let [last_sequence, peers] = conn.batch_later_ints(format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); \
+         SELECT ({LAST_SEQUENCE_SQL}), {}{savepoint}",
+        nodes::peers_sql(node)
+    ))?;
+    let mut sequence = Sequence::Unread(last_sequence);
     // Test-clock mode only: the service's test time, read under the lock, before any command.
     test_clock.begin(conn)?;
     let count = batch.len();
@@ -194,8 +210,13 @@ fn attempt(
     if let Some(last) = &last {
         all.merge(last.clone());
     }
+    // Unanswered only if no command waited for anything: then notify, as if there were peers.
+    let peers = *peers
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let notify = (peers != Some(0)).then_some(node);
     let committing = Instant::now();
-    match commit(conn, &all, std::mem::take(&mut pending)) {
+    match commit(conn, &all, notify, std::mem::take(&mut pending)) {
         (None, Ok(())) => return Ok(Attempt::Committed(committing, all.max_seq)),
         // The last command's deferred writes come first, so the first error among them is its
         // own. Run bare, it has no savepoint to undo it alone: the batch runs again.
@@ -213,7 +234,7 @@ fn attempt(
         (Some(e), _) | (None, Err(e)) => return Err(e),
     }
     let committing = Instant::now();
-    match commit(conn, &kept, String::new()) {
+    match commit(conn, &kept, notify, String::new()) {
         (None, Ok(())) => Ok(Attempt::Committed(committing, kept.max_seq)),
         (Some(e), _) | (None, Err(e)) => Err(e),
     }
@@ -235,20 +256,27 @@ impl Kept {
 }
 
 /// Applies `kept`'s counter changes, moves the event sequence to its last value, tells the
-/// listeners and commits, all in one round trip after `pending` (transaction control still
-/// owed). Returns the first error of the writes deferred before it apart from its own result.
-fn commit(conn: &mut Conn, kept: &Kept, mut pending: String) -> (Option<Error>, Result<()>) {
+/// other nodes' listeners that server `notify` committed (unless `None`) and commits, all in one round trip after `pending`
+/// (transaction control still owed). Returns the first error of the writes deferred before it
+/// apart from its own result.
+fn commit(
+    conn: &mut Conn,
+    kept: &Kept,
+    notify: Option<i64>,
+    mut pending: String,
+) -> (Option<Error>, Result<()>) {
     // Still inside the last command's savepoint when it was kept: `pending` releases it.
     if let Err(e) = counters::apply(conn, &kept.deltas) {
         return (None, Err(e));
     }
     if let Some(seq) = kept.max_seq {
-        // Delivered to the listeners at COMMIT, never before. The payload is digits and a colon
-        // only.
-        let payload = super::listener::payload(seq);
-        pending.push_str(&format!(
-            "SELECT setval('task_events_sequence', {seq}); NOTIFY {CHANNEL}, '{payload}'; "
-        ));
+        pending.push_str(&format!("SELECT setval('task_events_sequence', {seq}); "));
+        if let Some(node) = notify {
+            // Delivered to the listeners at COMMIT, never before. The payload is digits and a
+            // colon only.
+            let payload = listener::payload(node, seq);
+            pending.push_str(&format!("NOTIFY {CHANNEL}, '{payload}'; "));
+        }
     }
     pending.push_str("COMMIT");
     conn.batch_after(&pending)
