@@ -107,7 +107,7 @@ fn listen(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool, lost: &mut bool) 
     }
     // Whatever was missed while not listening: catch up and wake everyone once.
     let wake = || shared.remote_commits.send_modify(|n| *n += 1);
-    poll(&mut conn, shared)?;
+    poll(&mut conn, shared, Duration::ZERO)?;
     wake();
     let mut polled = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -125,7 +125,7 @@ fn listen(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool, lost: &mut bool) 
             }
         }
         if polled.elapsed() >= POLL {
-            if poll(&mut conn, shared)? {
+            if poll(&mut conn, shared, polled.elapsed())? {
                 wake();
             }
             polled = Instant::now();
@@ -138,9 +138,9 @@ fn listen(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool, lost: &mut bool) 
 }
 
 /// Raises the committed-sequence watch to the highest committed sequence; true if it moved.
-/// Also marks this server seen.
-fn poll(conn: &mut Conn, shared: &Wakes) -> Result<bool> {
-    nodes::seen(conn, shared.node)?;
+/// First marks this server seen (it last did `since` ago; see `nodes::seen`).
+fn poll(conn: &mut Conn, shared: &Wakes, since: Duration) -> Result<bool> {
+    nodes::seen(conn, shared.node, shared.started_at, since)?;
     let seq = schema::max_committed_sequence(conn)?;
     let before = *shared.writer.committed_seq.borrow();
     shared.writer.publish(seq);

@@ -1,5 +1,5 @@
-//! The servers sharing the database: each registers when its listener connects and its listener
-//! marks it seen every second. What they are for:
+//! The servers sharing the database: each registers when its listener connects, and its listener
+//! marks it seen every second (registering again after a stall, see [`seen`]). What they are for:
 //!
 //! - "since the service started" means the same on every server;
 //! - a writer notifies the other servers of its commits only when there are other servers
@@ -10,6 +10,8 @@
 //! then catches up on what committed meanwhile (`listener`), and a writer reads the peers under
 //! that same lock. A commit that did not notify a new server therefore held the lock before the
 //! server registered, so it committed before the server's catch-up read, which sees it.
+
+use std::time::Duration;
 
 use tasklane_core::time::Ts;
 use tasklane_core::Result;
@@ -32,13 +34,15 @@ pub(crate) fn peers_sql(node: i64) -> String {
 }
 
 /// Registers this server, started at `started_at`, under the write lock (see the module's
-/// comment), and forgets servers gone for an hour.
+/// comment), and forgets servers gone for an hour. `seen_at` is the time of the registration,
+/// not of the transaction's start: the wait for the lock could make the row stale at birth.
+/// The wait is bounded, so that stopping a server never hangs on another server's writes.
 pub(crate) fn register(conn: &mut Conn, node: i64, started_at: Ts) -> Result<()> {
     conn.batch(&format!(
-        "BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK}); \
+        "BEGIN; SET LOCAL lock_timeout = '5s'; SELECT pg_advisory_xact_lock({WRITE_LOCK}); \
          INSERT INTO tasklane_nodes (node_id, started_at, seen_at) \
-         VALUES ({node}, {started}, now()) \
-         ON CONFLICT (node_id) DO UPDATE SET seen_at = now(); \
+         VALUES ({node}, {started}, clock_timestamp()) \
+         ON CONFLICT (node_id) DO UPDATE SET seen_at = clock_timestamp(); \
          DELETE FROM tasklane_nodes WHERE seen_at < now() - interval '1 hour'; COMMIT",
         started = started_at.micros()
     ))
@@ -49,13 +53,25 @@ pub(crate) fn register(conn: &mut Conn, node: i64, started_at: Ts) -> Result<()>
     })
 }
 
-/// Marks this server seen now.
-pub(crate) fn seen(conn: &mut Conn, node: i64) -> Result<()> {
-    conn.execute(
-        "UPDATE tasklane_nodes SET seen_at = now() WHERE node_id = $1",
-        &[&node],
-    )?;
-    Ok(())
+/// A server that has not marked itself seen for this long may have stopped being a peer to the
+/// others ([`peers_sql`]): it registers again rather than only marking itself.
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// Marks this server, started at `started_at`, seen now; it last did `since` ago. One whose row
+/// is gone (forgotten after an hour away) or that may have gone stale registers again, under
+/// the write lock: the others may have stopped notifying it, and the catch-up read that follows
+/// (`listener`) must then see every commit they did not notify.
+pub(crate) fn seen(conn: &mut Conn, node: i64, started_at: Ts, since: Duration) -> Result<()> {
+    if since < STALE_AFTER {
+        let marked = conn.execute(
+            "UPDATE tasklane_nodes SET seen_at = now() WHERE node_id = $1",
+            &[&node],
+        )?;
+        if marked == 1 {
+            return Ok(());
+        }
+    }
+    register(conn, node, started_at)
 }
 
 impl PgStore {

@@ -117,7 +117,10 @@ static OF_RUNS_TASK: LazyLock<[String; 5]> = LazyLock::new(|| {
         DEPENDENTS_OF_SQL,
     ]
     .map(|sql| {
-        debug_assert_eq!(sql.matches("= $1").count(), 1, "{sql}");
+        assert!(
+            sql.matches('$').count() == 1 && sql.contains("= $1"),
+            "{sql}"
+        );
         sql.replacen("= $1", "= (SELECT task_id FROM task_runs WHERE id = $1)", 1)
     })
 });

@@ -380,3 +380,34 @@ async fn commits_notify_only_once_another_server_has_registered() {
     assert_eq!(heard.len(), 1, "{heard:?}");
     assert!(heard[0].ends_with(&format!(":{seq}")), "{heard:?}");
 }
+
+/// A server whose row is gone (forgotten after an hour away, its connection still open)
+/// registers again the next time it marks itself seen, so the others notify it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_forgotten_by_the_others_registers_again() {
+    let (db, _store) = pg_store!();
+    let opts = super::super::PgOptions::new(db.url.clone());
+    let rows = tokio::task::spawn_blocking(move || {
+        use super::super::nodes;
+        let mut conn = super::super::Conn::connect(&opts).unwrap();
+        let node_rows = |conn: &mut super::super::Conn| -> Vec<i64> {
+            conn.query(
+                "SELECT started_at FROM tasklane_nodes WHERE node_id = 77",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        };
+        nodes::register(&mut conn, 77, Ts(5)).unwrap();
+        let registered = node_rows(&mut conn);
+        conn.batch("DELETE FROM tasklane_nodes WHERE node_id = 77")
+            .unwrap();
+        nodes::seen(&mut conn, 77, Ts(5), std::time::Duration::ZERO).unwrap();
+        (registered, node_rows(&mut conn))
+    })
+    .await
+    .unwrap();
+    assert_eq!(rows, (vec![5], vec![5]));
+}
