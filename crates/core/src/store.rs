@@ -104,26 +104,36 @@ pub trait ReadStore {
         Ok(Some((task, self.neighbourhood(id)?)))
     }
 
-    /// `active_runs_of_session`, and the task of run `run_id` with its neighbourhood (whose runs
-    /// hold that run) when there is such a run: what an agent's call on its lease reads, asked
-    /// together so that a backend with a network between it and its data can fetch it all in
-    /// one round trip.
+    /// `active_runs_of_session`, and the run `run_id` with its task and, if `around`, the task's
+    /// neighbourhood: what an agent's call on its lease reads, asked together so that a backend
+    /// with a network between it and its data can fetch it all in one round trip.
     fn lease_view(
         &mut self,
         session_id: &str,
         token: Option<&str>,
         run_id: &str,
+        around: bool,
     ) -> Result<LeaseView> {
         let active = self.active_runs_of_session(session_id, token)?;
-        let task_id = match active.iter().find(|r| r.id == run_id) {
-            Some(run) => Some(run.task_id.clone()),
-            None => self.run(run_id)?.map(|run| run.task_id),
+        // The run is usually among the session's active runs.
+        let run = match active.iter().find(|r| r.id == run_id) {
+            Some(run) => Some(run.clone()),
+            None => self.run(run_id)?,
         };
-        let task = match task_id {
-            Some(id) => self.task_with_neighbourhood(&id)?,
-            None => None,
+        let (task, around) = match &run {
+            None => (None, None),
+            Some(run) if around => match self.task_with_neighbourhood(&run.task_id)? {
+                Some((task, around)) => (Some(task), Some(around)),
+                None => (None, None),
+            },
+            Some(run) => (self.task(&run.task_id)?, None),
         };
-        Ok(LeaseView { active, task })
+        Ok(LeaseView {
+            active,
+            run,
+            task,
+            around,
+        })
     }
 
     /// `active_runs_of_session`, and `claim_class_heads` of `heads` when given: what a claim
@@ -194,12 +204,17 @@ pub struct Neighbourhood {
     pub dependents: Vec<String>,
 }
 
-/// What `ReadStore::lease_view` reads: a session's active runs, and the task of the run the
-/// call names with the task's neighbourhood (`None` when there is no such run).
+/// What `ReadStore::lease_view` reads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LeaseView {
+    /// The session's active runs.
     pub active: Vec<Run>,
-    pub task: Option<(Task, Neighbourhood)>,
+    /// The run the call names, if there is one.
+    pub run: Option<Run>,
+    /// Its task.
+    pub task: Option<Task>,
+    /// The task's neighbourhood, when asked for.
+    pub around: Option<Neighbourhood>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -249,24 +249,36 @@ pub(crate) fn refuse_foreign_lease(op: &Op<'_>, run: &Run) -> Result<()> {
     Ok(())
 }
 
-/// A run under the caller's live lease, with its task and the task's neighbourhood as read
-/// together with it.
+/// A run under the caller's live lease, with its task and, when asked for, the task's
+/// neighbourhood, as read together with it.
 struct Lease {
     run: Run,
     task: Task,
-    around: Neighbourhood,
+    around: Option<Neighbourhood>,
 }
 
-/// Resolves the caller's live lease on `run_id`.
-fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Lease> {
+impl Lease {
+    /// The task and its neighbourhood, for a lease resolved with `around`.
+    fn task_around(self) -> Result<(Run, Task, Neighbourhood)> {
+        let around = self.around.ok_or_else(|| {
+            Error::Storage("the lease was resolved without its task's neighbourhood".into())
+        })?;
+        Ok((self.run, self.task, around))
+    }
+}
+
+/// Resolves the caller's live lease on `run_id`, reading the task's neighbourhood too if
+/// `around` (what a call that ends or requeues the run reconciles its task from).
+fn resolve_lease(op: &mut Op<'_>, run_id: &str, around: bool) -> Result<Lease> {
     let session = session_of(op.caller)?;
     let token = op.caller.session_token();
     let now = op.now;
-    let LeaseView { active, task } = op.store.lease_view(&session, token, run_id)?;
-    let run = task
-        .as_ref()
-        .and_then(|(_, around)| around.runs.iter().find(|r| r.id == run_id))
-        .cloned();
+    let LeaseView {
+        active,
+        run,
+        task,
+        around,
+    } = op.store.lease_view(&session, token, run_id, around)?;
     let live: Vec<Run> = active
         .into_iter()
         .filter(|r| r.claim_token_hash.is_some() && lease_live(r, now))
@@ -284,7 +296,7 @@ fn resolve_lease(op: &mut Op<'_>, run_id: &str) -> Result<Lease> {
                 && run.claim_token_hash.is_some() =>
         {
             if lease_live(&run, now) {
-                let (task, around) = task.ok_or_else(|| Error::task_not_found(&run.task_id))?;
+                let task = task.ok_or_else(|| Error::task_not_found(&run.task_id))?;
                 Ok(Lease { run, task, around })
             } else {
                 Err(Error::conflict(
@@ -318,7 +330,7 @@ pub fn heartbeat(op: &mut Op<'_>, run_id: &str, input: &HeartbeatInput) -> Resul
     let seconds = lease_seconds(input.lease_seconds)?;
     let Lease {
         mut run, mut task, ..
-    } = resolve_lease(op, run_id)?;
+    } = resolve_lease(op, run_id, false)?;
     run.lease_until = Some(op.now.plus_seconds(seconds));
     run.heartbeat_at = Some(op.now);
     op.store.update_run(&run)?;
@@ -351,11 +363,7 @@ pub fn complete(op: &mut Op<'_>, run_id: &str, input: &CompleteInput) -> Result<
     if let Some(result) = &input.result {
         validate::check_json(result, RESULT_LIMIT, "result")?;
     }
-    let Lease {
-        mut run,
-        task,
-        around,
-    } = resolve_lease(op, run_id)?;
+    let (mut run, task, around) = resolve_lease(op, run_id, true)?.task_around()?;
     end_lease(&mut run, RunStatus::Completed, op.now);
     run.result = input.result.clone();
     run.error = None;
@@ -371,11 +379,7 @@ pub fn fail(op: &mut Op<'_>, run_id: &str, input: &FailInput) -> Result<LeaseSum
     if let Some(m) = &input.metadata {
         validate::check_json(m, RESULT_LIMIT, "metadata")?;
     }
-    let Lease {
-        mut run,
-        task,
-        around,
-    } = resolve_lease(op, run_id)?;
+    let (mut run, task, around) = resolve_lease(op, run_id, true)?.task_around()?;
     end_lease(&mut run, RunStatus::Failed, op.now);
     run.error = Some(error);
     run.result = None;
@@ -418,11 +422,7 @@ fn requeue(
 
 /// `POST /api/agent/tasks/{run_id}/release`: back to queued.
 pub fn release(op: &mut Op<'_>, run_id: &str, input: &ReleaseInput) -> Result<LeaseSummary> {
-    let Lease {
-        mut run,
-        mut task,
-        around,
-    } = resolve_lease(op, run_id)?;
+    let (mut run, mut task, around) = resolve_lease(op, run_id, true)?.task_around()?;
     let payload = requeue(op, &mut run, &mut task, around)?
         .opt("reason", non_empty(input.reason.as_deref()))
         .build();

@@ -1060,7 +1060,7 @@ async fn lease_and_claim_views_answer_what_their_parts_answer(store: Store) {
         })
         .await
         .unwrap();
-    type Parts = (Vec<Run>, Option<(Task, Neighbourhood)>, Vec<Run>);
+    type Parts = (LeaseView, LeaseView, Vec<Run>);
     fn parts(
         r: &mut dyn ReadStore,
         session: &str,
@@ -1068,12 +1068,28 @@ async fn lease_and_claim_views_answer_what_their_parts_answer(store: Store) {
         audiences: &[String],
     ) -> Result<Parts> {
         let active = r.active_runs_of_session(session, None)?;
-        let task_id = r.run(run_id)?.map(|run| run.task_id);
-        let around = match task_id {
-            Some(id) => r.task_with_neighbourhood(&id)?,
+        let run = r.run(run_id)?;
+        let task = match &run {
+            Some(run) => r.task(&run.task_id)?,
             None => None,
         };
-        Ok((active, around, r.claim_class_heads(audiences, Low)?))
+        let around = match &task {
+            Some(task) => Some(r.neighbourhood(&task.id)?),
+            None => None,
+        };
+        let bare = LeaseView {
+            active: active.clone(),
+            run: run.clone(),
+            task: task.clone(),
+            around: None,
+        };
+        let full = LeaseView {
+            active,
+            run,
+            task,
+            around,
+        };
+        Ok((bare, full, r.claim_class_heads(audiences, Low)?))
     }
     fn views(
         r: &mut dyn ReadStore,
@@ -1081,16 +1097,14 @@ async fn lease_and_claim_views_answer_what_their_parts_answer(store: Store) {
         run_id: &str,
         audiences: &[String],
     ) -> Result<Parts> {
-        let LeaseView {
-            active,
-            task: around,
-        } = r.lease_view(session, None, run_id)?;
+        let bare = r.lease_view(session, None, run_id, false)?;
+        let full = r.lease_view(session, None, run_id, true)?;
         let (claim_active, heads) = r.claim_view(session, None, Some((audiences, Low)))?;
-        assert_eq!(claim_active, active);
+        assert_eq!(claim_active, full.active);
         let (busy, no_heads) = r.claim_view(session, None, None)?;
-        assert_eq!(busy, active);
+        assert_eq!(busy, full.active);
         assert!(no_heads.is_empty());
-        Ok((active, around, heads))
+        Ok((bare, full, heads))
     }
     let audiences: Vec<String> = vec!["g|".into(), "g|agent_session:s1".into()];
     // The session's own run, another session's view of it, a queued run, and no run at all.
@@ -1122,15 +1136,16 @@ async fn lease_and_claim_views_answer_what_their_parts_answer(store: Store) {
                 "{session} {run_id}"
             );
         }
+        let (_, full, _) = &expected;
         if run_id == "r-leased" {
-            let (task, around) = expected.1.clone().unwrap();
-            assert_eq!(task.id, "t");
+            assert_eq!(full.task.as_ref().unwrap().id, "t");
+            let around = full.around.as_ref().unwrap();
             assert_eq!(around.runs.len(), 2);
             assert_eq!(around.dependents, ["d"]);
-            assert_eq!(expected.0.len(), usize::from(session == "s1"));
+            assert_eq!(full.active.len(), usize::from(session == "s1"));
         }
         if run_id == "nope" {
-            assert!(expected.1.is_none());
+            assert!(full.run.is_none() && full.task.is_none() && full.around.is_none());
         }
         let heads: BTreeSet<&str> = expected.2.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(heads, BTreeSet::from(["q1", "q2", "q3"]));

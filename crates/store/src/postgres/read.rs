@@ -87,6 +87,8 @@ fn neighbourhood_queries(id: Params<'_>) -> [(&'static str, Params<'_>); 3] {
     ]
 }
 
+const RUN_SQL: &str = concat!("SELECT ", run_columns!(), " FROM task_runs WHERE id = $1");
+
 const TASK_SQL: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = $1");
 
 /// [`TASK_SQL`] with the task's flags, which the writer reads for the counters' bucket of the
@@ -275,18 +277,6 @@ impl Db<'_> {
         }
     }
 
-    /// The answers to `task_sql` and the three neighbourhood statements, in order.
-    fn task_around_from(
-        &mut self,
-        mut answers: Vec<Vec<postgres::Row>>,
-    ) -> Result<Option<(Task, Neighbourhood)>> {
-        let task_rows = answers.remove(0);
-        let Some(task) = self.task_from(task_rows.into_iter().next())? else {
-            return Ok(None);
-        };
-        Ok(Some((task, self.neighbourhood_from(answers)?)))
-    }
-
     /// The task of a `task_sql` answer, remembered by the writer.
     fn task_from(&mut self, row: Option<postgres::Row>) -> Result<Option<Task>> {
         let Some(row) = row else {
@@ -397,10 +387,7 @@ impl ReadStore for Db<'_> {
     fn run(&mut self, id: &str) -> Result<Option<Run>> {
         let run = self
             .conn
-            .query_opt(
-                concat!("SELECT ", run_columns!(), " FROM task_runs WHERE id = $1"),
-                &[&id],
-            )?
+            .query_opt(RUN_SQL, &[&id])?
             .as_ref()
             .map(run_from_row)
             .transpose()?;
@@ -488,8 +475,12 @@ impl ReadStore for Db<'_> {
         let id: [&(dyn ToSql + Sync); 1] = [&id];
         let mut queries = vec![(self.task_sql(), id.as_slice())];
         queries.extend(neighbourhood_queries(&id));
-        let answers = self.conn.query_all(&queries)?;
-        self.task_around_from(answers)
+        let mut answers = self.conn.query_all(&queries)?;
+        let task_rows = answers.remove(0);
+        let Some(task) = self.task_from(task_rows.into_iter().next())? else {
+            return Ok(None);
+        };
+        Ok(Some((task, self.neighbourhood_from(answers)?)))
     }
 
     fn lease_view(
@@ -497,26 +488,43 @@ impl ReadStore for Db<'_> {
         session_id: &str,
         token: Option<&str>,
         run_id: &str,
+        around: bool,
     ) -> Result<LeaseView> {
         let session: [&(dyn ToSql + Sync); 2] = [&session_id, &token];
-        let run: [&(dyn ToSql + Sync); 1] = [&run_id];
+        let id: [&(dyn ToSql + Sync); 1] = [&run_id];
         let [task, task_with_flags, runs, dependencies, dependents] = &*OF_RUNS_TASK;
         let task = if self.known.is_some() {
             task_with_flags
         } else {
             task
         };
-        let mut answers = self.conn.query_all(&[
-            (ACTIVE_RUNS_OF_SESSION_SQL, &session),
-            (task, &run),
-            (runs, &run),
-            (dependencies, &run),
-            (dependents, &run),
-        ])?;
+        // With the neighbourhood, the run is among the task's runs; without, it is read alone.
+        let mut queries: Vec<(&str, Params<'_>)> =
+            vec![(ACTIVE_RUNS_OF_SESSION_SQL, &session), (task, &id)];
+        if around {
+            queries.extend([
+                (runs.as_str(), &id[..]),
+                (dependencies, &id),
+                (dependents, &id),
+            ]);
+        } else {
+            queries.push((RUN_SQL, &id));
+        }
+        let mut answers = self.conn.query_all(&queries)?;
         let active = self.runs_from(answers.remove(0))?;
+        let task = self.task_from(answers.remove(0).into_iter().next())?;
+        let (run, around) = if around {
+            let around = self.neighbourhood_from(answers)?;
+            let run = around.runs.iter().find(|r| r.id == run_id).cloned();
+            (run, task.is_some().then_some(around))
+        } else {
+            (self.runs_from(answers.remove(0))?.into_iter().next(), None)
+        };
         Ok(LeaseView {
             active,
-            task: self.task_around_from(answers)?,
+            run,
+            task,
+            around,
         })
     }
 
