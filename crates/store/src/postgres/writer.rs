@@ -3,10 +3,10 @@
 //! One thread owns the write connection. It blocks for a command, drains whatever else is queued
 //! (up to `max_batch`), opens one transaction, takes the cluster's write lock and reads where the
 //! event sequence stands and whether other servers are to hear of the commit (`nodes`), runs
-//! every command (in its own SAVEPOINT unless the batch runs bare,
-//! see [`run_batch`]) and commits once. Nobody hears back before the COMMIT has returned, so an
-//! answer always means "durable". A lost connection fails the batch with `Unavailable` (the
-//! client retries) and the next batch reconnects.
+//! every command (in its own SAVEPOINT unless the batch runs bare, see [`run_batch`]) and
+//! commits once. Nobody hears back before the COMMIT has returned, so an answer always means
+//! "durable". A lost connection fails the batch with `Unavailable` (the client retries) and the
+//! next batch reconnects.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -255,10 +255,10 @@ impl Kept {
     }
 }
 
-/// Applies `kept`'s counter changes, moves the event sequence to its last value, tells the
-/// other nodes' listeners that server `notify` committed (unless `None`) and commits, all in one round trip after `pending`
-/// (transaction control still owed). Returns the first error of the writes deferred before it
-/// apart from its own result.
+/// Applies `kept`'s counter changes, moves the event sequence to its last value, tells the other
+/// servers' listeners that server `notify` committed (unless `None`) and commits, all in one
+/// round trip after `pending` (transaction control still owed). Returns the first error of the
+/// writes deferred before it apart from its own result.
 fn commit(
     conn: &mut Conn,
     kept: &Kept,
