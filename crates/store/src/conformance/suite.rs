@@ -88,6 +88,9 @@ for_every_backend! {
     repeatable_commands_that_fail_are_undone_alone =>
         sqlite_repeatable_commands_that_fail_are_undone_alone,
         postgres_repeatable_commands_that_fail_are_undone_alone;
+    an_item_write_refused_in_a_repeatable_batch_fails_its_command_alone =>
+        sqlite_an_item_write_refused_in_a_repeatable_batch_fails_its_command_alone,
+        postgres_an_item_write_refused_in_a_repeatable_batch_fails_its_command_alone;
 }
 
 async fn records_round_trip(store: Store) {
@@ -395,6 +398,88 @@ async fn a_repeatable_write_failing_in_the_database_fails_its_command_alone(stor
     ids.sort();
     assert_eq!(ids, vec!["a", "b", "c", "d", "e", "t"]);
     assert_eq!(*store.committed_sequence().borrow(), 5);
+    assert_counters_match_a_recount(&store).await;
+}
+
+/// Items of repeatable commands: a write the database refuses inside a kept item (answered, on
+/// PostgreSQL, only with a later statement) fails its command alone, even when a later item of
+/// the command hears of the refusal and rolls itself back; the commands around it commit, with
+/// gapless sequences.
+async fn an_item_write_refused_in_a_repeatable_batch_fails_its_command_alone(store: Store) {
+    insert_runs(
+        &store,
+        vec![(task("t", 1), run("run-taken", "t", RunStatus::Completed, 2))],
+    )
+    .await;
+    let commits_before = store.commits();
+    let ids = ["a", "items", "b"];
+    let results = write_each_of_one_batch(&store, &ids, true, |t, w| {
+        if t.id != "items" {
+            w.insert_task(&t)?;
+            w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
+            return Ok(());
+        }
+        w.begin_item()?;
+        w.insert_task(&t)?;
+        w.end_item(true)?;
+        w.begin_item()?;
+        w.append_event(&event("evt-items", "items", 20))?;
+        w.insert_run(&run("run-taken", "items", RunStatus::Queued, 30))?;
+        w.end_item(true)?;
+        // An item that reads next, and is rolled back when its read fails: the command would
+        // otherwise go on as if nothing had been refused.
+        w.begin_item()?;
+        w.append_event(&event("evt-items-2", "items", 21))?;
+        let read = w.task("t");
+        w.end_item(read.is_ok())?;
+        Ok(())
+    })
+    .await;
+    assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+    match &results[1] {
+        Err(Error::Storage(msg)) => {
+            assert!(!msg.contains("aborted"), "{msg}");
+            assert!(msg.to_lowercase().contains("unique"), "{msg}");
+        }
+        other => panic!("items: {other:?}"),
+    }
+    // The blocker's transaction and then one for the batch.
+    assert_eq!(store.commits() - commits_before, 2);
+    assert_eq!(
+        list(&store, TaskFilter::default()).await,
+        vec!["b", "a", "t"]
+    );
+    assert_eq!(*store.committed_sequence().borrow(), 2);
+    assert_counters_match_a_recount(&store).await;
+
+    // A refused write heard of only at the COMMIT, the batch's last command having failed
+    // without writing: the refusal still fails its own command alone.
+    let ids = ["c", "dup", "early"];
+    let results = write_each_of_one_batch(&store, &ids, true, |t, w| {
+        if t.id == "early" {
+            return Err(Error::conflict("early", "fails before writing"));
+        }
+        w.insert_task(&t)?;
+        w.append_event(&event(&format!("evt-{}", t.id), &t.id, 20))?;
+        if t.id == "dup" {
+            w.insert_run(&run("run-taken", "dup", RunStatus::Queued, 30))?;
+        }
+        Ok(())
+    })
+    .await;
+    assert!(results[0].is_ok(), "{results:?}");
+    match &results[1] {
+        Err(Error::Storage(msg)) => assert!(msg.to_lowercase().contains("unique"), "{msg}"),
+        other => panic!("dup: {other:?}"),
+    }
+    assert!(
+        matches!(&results[2], Err(Error::Conflict { code: "early", .. })),
+        "{results:?}"
+    );
+    let mut ids = list(&store, TaskFilter::default()).await;
+    ids.sort();
+    assert_eq!(ids, vec!["a", "b", "c", "t"]);
+    assert_eq!(*store.committed_sequence().borrow(), 3);
     assert_counters_match_a_recount(&store).await;
 }
 

@@ -65,7 +65,9 @@ pub(crate) struct Conn {
     client: Arc<Client>,
     /// `None` once the connection has ended (its pending answers fail with "closed").
     connection: Option<Box<dyn Messages>>,
-    statements: HashMap<String, Statement>,
+    /// Keyed by the SQL text, hashed once per statement sent: a fast hash, since the texts are
+    /// long and ours.
+    statements: HashMap<String, Statement, foldhash::fast::RandomState>,
     deferred: Vec<Deferred>,
     notifications: VecDeque<Notification>,
     /// How long a wait keeps looking for the next answer before it sleeps (see `drive`).
@@ -105,7 +107,7 @@ impl Conn {
             runtime,
             client: Arc::new(client),
             connection: Some(connection),
-            statements: HashMap::new(),
+            statements: HashMap::default(),
             deferred: Vec::new(),
             notifications: VecDeque::new(),
             spin: Duration::ZERO,
@@ -115,6 +117,11 @@ impl Conn {
 
     pub(crate) fn effects(&self) -> Effects {
         self.effects
+    }
+
+    /// Whether the database refused a statement since `before` was taken.
+    pub(crate) fn refused_since(&self, before: Effects) -> bool {
+        self.effects.errors != before.errors
     }
 
     /// Counts a query that could change a row (see [`may_write`]); every `execute` and `batch`
@@ -335,12 +342,17 @@ impl Conn {
     /// Drives the connection until `fut` and every one of `deferred` are done; returns the first
     /// error among `deferred` and `fut`'s result. Spins between answers (see below), and for
     /// `fut`'s once it is the last one left only if `spin_for_last`.
+    ///
+    /// The database answers requests in the order they were sent, so only the oldest request
+    /// still unanswered is polled: polling the others could find nothing, and each poll
+    /// registers a waker (a pipeline of thirty writes would otherwise cost hundreds of polls).
     fn drive<T>(
         &mut self,
         mut fut: Pin<&mut impl Future<Output = PgResult<T>>>,
-        mut deferred: Vec<Deferred>,
+        deferred: Vec<Deferred>,
         spin_for_last: bool,
     ) -> (Option<Error>, Result<T>) {
+        let mut deferred = VecDeque::from(deferred);
         let Conn {
             runtime,
             connection,
@@ -354,24 +366,26 @@ impl Conn {
         let mut passes_after_end = 0;
         let mut outstanding = usize::MAX;
         let mut spin_until = Instant::now() + spin;
+        let mut queued = false;
         runtime.block_on(poll_fn(|cx| loop {
             // `fut` first, so its request is queued before the connection writes.
-            if result.is_none() {
+            if !queued {
+                queued = true;
                 if let Poll::Ready(r) = fut.as_mut().poll(cx) {
                     result = Some(r.map_err(pg_err));
                 }
             }
             let ended = drive_connection(connection, notifications, cx).is_err();
-            deferred.retain_mut(|d| match d.as_mut().poll(cx) {
-                Poll::Pending => true,
-                Poll::Ready(r) => {
-                    if let Err(e) = r {
-                        first_err.get_or_insert(pg_err(e));
-                    }
-                    false
+            while let Some(oldest) = deferred.front_mut() {
+                let Poll::Ready(r) = oldest.as_mut().poll(cx) else {
+                    break;
+                };
+                if let Err(e) = r {
+                    first_err.get_or_insert(pg_err(e));
                 }
-            });
-            if result.is_none() {
+                deferred.pop_front();
+            }
+            if result.is_none() && deferred.is_empty() {
                 if let Poll::Ready(r) = fut.as_mut().poll(cx) {
                     result = Some(r.map_err(pg_err));
                 }

@@ -113,6 +113,10 @@ pub(crate) struct Db<'c> {
     /// The command's deferred writes are answered with the batch's COMMIT rather than when it
     /// ends: it is the batch's last command (see `writer.rs`).
     pub(crate) answered_by_commit: bool,
+    /// The batch runs bare (see `writer::run_batch`): any failure after a write runs it again,
+    /// each command in its own savepoint, so nothing here waits for a write's answer to know
+    /// whether to keep it.
+    pub(crate) bare: bool,
     /// The log names its events by sequence (`schema::events_named_by_sequence`).
     pub(crate) events_by_sequence: bool,
 }
@@ -148,6 +152,7 @@ impl<'c> Db<'c> {
             known: None,
             sequence: Sequence::At(0),
             answered_by_commit: false,
+            bare: false,
             events_by_sequence: false,
         }
     }
@@ -157,13 +162,14 @@ impl<'c> Db<'c> {
     fn for_command(
         conn: &'c mut Conn,
         sequence: Sequence,
-        answered_by_commit: bool,
+        (answered_by_commit, bare): (bool, bool),
         events_by_sequence: bool,
     ) -> Self {
         Db {
             known: Some(KnownRows::default()),
             sequence,
             answered_by_commit,
+            bare,
             events_by_sequence,
             ..Db::new(conn)
         }
@@ -198,10 +204,12 @@ impl CommandDb for Db<'_> {
 
     /// A command's deferred writes are answered before its savepoint is kept, so that an error
     /// in one fails that command alone. The batch's last command saves that round trip: its
-    /// writes go with the COMMIT, which the writer retries without it if one of them fails.
+    /// writes go with the COMMIT, which the writer retries without it if one of them fails. A
+    /// command of a bare batch has no savepoint to keep: its writes go with the next command's
+    /// first statement that waits, and an error among them runs the batch again.
     fn finish_command(&mut self) -> Result<()> {
         self.flush_task_marks()?;
-        if self.answered_by_commit {
+        if self.answered_by_commit || self.bare {
             return Ok(());
         }
         self.conn.flush()

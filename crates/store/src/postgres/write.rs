@@ -341,6 +341,10 @@ impl WriteStore for Db<'_> {
         if keep {
             self.deltas.merge(item_deltas);
             self.flush_task_marks()?;
+            // Bare, an error in the item's writes runs the whole batch again: nothing waits.
+            if self.bare {
+                return self.conn.batch_later("RELEASE item".to_string());
+            }
             return self.conn.batch("RELEASE item");
         }
         // A rolled-back sequence must never be published; its numbers go to the next events.

@@ -96,10 +96,11 @@ impl Writer {
 /// A batch of repeatable commands (`Command::repeatable`) runs *bare*: no command has a
 /// SAVEPOINT of its own. A savepoint is a subtransaction to PostgreSQL, with a transaction id
 /// of its own for a command that writes and a message and two statements more per command, and
-/// commands rarely fail. One that fails having sent nothing that could write and without the
-/// database refusing anything (`conn::Effects` unchanged) left nothing to undo; any other failure
-/// rolls the transaction back and the batch runs again, each command in its own savepoint,
-/// which undoes a failing command alone.
+/// commands rarely fail. Nor does a command wait for its own writes: they go with the next
+/// command's first statement that waits (or the COMMIT). One that fails having sent nothing that
+/// could write and without the database refusing anything (`conn::Effects` unchanged) left
+/// nothing to undo; any other failure, and any refusal, rolls the transaction back and the batch
+/// runs again, each command in its own savepoint, which undoes a failing command alone.
 fn run_batch(
     conn: &mut Conn,
     shared: &WriterShared,
@@ -174,7 +175,7 @@ fn attempt(
             conn.batch_later(std::mem::take(&mut pending))?;
         }
         let before = conn.effects();
-        let mut db = Db::for_command(conn, sequence.clone(), is_last, events_by_sequence);
+        let mut db = Db::for_command(conn, sequence.clone(), (is_last, bare), events_by_sequence);
         let ok = cmd.run(&mut db);
         let appended = db.appended;
         let cmd_deltas = std::mem::take(&mut db.deltas);
@@ -183,6 +184,14 @@ fn attempt(
             return Err(Error::Unavailable(
                 "the database connection was lost".into(),
             ));
+        }
+        // Run bare, a command that fails after writing has no savepoint to undo it alone. And
+        // its writes are answered with a later command's statements, so a refusal may be an
+        // earlier command's, or not the item's that recovered from it. Either way the batch
+        // runs again, each command in its own savepoint.
+        if bare && (conn.refused_since(before) || (!ok && conn.effects() != before)) {
+            conn.batch_undoing("ROLLBACK")?;
+            return Ok(Attempt::RunAgain);
         }
         if ok {
             if !bare {
@@ -198,9 +207,6 @@ fn attempt(
             } else {
                 kept.merge(this);
             }
-        } else if bare && conn.effects() != before {
-            conn.batch_undoing("ROLLBACK")?;
-            return Ok(Attempt::RunAgain);
         } else if !bare {
             // Its event numbers go to the next command: `sequence` stays where it was.
             conn.batch_undoing("ROLLBACK TO cmd; RELEASE cmd")?;
@@ -218,14 +224,15 @@ fn attempt(
     let committing = Instant::now();
     match commit(conn, &all, notify, std::mem::take(&mut pending)) {
         (None, Ok(())) => return Ok(Attempt::Committed(committing, all.max_seq)),
-        // The last command's deferred writes come first, so the first error among them is its
-        // own. Run bare, it has no savepoint to undo it alone: the batch runs again.
-        (Some(_), _) if bare && last.is_some() && !conn.is_closed() => {
+        // Run bare, no command has a savepoint to undo it alone, and the error may be any
+        // command's (each sends its writes with the next one's): the batch runs again.
+        (Some(_), _) if bare && !conn.is_closed() => {
             conn.batch_undoing("ROLLBACK")?;
             return Ok(Attempt::RunAgain);
         }
-        // Otherwise it is undone alone, like a command that fails as it runs, and the rest
-        // committed without it.
+        // Otherwise the last command's deferred writes come first (the others' were answered
+        // as each ended), so the error is its own: it is undone alone, like a command that
+        // fails as it runs, and the rest committed without it.
         (Some(e), _) if last.is_some() && !conn.is_closed() => {
             conn.batch("ROLLBACK TO cmd; RELEASE cmd")?;
             let failed = batch.last_mut().expect("the batch has a last command");
