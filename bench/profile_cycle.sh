@@ -22,6 +22,10 @@
 # With AGENTS=N (N divides CYCLES) N agents work at once, each CYCLES/N claim-next -> complete
 # cycles, so that the writer commits several commands per transaction as under load. The count
 # then depends a little on how the commands happen to group.
+#
+# With DATABASE=postgres://... the server runs on that (fresh) PostgreSQL database instead, and
+# the count is of Tasklane's side only; set TASKLANE_DATABASE_WRITER_SPIN_US=0 as well, or the
+# count includes the writer's spinning while it waits for answers. Not with BACKLOG.
 set -euo pipefail
 bin=${1:-target/release/tasklane}
 cycles=${2:-300}
@@ -36,6 +40,11 @@ command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgri
 bin=$(realpath "$bin")
 here=$(dirname "$(realpath "$0")")
 dir=$(mktemp -d /tmp/tasklane-profile.XXXXXX)
+database=${DATABASE:-$dir/tasklane.db}
+if [ "$backlog" -gt 0 ] && [ -n "${DATABASE:-}" ]; then
+  echo "BACKLOG seeds a SQLite file: it does not combine with DATABASE" >&2
+  exit 2
+fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 if [ "$backlog" -gt 0 ]; then
   # Let the binary create its schema, then seed the backlog while it is stopped.
@@ -46,7 +55,7 @@ if [ "$backlog" -gt 0 ]; then
   python3 "$here/seed_backlog.py" "$dir/tasklane.db" "$backlog" "$mode"
 fi
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
-  "$bin" serve --listen "127.0.0.1:$port" --database "$dir/tasklane.db" >"$dir/server.log" 2>&1 &
+  "$bin" serve --listen "127.0.0.1:$port" --database "$database" >"$dir/server.log" 2>&1 &
 vg=$!
 trap 'kill $vg 2>/dev/null || true' EXIT
 for _ in $(seq 1 900); do grep -q listening "$dir/server.log" && break; sleep 0.2; done
