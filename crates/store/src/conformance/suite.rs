@@ -401,10 +401,11 @@ async fn a_repeatable_write_failing_in_the_database_fails_its_command_alone(stor
     assert_counters_match_a_recount(&store).await;
 }
 
-/// Items of repeatable commands: a write the database refuses inside a kept item (answered, on
-/// PostgreSQL, only with a later statement) fails its command alone, even when a later item of
-/// the command hears of the refusal and rolls itself back; the commands around it commit, with
-/// gapless sequences.
+/// Repeatable commands whose refused writes are heard of late (on PostgreSQL a command's writes
+/// are answered with a later statement): a write refused inside a kept item fails its command
+/// alone, even when a later item of the command hears of the refusal and rolls itself back; and
+/// so does one heard of only at the COMMIT, the batch's last command having failed without
+/// writing. The commands around it commit, with gapless sequences.
 async fn an_item_write_refused_in_a_repeatable_batch_fails_its_command_alone(store: Store) {
     insert_runs(
         &store,
@@ -452,8 +453,7 @@ async fn an_item_write_refused_in_a_repeatable_batch_fails_its_command_alone(sto
     assert_eq!(*store.committed_sequence().borrow(), 2);
     assert_counters_match_a_recount(&store).await;
 
-    // A refused write heard of only at the COMMIT, the batch's last command having failed
-    // without writing: the refusal still fails its own command alone.
+    // Heard of only at the COMMIT.
     let ids = ["c", "dup", "early"];
     let results = write_each_of_one_batch(&store, &ids, true, |t, w| {
         if t.id == "early" {
