@@ -127,6 +127,12 @@ static OF_RUNS_TASK: LazyLock<[String; 5]> = LazyLock::new(|| {
     })
 });
 
+/// The parameters of [`CLAIM_CLASS_HEADS_SQL`] for each of `audiences`, at priority rank above
+/// `below`.
+fn heads_params<'p>(audiences: &'p [String], below: &'p i64) -> Vec<[&'p (dyn ToSql + Sync); 2]> {
+    audiences.iter().map(|a| [a as _, below as _]).collect()
+}
+
 /// The oldest queued run, with its `claim_caps`, of each claim class of audience $1 at priority
 /// rank above $2, in class order: a skip-scan of `task_runs_claim_class` in one statement. Each
 /// step of the recursion is one seek, to the first run after the previous class, which is the
@@ -270,10 +276,15 @@ impl Db<'_> {
     /// The statement that reads one task: the writer reads the task's flags with it, for the
     /// counters' bucket of the task.
     fn task_sql(&self) -> &'static str {
+        self.with_flags_if_writer(TASK_SQL, TASK_WITH_FLAGS_SQL)
+    }
+
+    /// `with_flags` on the writer, `plain` on a reader: a statement of [`Db::task_sql`]'s pair.
+    fn with_flags_if_writer<'s>(&self, plain: &'s str, with_flags: &'s str) -> &'s str {
         if self.known.is_some() {
-            TASK_WITH_FLAGS_SQL
+            with_flags
         } else {
-            TASK_SQL
+            plain
         }
     }
 
@@ -493,11 +504,7 @@ impl ReadStore for Db<'_> {
         let session: [&(dyn ToSql + Sync); 2] = [&session_id, &token];
         let id: [&(dyn ToSql + Sync); 1] = [&run_id];
         let [task, task_with_flags, runs, dependencies, dependents] = &*OF_RUNS_TASK;
-        let task = if self.known.is_some() {
-            task_with_flags
-        } else {
-            task
-        };
+        let task = self.with_flags_if_writer(task, task_with_flags);
         // With the neighbourhood, the run is among the task's runs; without, it is read alone.
         let mut queries: Vec<(&str, Params<'_>)> =
             vec![(ACTIVE_RUNS_OF_SESSION_SQL, &session), (task, &id)];
@@ -539,8 +546,7 @@ impl ReadStore for Db<'_> {
             Some((audiences, min_priority)) => (audiences, min_priority.rank() - 1),
             None => (&[][..], 0),
         };
-        let params: Vec<[&(dyn ToSql + Sync); 2]> =
-            audiences.iter().map(|a| [a as _, &below as _]).collect();
+        let params = heads_params(audiences, &below);
         let mut queries: Vec<(&str, Params<'_>)> = vec![(ACTIVE_RUNS_OF_SESSION_SQL, &session)];
         queries.extend(params.iter().map(|p| (CLAIM_CLASS_HEADS_SQL, p.as_slice())));
         let mut answers = self.conn.query_all(&queries)?;
@@ -638,8 +644,7 @@ impl ReadStore for Db<'_> {
         // One round trip, however many classes and audiences there are: one statement per
         // audience (see `CLAIM_CLASS_HEADS_SQL`), all sent at once.
         let below = min_priority.rank() - 1;
-        let params: Vec<[&(dyn ToSql + Sync); 2]> =
-            audiences.iter().map(|a| [a as _, &below as _]).collect();
+        let params = heads_params(audiences, &below);
         let queries: Vec<(&str, Params<'_>)> = params
             .iter()
             .map(|p| (CLAIM_CLASS_HEADS_SQL, p.as_slice()))
