@@ -69,6 +69,9 @@ pub(crate) struct Conn {
     /// long and ours.
     statements: HashMap<String, Statement, foldhash::fast::RandomState>,
     deferred: Vec<Deferred>,
+    /// Deferred writes not sent yet: they go together, under one `Sync`, before whatever is
+    /// sent next (see [`Conn::execute_later`]).
+    unsent: Vec<(Statement, Vec<Encoded>)>,
     notifications: VecDeque<Notification>,
     /// How long a wait keeps looking for the next answer before it sleeps (see `drive`).
     spin: Duration,
@@ -109,6 +112,7 @@ impl Conn {
             connection: Some(connection),
             statements: HashMap::default(),
             deferred: Vec::new(),
+            unsent: Vec::new(),
             notifications: VecDeque::new(),
             spin: Duration::ZERO,
             effects: Effects::default(),
@@ -160,7 +164,8 @@ impl Conn {
     }
 
     /// Runs independent queries in one round trip: they are sent in one network write, in
-    /// order, and their answers read together.
+    /// order, under one `Sync` (so answered in one flush, see [`Conn::execute_later`]), and
+    /// their answers read together.
     pub(crate) fn query_all(&mut self, queries: &[(&str, Params<'_>)]) -> Result<Vec<Vec<Row>>> {
         let statements = queries
             .iter()
@@ -171,11 +176,11 @@ impl Conn {
             .collect::<Result<Vec<_>>>()?;
         let client = self.client.clone();
         self.wait(async move {
-            let answers = statements
+            let items = statements
                 .iter()
                 .zip(queries)
-                .map(|(stmt, (_, params))| client.query(stmt, params));
-            futures::future::try_join_all(answers).await
+                .map(|(stmt, (_, params))| (stmt, params.iter().copied()));
+            client.query_pipeline(items).await
         })
     }
 
@@ -203,15 +208,33 @@ impl Conn {
 
     /// Queues a write whose row count nobody needs; it is sent with the next call that waits for
     /// an answer, and its error (if any) is that call's error.
+    ///
+    /// Consecutive such writes are sent as one pipeline under a single `Sync`
+    /// (`Client::execute_pipeline`, see `vendor/tokio-postgres`): PostgreSQL flushes its output
+    /// at every `Sync`, so with one per statement it made a `send`, and this thread a wake-up,
+    /// for each write. The database skips the writes after a failed one up to the `Sync`, which
+    /// changes nothing here: the transaction is aborted from that write on either way.
     pub(crate) fn execute_later(&mut self, sql: &str, params: Params<'_>) -> Result<()> {
         self.effects.writes += 1;
         let stmt = self.statement(sql)?;
         let owned = encode(&stmt, params)?;
+        self.unsent.push((stmt, owned));
+        Ok(())
+    }
+
+    /// Queues the writes [`Conn::execute_later`] holds, as one request; before anything else is
+    /// queued, so the database sees every statement in the order it was asked for.
+    fn send_unsent(&mut self) -> Result<()> {
+        if self.unsent.is_empty() {
+            return Ok(());
+        }
+        let writes = std::mem::take(&mut self.unsent);
         let client = self.client.clone();
-        self.defer(Box::pin(async move {
-            let params: Vec<&(dyn ToSql + Sync)> =
-                owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            client.execute(&stmt, &params).await.map(drop)
+        self.queue(Box::pin(async move {
+            let items = writes
+                .iter()
+                .map(|(stmt, params)| (stmt, params.iter().map(|p| p as &(dyn ToSql + Sync))));
+            client.execute_pipeline(items).await
         }))
     }
 
@@ -254,7 +277,7 @@ impl Conn {
 
     /// Waits for the answers of the deferred writes; the first error among them, if any.
     pub(crate) fn flush(&mut self) -> Result<()> {
-        if self.deferred.is_empty() {
+        if self.deferred.is_empty() && self.unsent.is_empty() {
             return Ok(());
         }
         self.wait(async { Ok(()) })
@@ -272,6 +295,10 @@ impl Conn {
     /// rollback's), which waits for a disk flush.
     pub(crate) fn batch_after(&mut self, sql: &str) -> (Option<Error>, Result<()>) {
         self.effects.writes += 1;
+        // Writes that cannot even be queued (the connection is gone): `sql` is not sent.
+        if let Err(e) = self.send_unsent() {
+            return (None, Err(e));
+        }
         let deferred = std::mem::take(&mut self.deferred);
         let client = self.client.clone();
         let fut = pin!(async move { client.batch_execute(sql).await });
@@ -311,7 +338,12 @@ impl Conn {
         self.connection.is_none() || self.client.is_closed()
     }
 
-    fn defer(&mut self, mut write: Deferred) -> Result<()> {
+    fn defer(&mut self, write: Deferred) -> Result<()> {
+        self.send_unsent()?;
+        self.queue(write)
+    }
+
+    fn queue(&mut self, mut write: Deferred) -> Result<()> {
         // One poll encodes the request and queues it for the connection, which sends it the
         // next time it runs; the answer is read when someone waits.
         let mut cx = Context::from_waker(Waker::noop());
@@ -332,6 +364,7 @@ impl Conn {
     /// waits for it and for the deferred writes. The first deferred error wins: a statement
     /// after it only failed because the transaction was aborted.
     fn wait<T>(&mut self, fut: impl Future<Output = PgResult<T>>) -> Result<T> {
+        self.send_unsent()?;
         let deferred = std::mem::take(&mut self.deferred);
         match self.drive(pin!(fut), deferred, true) {
             (Some(e), _) => Err(e),

@@ -411,3 +411,72 @@ async fn a_server_forgotten_by_the_others_registers_again() {
     .unwrap();
     assert_eq!(rows, (vec![5], vec![5]));
 }
+
+/// Deferred writes go as one pipeline under one `Sync`, and so do `query_all`'s reads
+/// (`vendor/tokio-postgres`): each read answers its own statement in order, empty answers
+/// included, after the writes sent before it; the first refused write is the error reported (not
+/// the "transaction aborted" of the statements after it).
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_writes_and_reads_keep_their_order_and_report_the_first_refusal() {
+    let (db, _store) = pg_store!();
+    let opts = super::super::PgOptions::new(db.url.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut conn = super::super::Conn::connect(&opts).unwrap();
+        let insert = "INSERT INTO pipeline_check (k, v) VALUES ($1, $2)";
+        let texts = |rows: &[tokio_postgres::Row]| -> Vec<String> {
+            rows.iter().map(|r| r.get::<_, String>(0)).collect()
+        };
+        conn.batch("CREATE TABLE pipeline_check (k INT PRIMARY KEY, v TEXT NOT NULL)")
+            .unwrap();
+        conn.batch("BEGIN").unwrap();
+        conn.execute_later(insert, &[&1_i32, &"a"]).unwrap();
+        conn.execute_later(insert, &[&2_i32, &"b"]).unwrap();
+        let answers = conn
+            .query_all(&[
+                ("SELECT v FROM pipeline_check WHERE k = $1", &[&1_i32]),
+                ("SELECT v FROM pipeline_check WHERE k = $1", &[&3_i32]),
+                ("SELECT v FROM pipeline_check ORDER BY k", &[]),
+            ])
+            .unwrap();
+        assert_eq!(answers.len(), 3);
+        assert_eq!(texts(&answers[0]), ["a"]);
+        assert!(answers[1].is_empty());
+        assert_eq!(texts(&answers[2]), ["a", "b"]);
+
+        let before = conn.effects();
+        conn.execute_later(insert, &[&3_i32, &"c"]).unwrap();
+        conn.execute_later(insert, &[&1_i32, &"again"]).unwrap();
+        conn.execute_later(insert, &[&4_i32, &"d"]).unwrap();
+        let err = conn
+            .query("SELECT v FROM pipeline_check ORDER BY k", &[])
+            .unwrap_err();
+        assert!(err.to_string().contains("23505"), "{err}");
+        assert!(conn.refused_since(before));
+        conn.batch("ROLLBACK").unwrap();
+
+        // The refused pipeline's transaction left nothing behind.
+        let rows = conn
+            .query("SELECT v FROM pipeline_check ORDER BY k", &[])
+            .unwrap();
+        assert!(rows.is_empty());
+
+        // A pipeline that commits keeps every write, in order.
+        conn.batch("BEGIN").unwrap();
+        for (k, v) in [(1_i32, "x"), (2, "y")] {
+            conn.execute_later(insert, &[&k, &v]).unwrap();
+        }
+        conn.execute_later(
+            "UPDATE pipeline_check SET v = v || '!' WHERE k = $1",
+            &[&2_i32],
+        )
+        .unwrap();
+        let (deferred_error, committed) = conn.batch_after("COMMIT");
+        assert!(deferred_error.is_none() && committed.is_ok());
+        let rows = conn
+            .query("SELECT v FROM pipeline_check ORDER BY k", &[])
+            .unwrap();
+        assert_eq!(texts(&rows), ["x", "y!"]);
+    })
+    .await
+    .unwrap();
+}
