@@ -558,9 +558,10 @@ impl Client {
         query::query_typed(&self.inner, query, params).await
     }
 
-    /// Runs prepared queries, with their parameters, as one pipeline under a single `Sync` (see
-    /// [`Client::execute_pipeline`]) and returns the rows of each, in order. Stops at the first
-    /// error. (Tasklane's addition to tokio-postgres 0.7.18.)
+    /// Runs prepared statements, with their parameters, as one pipeline under a single `Sync`,
+    /// and returns the rows of each, in order: the server answers them all in one flush. Stops
+    /// at the first error, which it returns; the server skips the statements after it.
+    /// (Tasklane's addition to tokio-postgres 0.7.18.)
     pub async fn query_pipeline<'a, I, P>(&self, items: I) -> Result<Vec<Vec<Row>>, Error>
     where
         I: IntoIterator<Item = (&'a Statement, P)>,
@@ -569,20 +570,6 @@ impl Client {
         P::IntoIter: ExactSizeIterator,
     {
         query::query_pipeline(&self.inner, items).await
-    }
-
-    /// Executes prepared statements, with their parameters, as one pipeline under a single
-    /// `Sync`: the server answers them in one flush. Stops at the first error, which it
-    /// returns; the server skips the statements after it. Rows they return are discarded.
-    /// (Tasklane's addition to tokio-postgres 0.7.18.)
-    pub async fn execute_pipeline<'a, I, P>(&self, items: I) -> Result<(), Error>
-    where
-        I: IntoIterator<Item = (&'a Statement, P)>,
-        P: IntoIterator,
-        P::Item: BorrowToSql,
-        P::IntoIter: ExactSizeIterator,
-    {
-        query::execute_pipeline(&self.inner, items).await
     }
 
     /// Executes a statement, returning the number of rows modified.

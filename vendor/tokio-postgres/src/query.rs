@@ -242,40 +242,11 @@ where
     }
 }
 
-/// Executes prepared statements one after another under a single `Sync`, so that the server
-/// answers all of them in one flush (with a `Sync` per statement it flushes after each). The
-/// server skips every statement after one that fails, up to the `Sync`: the first error is
-/// returned and nothing after it ran. (Tasklane's addition to tokio-postgres 0.7.18.)
-pub async fn execute_pipeline<'a, I, P>(client: &InnerClient, items: I) -> Result<(), Error>
-where
-    I: IntoIterator<Item = (&'a Statement, P)>,
-    P: IntoIterator,
-    P::Item: BorrowToSql,
-    P::IntoIter: ExactSizeIterator,
-{
-    let buf = client.with_buf(|buf| {
-        for (statement, params) in items {
-            encode_bind(statement, params, "", buf)?;
-            frontend::execute("", 0, buf).map_err(Error::encode)?;
-        }
-        frontend::sync(buf);
-        Ok(buf.split().freeze())
-    })?;
-    let mut responses = client.send(RequestMessages::Single(FrontendMessage::Raw(buf)))?;
-    loop {
-        match responses.next().await? {
-            Message::BindComplete
-            | Message::DataRow(_)
-            | Message::CommandComplete(_)
-            | Message::EmptyQueryResponse => {}
-            Message::ReadyForQuery(_) => return Ok(()),
-            _ => return Err(Error::unexpected_message()),
-        }
-    }
-}
-
-/// Runs prepared queries one after another under a single `Sync` (see [`execute_pipeline`]) and
-/// returns the rows of each. (Tasklane's addition to tokio-postgres 0.7.18.)
+/// Runs prepared statements one after another under a single `Sync` and returns the rows of
+/// each, so that the server answers all of them in one flush (with a `Sync` per statement it
+/// flushes after each). The server skips every statement after one that fails, up to the
+/// `Sync`: the first error is returned and nothing after it ran. (Tasklane's addition to
+/// tokio-postgres 0.7.18.)
 pub async fn query_pipeline<'a, I, P>(
     client: &InnerClient,
     items: I,

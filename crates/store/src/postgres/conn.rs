@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::runtime::Runtime;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
-use tokio_postgres::{AsyncMessage, Client, Notification, Row, SimpleQueryMessage, Statement};
+use tokio_postgres::{AsyncMessage, Client, Notification, Row, Statement};
 
 use super::PgOptions;
 
@@ -69,9 +69,9 @@ pub(crate) struct Conn {
     /// long and ours.
     statements: HashMap<String, Statement, foldhash::fast::RandomState>,
     deferred: Vec<Deferred>,
-    /// Deferred writes not sent yet: they go together, under one `Sync`, before whatever is
-    /// sent next (see [`Conn::execute_later`]).
-    unsent: Vec<(Statement, Vec<Encoded>)>,
+    /// Deferred statements not sent yet: they go together, under one `Sync`, with or before
+    /// whatever is sent next (see [`Conn::execute_later`]).
+    unsent: Vec<Unsent>,
     notifications: VecDeque<Notification>,
     /// How long a wait keeps looking for the next answer before it sleeps (see `drive`).
     spin: Duration,
@@ -147,8 +147,12 @@ impl Conn {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
         }
+        // Ahead of the statements not sent yet: a statement prepared after one that fails would
+        // fail too (nothing is parsed in an aborted transaction), and that error would surface
+        // here, in whatever asked for the statement, instead of where the statements are
+        // answered.
         let client = self.client.clone();
-        let stmt = self.wait(async move { client.prepare(sql).await })?;
+        let stmt = self.wait_ahead_of_unsent(async move { client.prepare(sql).await })?;
         if self.statements.len() >= STATEMENT_CACHE {
             self.statements.clear();
         }
@@ -157,45 +161,45 @@ impl Conn {
     }
 
     pub(crate) fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
-        self.querying(sql);
-        let stmt = self.statement(sql)?;
-        let client = self.client.clone();
-        self.wait(async move { client.query(&stmt, params).await })
+        let mut answers = self.query_all(&[(sql, params)])?;
+        Ok(answers.pop().unwrap_or_default())
     }
 
     /// Runs independent queries in one round trip: they are sent in one network write, in
-    /// order, under one `Sync` (so answered in one flush, see [`Conn::execute_later`]), and
-    /// their answers read together.
+    /// order, under one `Sync` together with the deferred statements before them (so answered
+    /// in one flush, see [`Conn::execute_later`]), and their answers read together.
     pub(crate) fn query_all(&mut self, queries: &[(&str, Params<'_>)]) -> Result<Vec<Vec<Row>>> {
-        let statements = queries
-            .iter()
-            .map(|(sql, _)| {
-                self.querying(sql);
-                self.statement(sql)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let client = self.client.clone();
-        self.wait(async move {
-            let items = statements
-                .iter()
-                .zip(queries)
-                .map(|(stmt, (_, params))| (stmt, params.iter().copied()));
-            client.query_pipeline(items).await
-        })
+        let mut own = Vec::with_capacity(queries.len());
+        for (sql, params) in queries {
+            self.querying(sql);
+            own.push(self.unsent(sql, params, Vec::new())?);
+        }
+        let wanted = own.len();
+        let mut pipeline = std::mem::take(&mut self.unsent);
+        pipeline.extend(own);
+        self.wait(run_pipeline(self.client.clone(), pipeline, wanted))
     }
 
     pub(crate) fn query_opt(&mut self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
-        self.querying(sql);
-        let stmt = self.statement(sql)?;
-        let client = self.client.clone();
-        self.wait(async move { client.query_opt(&stmt, params).await })
+        let mut rows = self.query(sql, params)?;
+        if rows.len() > 1 {
+            return Err(Error::Storage(format!(
+                "a query for at most one row returned {}",
+                rows.len()
+            )));
+        }
+        Ok(rows.pop())
     }
 
     pub(crate) fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row> {
-        self.querying(sql);
-        let stmt = self.statement(sql)?;
-        let client = self.client.clone();
-        self.wait(async move { client.query_one(&stmt, params).await })
+        let mut rows = self.query(sql, params)?;
+        if rows.len() != 1 {
+            return Err(Error::Storage(format!(
+                "a query for one row returned {}",
+                rows.len()
+            )));
+        }
+        Ok(rows.pop().expect("one row"))
     }
 
     /// Returns the number of rows changed.
@@ -209,33 +213,65 @@ impl Conn {
     /// Queues a write whose row count nobody needs; it is sent with the next call that waits for
     /// an answer, and its error (if any) is that call's error.
     ///
-    /// Consecutive such writes are sent as one pipeline under a single `Sync`
-    /// (`Client::execute_pipeline`, see `vendor/tokio-postgres`): PostgreSQL flushes its output
-    /// at every `Sync`, so with one per statement it made a `send`, and this thread a wake-up,
-    /// for each write. The database skips the writes after a failed one up to the `Sync`, which
-    /// changes nothing here: the transaction is aborted from that write on either way.
+    /// Consecutive deferred statements, and the reads that follow them, are sent as one pipeline
+    /// under a single `Sync` (`Client::query_pipeline`, see `vendor/tokio-postgres`):
+    /// PostgreSQL flushes its output at every `Sync`, so with one per statement it made a
+    /// `send`, and this thread a wake-up, for each. The database skips the statements after a
+    /// failed one up to the `Sync`, which changes nothing here: the transaction is aborted from
+    /// that statement on either way.
     pub(crate) fn execute_later(&mut self, sql: &str, params: Params<'_>) -> Result<()> {
         self.effects.writes += 1;
-        let stmt = self.statement(sql)?;
-        let owned = encode(&stmt, params)?;
-        self.unsent.push((stmt, owned));
+        let unsent = self.unsent(sql, params, Vec::new())?;
+        self.unsent.push(unsent);
         Ok(())
     }
 
-    /// Queues the writes [`Conn::execute_later`] holds, as one request; before anything else is
-    /// queued, so the database sees every statement in the order it was asked for.
+    /// [`Conn::execute_later`] for a query whose first row's first `N` columns, integers, are
+    /// wanted: the i-th lands in the i-th returned slot once a later call has waited.
+    pub(crate) fn query_later_ints<const N: usize>(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<[Later; N]> {
+        self.querying(sql);
+        let slots: [Later; N] = std::array::from_fn(|_| Later::default());
+        let unsent = self.unsent(sql, params, slots.to_vec())?;
+        self.unsent.push(unsent);
+        Ok(slots)
+    }
+
+    /// Sends a COMMIT in the same pipeline as the deferred statements before it, and waits. An
+    /// error, theirs or the COMMIT's own, means nothing was committed, unless the connection
+    /// is gone, when it cannot be known. Does not spin: the answer waits for a disk flush.
+    pub(crate) fn commit_pipelined(&mut self) -> Result<()> {
+        self.effects.writes += 1;
+        let commit = self.unsent("COMMIT", &[], Vec::new())?;
+        let mut pipeline = std::mem::take(&mut self.unsent);
+        pipeline.push(commit);
+        let deferred = std::mem::take(&mut self.deferred);
+        let fut = run_pipeline(self.client.clone(), pipeline, 0);
+        match self.drive(pin!(fut), deferred, false) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(_)) => Ok(()),
+        }
+    }
+
+    /// `sql`, prepared, with its parameters encoded, ready to join a pipeline.
+    fn unsent(&mut self, sql: &str, params: Params<'_>, ints: Vec<Later>) -> Result<Unsent> {
+        let stmt = self.statement(sql)?;
+        let params = encode(&stmt, params)?;
+        Ok(Unsent { stmt, params, ints })
+    }
+
+    /// Queues the statements [`Conn::execute_later`] holds, as one request; before anything
+    /// else is queued, so the database sees every statement in the order it was asked for.
     fn send_unsent(&mut self) -> Result<()> {
         if self.unsent.is_empty() {
             return Ok(());
         }
-        let writes = std::mem::take(&mut self.unsent);
-        let client = self.client.clone();
-        self.queue(Box::pin(async move {
-            let items = writes
-                .iter()
-                .map(|(stmt, params)| (stmt, params.iter().map(|p| p as &(dyn ToSql + Sync))));
-            client.execute_pipeline(items).await
-        }))
+        let pipeline = std::mem::take(&mut self.unsent);
+        let fut = run_pipeline(self.client.clone(), pipeline, 0);
+        self.queue(Box::pin(async move { fut.await.map(drop) }))
     }
 
     /// Runs statements without parameters through the simple protocol (transaction control,
@@ -251,28 +287,6 @@ impl Conn {
         self.effects.writes += 1;
         let client = self.client.clone();
         self.defer(Box::pin(async move { client.batch_execute(&sql).await }))
-    }
-
-    /// [`Conn::batch_later`] for statements whose last row's first `N` columns, integers, are
-    /// wanted: the i-th lands in the i-th returned slot once a later call has waited.
-    pub(crate) fn batch_later_ints<const N: usize>(&mut self, sql: String) -> Result<[Later; N]> {
-        self.effects.writes += 1;
-        let slots: [Later; N] = std::array::from_fn(|_| Later::default());
-        let out = slots.clone();
-        let client = self.client.clone();
-        self.defer(Box::pin(async move {
-            let messages = client.simple_query(&sql).await?;
-            let row = messages.iter().rev().find_map(|m| match m {
-                SimpleQueryMessage::Row(row) => Some(row),
-                _ => None,
-            });
-            for (i, slot) in out.iter().enumerate() {
-                let value = row.and_then(|row| row.get(i)).and_then(|v| v.parse().ok());
-                *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = value;
-            }
-            Ok(())
-        }))?;
-        Ok(slots)
     }
 
     /// Waits for the answers of the deferred writes; the first error among them, if any.
@@ -365,6 +379,12 @@ impl Conn {
     /// after it only failed because the transaction was aborted.
     fn wait<T>(&mut self, fut: impl Future<Output = PgResult<T>>) -> Result<T> {
         self.send_unsent()?;
+        self.wait_ahead_of_unsent(fut)
+    }
+
+    /// [`Conn::wait`] for a request that does not depend on the statements not sent yet, which
+    /// stay unsent: it goes ahead of them.
+    fn wait_ahead_of_unsent<T>(&mut self, fut: impl Future<Output = PgResult<T>>) -> Result<T> {
         let deferred = std::mem::take(&mut self.deferred);
         match self.drive(pin!(fut), deferred, true) {
             (Some(e), _) => Err(e),
@@ -497,6 +517,36 @@ fn drive_connection(
             Poll::Pending => return Ok(()),
         }
     }
+}
+
+/// A statement waiting to be sent with the next pipeline: its parameters encoded, and where the
+/// integers of its first row go, if anyone wants them.
+struct Unsent {
+    stmt: Statement,
+    params: Vec<Encoded>,
+    ints: Vec<Later>,
+}
+
+/// Sends `pipeline` under one `Sync`, fills the slots of the statements that want integers, and
+/// returns the answers of the last `wanted` statements.
+async fn run_pipeline(
+    client: Arc<Client>,
+    pipeline: Vec<Unsent>,
+    wanted: usize,
+) -> PgResult<Vec<Vec<Row>>> {
+    let items = pipeline.iter().map(|u| {
+        let params = u.params.iter().map(|p| p as &(dyn ToSql + Sync));
+        (&u.stmt, params)
+    });
+    let answers = client.query_pipeline(items).await?;
+    for (unsent, rows) in pipeline.iter().zip(&answers) {
+        for (i, slot) in unsent.ints.iter().enumerate() {
+            let value = rows.first().and_then(|row| row.try_get::<_, i64>(i).ok());
+            *slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = value;
+        }
+    }
+    let skip = answers.len().saturating_sub(wanted);
+    Ok(answers.into_iter().skip(skip).collect())
 }
 
 /// A parameter in its wire encoding, so that a deferred statement owns what it sends.

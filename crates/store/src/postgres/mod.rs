@@ -258,7 +258,6 @@ impl PgStore {
             last_seq,
         );
         let node = listener::new_node_id();
-        writer::prepare_transaction_statements(&mut conn, node)?;
         let wakes = Arc::new(listener::Wakes {
             writer: queue.shared().clone(),
             remote_commits: watch::channel(0).0,

@@ -454,7 +454,22 @@ async fn pipelined_writes_and_reads_keep_their_order_and_report_the_first_refusa
         assert!(conn.refused_since(before));
         conn.batch("ROLLBACK").unwrap();
 
-        // The refused pipeline's transaction left nothing behind.
+        // A statement first used while a refused write is still unsent is prepared ahead of it,
+        // so the refusal is reported where the writes are answered, not by whatever needed the
+        // statement (a statement parsed in an aborted transaction fails too).
+        conn.batch("BEGIN").unwrap();
+        conn.execute_later(insert, &[&5_i32, &"e"]).unwrap();
+        conn.execute_later(insert, &[&5_i32, &"again"]).unwrap();
+        conn.execute_later(
+            "UPDATE pipeline_check SET v = v || '?' WHERE k = $1",
+            &[&5_i32],
+        )
+        .unwrap();
+        let err = conn.flush().unwrap_err();
+        assert!(err.to_string().contains("23505"), "{err}");
+        conn.batch("ROLLBACK").unwrap();
+
+        // The refused pipelines' transactions left nothing behind.
         let rows = conn
             .query("SELECT v FROM pipeline_check ORDER BY k", &[])
             .unwrap();

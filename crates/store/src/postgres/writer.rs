@@ -82,29 +82,12 @@ impl Writer {
             }
         }
         if self.conn.is_none() {
-            let mut conn = Conn::connect(&self.opts)?;
-            prepare_transaction_statements(&mut conn, self.node)?;
-            self.conn = Some(conn);
+            self.conn = Some(Conn::connect(&self.opts)?);
         }
         let conn = self.conn.as_mut().expect("connected above");
         conn.spin_while_waiting(self.opts.writer_spin);
         Ok(conn)
     }
-}
-
-/// Names, on the write connection, the statements every transaction begins and ends with. Sent
-/// as simple queries they would be parsed and planned again in every transaction (some 50 µs of
-/// the database's CPU each time, mostly planning the head's subqueries); `EXECUTE` in a simple
-/// query uses the plan prepared once, and keeps the transaction's control in one message.
-/// The lock is taken by a statement of its own, before the one that reads the sequence: each
-/// statement reads from a snapshot taken as it starts, and the read must not predate the lock.
-pub(crate) fn prepare_transaction_statements(conn: &mut Conn, node: i64) -> Result<()> {
-    conn.batch(&format!(
-        "PREPARE tasklane_lock AS SELECT pg_advisory_xact_lock({WRITE_LOCK}); \
-         PREPARE tasklane_head AS SELECT ({LAST_SEQUENCE_SQL}), {}; \
-         PREPARE tasklane_setval (BIGINT) AS SELECT setval('task_events_sequence', $1)",
-        nodes::peers_sql(node)
-    ))
 }
 
 /// Runs and commits one batch; on `Err` the transaction is gone and `batch` still holds every
@@ -172,13 +155,21 @@ fn attempt(
     // travels with the next statement that needs one, so a write of one command costs its own
     // reads plus the COMMIT's round trip.
     let mut pending = String::new();
-    let savepoint = if bare { "" } else { "; SAVEPOINT cmd" };
-    // Unless the batch runs bare, the first command's savepoint goes with the BEGIN, the others'
-    // with the RELEASE of the one before.
-    // Read under the lock with the sequence: whether other nodes are to hear of the commit.
-    let [last_sequence, peers] = conn.batch_later_ints(format!(
-        "BEGIN; EXECUTE tasklane_lock; EXECUTE tasklane_head{savepoint}"
-    ))?;
+    // The lock is taken by a statement of its own, before the one that reads the sequence: each
+    // statement reads from a snapshot taken as it starts, and the read must not predate the
+    // lock. Read under the lock with the sequence: whether other nodes are to hear of the
+    // commit. Prepared once per connection, like every statement; parsed and planned in every
+    // transaction they cost the database some 50 µs each time. Unless the batch runs bare, the
+    // first command's savepoint follows, the others' go with the RELEASE of the one before.
+    conn.execute_later("BEGIN", &[])?;
+    conn.execute_later("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])?;
+    let [last_sequence, peers] = conn.query_later_ints(
+        &format!("SELECT ({LAST_SEQUENCE_SQL}), {}", nodes::peers_sql(node)),
+        &[],
+    )?;
+    if !bare {
+        conn.batch_later("SAVEPOINT cmd".to_string())?;
+    }
     let mut sequence = Sequence::Unread(last_sequence);
     // Test-clock mode only: the service's test time, read under the lock, before any command.
     test_clock.begin(conn)?;
@@ -280,7 +271,9 @@ impl Kept {
 /// Applies `kept`'s counter changes, moves the event sequence to its last value, tells the other
 /// servers' listeners that server `notify` committed (unless `None`) and commits, all in one
 /// round trip after `pending` (transaction control still owed). Returns the first error of the
-/// writes deferred before it apart from its own result.
+/// statements sent before the COMMIT apart from the COMMIT's own result. With nothing pending
+/// (a bare batch, or a last command undone) the COMMIT goes in the same pipeline as those
+/// statements, and an error, which cannot be told apart from the COMMIT's own, comes first.
 fn commit(
     conn: &mut Conn,
     kept: &Kept,
@@ -288,18 +281,29 @@ fn commit(
     mut pending: String,
 ) -> (Option<Error>, Result<()>) {
     // Still inside the last command's savepoint when it was kept: `pending` releases it.
-    if let Err(e) = counters::apply(conn, &kept.deltas) {
+    if let Err(e) = queue_commit_writes(conn, kept, notify) {
         return (None, Err(e));
     }
-    if let Some(seq) = kept.max_seq {
-        pending.push_str(&format!("EXECUTE tasklane_setval({seq}); "));
-        if let Some(node) = notify {
-            // Delivered to the listeners at COMMIT, never before. The payload is digits and a
-            // colon only.
-            let payload = listener::payload(node, seq);
-            pending.push_str(&format!("NOTIFY {CHANNEL}, '{payload}'; "));
-        }
+    if pending.is_empty() {
+        return match conn.commit_pipelined() {
+            Ok(()) => (None, Ok(())),
+            Err(e) => (Some(e), Ok(())),
+        };
     }
     pending.push_str("COMMIT");
     conn.batch_after(&pending)
+}
+
+/// What a COMMIT carries besides: the counter upserts, the event sequence's last value and, if
+/// `notify`, the notification to the other servers (delivered at COMMIT, never before).
+fn queue_commit_writes(conn: &mut Conn, kept: &Kept, notify: Option<i64>) -> Result<()> {
+    counters::apply(conn, &kept.deltas)?;
+    if let Some(seq) = kept.max_seq {
+        conn.execute_later("SELECT setval('task_events_sequence', $1)", &[&seq])?;
+        if let Some(node) = notify {
+            let payload = listener::payload(node, seq);
+            conn.execute_later("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])?;
+        }
+    }
+    Ok(())
 }
