@@ -475,7 +475,8 @@ async fn pipelined_writes_and_reads_keep_their_order_and_report_the_first_refusa
             .unwrap();
         assert!(rows.is_empty());
 
-        // A pipeline that commits keeps every write, in order.
+        // A COMMIT in the writes' pipeline keeps every write, in order; behind a refused write
+        // it commits nothing.
         conn.batch("BEGIN").unwrap();
         for (k, v) in [(1_i32, "x"), (2, "y")] {
             conn.execute_later(insert, &[&k, &v]).unwrap();
@@ -485,8 +486,13 @@ async fn pipelined_writes_and_reads_keep_their_order_and_report_the_first_refusa
             &[&2_i32],
         )
         .unwrap();
-        let (deferred_error, committed) = conn.batch_after("COMMIT");
-        assert!(deferred_error.is_none() && committed.is_ok());
+        conn.commit_pipelined().unwrap();
+        conn.batch("BEGIN").unwrap();
+        conn.execute_later(insert, &[&7_i32, &"z"]).unwrap();
+        conn.execute_later(insert, &[&1_i32, &"again"]).unwrap();
+        let err = conn.commit_pipelined().unwrap_err();
+        assert!(err.to_string().contains("23505"), "{err}");
+        conn.batch("ROLLBACK").unwrap();
         let rows = conn
             .query("SELECT v FROM pipeline_check ORDER BY k", &[])
             .unwrap();
