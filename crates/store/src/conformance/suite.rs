@@ -32,6 +32,9 @@ for_every_backend! {
         sqlite_events_get_increasing_sequences, postgres_events_get_increasing_sequences;
     run_writes_raise_task_activity =>
         sqlite_run_writes_raise_task_activity, postgres_run_writes_raise_task_activity;
+    a_task_update_and_the_activity_after_it_in_one_command =>
+        sqlite_a_task_update_and_the_activity_after_it_in_one_command,
+        postgres_a_task_update_and_the_activity_after_it_in_one_command;
     duplicates_are_conflicts => sqlite_duplicates_are_conflicts, postgres_duplicates_are_conflicts;
     delete_cascades_to_everything_of_the_task =>
         sqlite_delete_cascades_to_everything_of_the_task,
@@ -665,6 +668,89 @@ async fn run_writes_raise_task_activity(store: Store) {
             ..
         })
     ));
+}
+
+/// A command that updates a task and writes its run and events around the update leaves the
+/// task's activity at the latest of them and its latest sequence at its last event, as if each
+/// had been written at once: whether the backend writes the raises with the task's UPDATE (as
+/// PostgreSQL does while that UPDATE is still unsent) or after it.
+async fn a_task_update_and_the_activity_after_it_in_one_command(store: Store) {
+    insert(&store, vec![task("t", 100)]).await;
+    let mut r = run("r", "t", RunStatus::Queued, 150);
+    let r1 = r.clone();
+    store.write(move |w| w.insert_run(&r1)).await.unwrap();
+    let marks = |t: &Task| (t.last_activity_at, t.latest_event_seq);
+
+    // Like a claim: the run, the task's current run (its `updated_at` unchanged), an event.
+    r.status = RunStatus::Claimed;
+    r.claimed_at = Some(Ts(200));
+    let mut t = get_task(&store, "t").await.unwrap();
+    t.current_run_id = Some("r".into());
+    let (r2, t2) = (r.clone(), t.clone());
+    store
+        .write(move |w| {
+            w.update_run(&r2)?;
+            w.update_task(&t2)?;
+            w.append_event(&event("e1", "t", 210))
+        })
+        .await
+        .unwrap();
+    let got = get_task(&store, "t").await.unwrap();
+    assert_eq!(got.current_run_id.as_deref(), Some("r"));
+    assert_eq!(marks(&got), (Ts(210), 1));
+
+    // Like a completion: the task's status and `updated_at` move, and an event comes later.
+    r.status = RunStatus::Completed;
+    r.ended_at = Some(Ts(300));
+    t.status = TaskStatus::Completed;
+    t.current_run_id = None;
+    t.updated_at = Ts(305);
+    t.closed_at = Some(Ts(305));
+    let (r3, t3) = (r.clone(), t.clone());
+    store
+        .write(move |w| {
+            w.update_run(&r3)?;
+            w.update_task(&t3)?;
+            w.append_event(&event("e2", "t", 320))
+        })
+        .await
+        .unwrap();
+    let got = get_task(&store, "t").await.unwrap();
+    assert_eq!(
+        (got.status, got.closed_at),
+        (TaskStatus::Completed, Some(Ts(305)))
+    );
+    assert_eq!(marks(&got), (Ts(320), 2));
+
+    // The task's own `updated_at` later than the command's event.
+    t.title = "renamed".into();
+    t.updated_at = Ts(500);
+    let t4 = t.clone();
+    store
+        .write(move |w| {
+            w.append_event(&event("e3", "t", 400))?;
+            w.update_task(&t4)
+        })
+        .await
+        .unwrap();
+    assert_eq!(marks(&get_task(&store, "t").await.unwrap()), (Ts(500), 3));
+
+    // The task read back after its update in the same command (so the update has gone to the
+    // database), then an event: the read sees the update, the raise still lands.
+    t.title = "again".into();
+    let t5 = t.clone();
+    let seen = store
+        .write(move |w| {
+            w.update_task(&t5)?;
+            let seen = w.task("t")?.unwrap();
+            w.append_event(&event("e4", "t", 600))?;
+            Ok(seen)
+        })
+        .await
+        .unwrap();
+    assert_eq!((seen.title.as_str(), marks(&seen)), ("again", (Ts(500), 3)));
+    let got = get_task(&store, "t").await.unwrap();
+    assert_eq!((got.title.as_str(), marks(&got)), ("again", (Ts(600), 4)));
 }
 
 async fn duplicates_are_conflicts(store: Store) {

@@ -72,6 +72,8 @@ pub(crate) struct Conn {
     /// Deferred statements not sent yet: they go together, under one `Sync`, with or before
     /// whatever is sent next (see [`Conn::execute_later`]).
     unsent: Vec<Unsent>,
+    /// The name the next statement queued unsent gets (see [`Conn::amend_unsent`]).
+    next_unsent: UnsentId,
     notifications: VecDeque<Notification>,
     /// How long a wait keeps looking for the next answer before it sleeps (see `drive`).
     spin: Duration,
@@ -113,6 +115,7 @@ impl Conn {
             statements: HashMap::default(),
             deferred: Vec::new(),
             unsent: Vec::new(),
+            next_unsent: 0,
             notifications: VecDeque::new(),
             spin: Duration::ZERO,
             effects: Effects::default(),
@@ -219,11 +222,45 @@ impl Conn {
     /// `send`, and this thread a wake-up, for each. The database skips the statements after a
     /// failed one up to the `Sync`, which changes nothing here: the transaction is aborted from
     /// that statement on either way.
-    pub(crate) fn execute_later(&mut self, sql: &str, params: Params<'_>) -> Result<()> {
+    ///
+    /// Returns the statement's name while it stays unsent, for [`Conn::amend_unsent`].
+    pub(crate) fn execute_later(&mut self, sql: &str, params: Params<'_>) -> Result<UnsentId> {
         self.effects.writes += 1;
         let unsent = self.unsent(sql, params, Vec::new())?;
+        let id = unsent.id;
         self.unsent.push(unsent);
-        Ok(())
+        Ok(id)
+    }
+
+    /// Replaces statement `id`, if it is still unsent, by `sql`, whose parameters are the
+    /// replaced statement's followed by `extra`, in the same place among the statements queued.
+    /// Returns whether it was still unsent (if not, nothing is done).
+    pub(crate) fn amend_unsent(
+        &mut self,
+        id: UnsentId,
+        sql: &str,
+        extra: Params<'_>,
+    ) -> Result<bool> {
+        if !self.unsent.iter().any(|u| u.id == id) {
+            return Ok(false);
+        }
+        // Prepared ahead of the statements unsent, which stay where they are.
+        let stmt = self.statement(sql)?;
+        let Some(old) = self.unsent.iter_mut().find(|u| u.id == id) else {
+            return Ok(false);
+        };
+        let types = stmt.params();
+        if types.len() != old.params.len() + extra.len() {
+            return Err(Error::Storage(format!(
+                "statement takes {} parameters, {} given",
+                types.len(),
+                old.params.len() + extra.len()
+            )));
+        }
+        let more = encode_as(&types[old.params.len()..], extra)?;
+        old.params.extend(more);
+        old.stmt = stmt;
+        Ok(true)
     }
 
     /// [`Conn::execute_later`] for a query whose first row's first `N` columns, integers, are
@@ -260,7 +297,13 @@ impl Conn {
     fn unsent(&mut self, sql: &str, params: Params<'_>, ints: Vec<Later>) -> Result<Unsent> {
         let stmt = self.statement(sql)?;
         let params = encode(&stmt, params)?;
-        Ok(Unsent { stmt, params, ints })
+        self.next_unsent += 1;
+        Ok(Unsent {
+            id: self.next_unsent,
+            stmt,
+            params,
+            ints,
+        })
     }
 
     /// Queues the statements [`Conn::execute_later`] holds, as one request; before anything
@@ -519,9 +562,13 @@ fn drive_connection(
     }
 }
 
+/// The name of a statement queued unsent on a connection ([`Conn::execute_later`]).
+pub(crate) type UnsentId = u64;
+
 /// A statement waiting to be sent with the next pipeline: its parameters encoded, and where the
 /// integers of its first row go, if anyone wants them.
 struct Unsent {
+    id: UnsentId,
     stmt: Statement,
     params: Vec<Encoded>,
     ints: Vec<Later>,
@@ -584,9 +631,14 @@ fn encode(stmt: &Statement, params: Params<'_>) -> Result<Vec<Encoded>> {
             params.len()
         )));
     }
+    encode_as(stmt.params(), params)
+}
+
+/// Encodes `params` as the parameter types `types`, one for one.
+fn encode_as(types: &[Type], params: Params<'_>) -> Result<Vec<Encoded>> {
     params
         .iter()
-        .zip(stmt.params())
+        .zip(types)
         .enumerate()
         .map(|(i, (param, ty))| {
             let mut out = BytesMut::new();

@@ -39,7 +39,7 @@ use tasklane_core::store::ReadStore;
 use tasklane_core::{Error, Result};
 use tokio::sync::{watch, Semaphore};
 
-pub(crate) use self::conn::{Conn, Later, Params};
+pub(crate) use self::conn::{Conn, Later, Params, UnsentId};
 use self::writer::Writer;
 use crate::known_rows::KnownRows;
 use crate::read_permits::run_read;
@@ -104,6 +104,9 @@ pub(crate) struct Db<'c> {
     pub(crate) deltas: CounterDeltas,
     /// Activity and sequence raises the current command owes its tasks (`crate::task_marks`).
     pub(crate) marks: TaskMarks,
+    /// The command's task UPDATEs, with the columns each wrote, while they may still be unsent:
+    /// the task's marks join the UPDATE instead of following it (`write.rs`).
+    pub(crate) task_updates: Vec<TaskUpdate>,
     /// What an open item (`WriteStore::begin_item`) restores if it is rolled back.
     pub(crate) item_start: Option<ItemStart>,
     /// The rows the writer's current command has read or written (`None` on a reader).
@@ -119,6 +122,13 @@ pub(crate) struct Db<'c> {
     pub(crate) bare: bool,
     /// The log names its events by sequence (`schema::events_named_by_sequence`).
     pub(crate) events_by_sequence: bool,
+}
+
+/// A task UPDATE the current command queued: the task, the statement, the columns it writes.
+pub(crate) struct TaskUpdate {
+    pub(crate) task_id: String,
+    pub(crate) statement: UnsentId,
+    pub(crate) changed: Vec<(&'static str, usize)>,
 }
 
 /// What an open item restores if it is rolled back.
@@ -148,6 +158,7 @@ impl<'c> Db<'c> {
             appended: None,
             deltas: CounterDeltas::default(),
             marks: TaskMarks::default(),
+            task_updates: Vec::new(),
             item_start: None,
             known: None,
             sequence: Sequence::At(0),

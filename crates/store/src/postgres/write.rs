@@ -3,8 +3,9 @@
 //!
 //! As on SQLite, a task's `last_activity_at` and `latest_event_seq` are raised once per task
 //! when the command or item ends (`crate::task_marks`), with one UPDATE that leaves the row alone
-//! when it is already there: every UPDATE of a row is a new version of it, and one that moves
-//! `last_activity_at` (indexed) an entry in each of the task's indexes.
+//! when it is already there, or within the command's own UPDATE of the task while that is still
+//! unsent: every UPDATE of a row is a new version of it, and one that moves `last_activity_at`
+//! (indexed) an entry in each of the task's indexes.
 
 use std::fmt::Write as _;
 
@@ -31,31 +32,92 @@ fn partial_update<'p>(
     params: &'p [Param<'_>],
     extra: impl Fn(usize, usize) -> Option<String>,
 ) -> (String, Vec<&'p (dyn ToSql + Sync)>) {
+    let sql = partial_update_sql(table, changed, "", extra);
+    (sql, partial_update_params(changed, params))
+}
+
+/// The parameters [`partial_update`] binds: the id, then the changed columns'.
+fn partial_update_params<'p>(
+    changed: &[(&'static str, usize)],
+    params: &'p [Param<'_>],
+) -> Vec<&'p (dyn ToSql + Sync)> {
     let all = param_refs(params);
+    std::iter::once(all[0])
+        .chain(changed.iter().map(|(_, idx)| all[idx - 1]))
+        .collect()
+}
+
+/// The SQL of [`partial_update`], with `more` (assignments) after the changed columns'.
+fn partial_update_sql(
+    table: &str,
+    changed: &[(&'static str, usize)],
+    more: &str,
+    extra: impl Fn(usize, usize) -> Option<String>,
+) -> String {
     let mut sql = format!("UPDATE {table} SET ");
-    let mut bound = vec![all[0]];
     for (i, (column, idx)) in changed.iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
         }
-        bound.push(all[idx - 1]);
-        let n = bound.len();
+        let n = i + 2;
         let _ = write!(sql, "{column} = ${n}");
         if let Some(more) = extra(*idx, n) {
             sql.push_str(&more);
         }
     }
+    sql.push_str(more);
     sql.push_str(" WHERE id = $1");
-    (sql, bound)
+    sql
+}
+
+/// A task UPDATE of `changed` raises `last_activity_at` with `updated_at`; with `marks`, the
+/// parameter numbers of the command's owed sequence and activity, it raises both to those too
+/// (`GREATEST` ignores a NULL).
+fn task_update_sql(changed: &[(&'static str, usize)], marks: Option<(usize, usize)>) -> String {
+    let writes_updated_at = changed
+        .iter()
+        .any(|(_, idx)| *idx == task_param::UPDATED_AT);
+    let owed_activity = marks.map(|(_, at)| format!(", ${at}")).unwrap_or_default();
+    let mut more = String::new();
+    if let Some((seq, at)) = marks {
+        let _ = write!(
+            more,
+            ", latest_event_seq = GREATEST(latest_event_seq, ${seq})"
+        );
+        if !writes_updated_at {
+            let _ = write!(
+                more,
+                ", last_activity_at = GREATEST(last_activity_at, ${at})"
+            );
+        }
+    }
+    partial_update_sql("tasks", changed, &more, |idx, n| {
+        (idx == task_param::UPDATED_AT).then(|| {
+            format!(", last_activity_at = GREATEST(last_activity_at, ${n}{owed_activity})")
+        })
+    })
 }
 
 impl Db<'_> {
     /// Writes the command's task marks, deferred: they travel with the next statement that
     /// waits for an answer. `GREATEST` ignores a NULL, so one statement serves a mark with
     /// either part missing.
+    ///
+    /// A task the command updated whose UPDATE is still unsent gets its marks in that UPDATE
+    /// instead (`Conn::amend_unsent`): one statement and one row version less. Nothing between
+    /// the UPDATE and the end of the command reads the two columns back from the database.
     pub(crate) fn flush_task_marks(&mut self) -> Result<()> {
+        let updates = std::mem::take(&mut self.task_updates);
         for owed in self.marks.take() {
             let activity = owed.activity.map(|at| at.0);
+            if let Some(update) = updates.iter().rev().find(|u| u.task_id == owed.task_id) {
+                let n = update.changed.len() + 1;
+                let sql = task_update_sql(&update.changed, Some((n + 1, n + 2)));
+                let marks: [&(dyn ToSql + Sync); 2] = [&owed.latest_seq, &activity];
+                if self.conn.amend_unsent(update.statement, &sql, &marks)? {
+                    continue;
+                }
+            }
             self.conn.execute_later(
                 "UPDATE tasks SET latest_event_seq = GREATEST(latest_event_seq, $2), \
                  last_activity_at = GREATEST(last_activity_at, $3) \
@@ -101,17 +163,21 @@ impl WriteStore for Db<'_> {
             return Ok(());
         }
         let params = task_params(task);
-        let (sql, bound) = partial_update("tasks", &changed, &params, |idx, n| {
-            (idx == task_param::UPDATED_AT)
-                .then(|| format!(", last_activity_at = GREATEST(last_activity_at, ${n})"))
-        });
-        self.conn.execute_later(&sql, &bound)?;
+        let statement = self.conn.execute_later(
+            &task_update_sql(&changed, None),
+            &partial_update_params(&changed, &params),
+        )?;
         if changed
             .iter()
             .any(|(_, idx)| *idx == task_param::UPDATED_AT)
         {
             self.marks.activity_written(&task.id, task.updated_at);
         }
+        self.task_updates.push(super::TaskUpdate {
+            task_id: task.id.clone(),
+            statement,
+            changed,
+        });
         self.count_updated_task(&current, task)
     }
 
@@ -350,6 +416,7 @@ impl WriteStore for Db<'_> {
         // A rolled-back sequence must never be published; its numbers go to the next events.
         self.appended = start.appended;
         self.marks.clear();
+        self.task_updates.clear();
         self.sequence = start.sequence;
         if let Some(known) = self.known.as_mut() {
             known.forget();
