@@ -241,14 +241,12 @@ impl Conn {
         sql: &str,
         extra: Params<'_>,
     ) -> Result<bool> {
-        if !self.unsent.iter().any(|u| u.id == id) {
-            return Ok(false);
-        }
-        // Prepared ahead of the statements unsent, which stay where they are.
-        let stmt = self.statement(sql)?;
-        let Some(old) = self.unsent.iter_mut().find(|u| u.id == id) else {
+        let Some(at) = self.unsent.iter().position(|u| u.id == id) else {
             return Ok(false);
         };
+        // Prepared ahead of the statements unsent, which stay where they are.
+        let stmt = self.statement(sql)?;
+        let old = &mut self.unsent[at];
         let types = stmt.params();
         if types.len() != old.params.len() + extra.len() {
             return Err(Error::Storage(format!(
