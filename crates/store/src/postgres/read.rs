@@ -127,27 +127,46 @@ static OF_RUNS_TASK: LazyLock<[String; 5]> = LazyLock::new(|| {
     })
 });
 
-/// The parameters of [`CLAIM_CLASS_HEADS_SQL`] for each of `audiences`, at priority rank above
-/// `below`.
-fn heads_params<'p>(audiences: &'p [String], below: &'p i64) -> Vec<[&'p (dyn ToSql + Sync); 2]> {
-    audiences.iter().map(|a| [a as _, below as _]).collect()
+/// The parameters of [`CLAIM_CLASS_HEADS_SQL`] for `audiences` (at most three), at priority
+/// rank above `below`.
+fn heads_params<'p>(
+    audiences: &'p [String],
+    below: &'p i64,
+) -> Result<[&'p (dyn ToSql + Sync); 4]> {
+    const NONE: &Option<String> = &None;
+    if audiences.len() > 3 {
+        return Err(tasklane_core::Error::Storage(format!(
+            "a claimer has at most three audiences; got {}",
+            audiences.len()
+        )));
+    }
+    let audience =
+        |i: usize| -> &'p (dyn ToSql + Sync) { audiences.get(i).map_or(NONE as _, |a| a as _) };
+    Ok([audience(0), audience(1), audience(2), below as _])
 }
 
-/// The oldest queued run, with its `claim_caps`, of each claim class of audience $1 at priority
-/// rank above $2, in class order: a skip-scan of `task_runs_claim_class` in one statement. Each
-/// step of the recursion is one seek, to the first run after the previous class, which is the
-/// oldest run of the next class because the index continues with (queued_at, id).
+/// The oldest queued run, with its `claim_caps`, of each claim class of each of the audiences
+/// $1, $2 and $3 (each ignored when NULL) at priority rank above $4, in class order within an
+/// audience: a skip-scan of `task_runs_claim_class` in one statement. Each step of the
+/// recursion is one seek, to the first run of the same audience after the previous class, which
+/// is the oldest run of the next class because the index continues with (queued_at, id).
+///
+/// Three parameters rather than an array: PostgreSQL plans an array's `unnest` at a hundred
+/// rows until it sees the values, so it would plan the statement anew at every execution.
 pub(super) const CLAIM_CLASS_HEADS_SQL: &str = concat!(
-    "WITH RECURSIVE heads AS ((SELECT ",
+    "WITH RECURSIVE heads AS (SELECT first.* \
+     FROM (VALUES ($1::TEXT), ($2::TEXT), ($3::TEXT)) AS a (audience) \
+     CROSS JOIN LATERAL (SELECT ",
     run_columns!(),
     ", claim_caps FROM task_runs \
-     WHERE claim_audience = $1 AND claim_audience IS NOT NULL AND status = 'queued' \
-     AND priority_rank > $2 \
-     ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1) \
+     WHERE claim_audience = a.audience AND claim_audience IS NOT NULL \
+     AND status = 'queued' AND priority_rank > $4 \
+     ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1) first \
      UNION ALL SELECT next.* FROM heads CROSS JOIN LATERAL (SELECT ",
     run_columns!(),
     ", claim_caps FROM task_runs \
-     WHERE claim_audience = $1 AND claim_audience IS NOT NULL AND status = 'queued' \
+     WHERE claim_audience = heads.claim_audience AND claim_audience IS NOT NULL \
+     AND status = 'queued' \
      AND (priority_rank, claim_caps) > (heads.priority_rank, heads.claim_caps) \
      ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1) next) \
      SELECT * FROM heads"
@@ -268,6 +287,15 @@ impl Db<'_> {
         map_rows(self.conn.query(sql, params)?, task_from_row)
     }
 
+    /// `claim_view` and `lease_view` begin every agent operation, and each item of a batch of
+    /// them. In a batch the items share one command, whose marks would otherwise wait for its
+    /// end, when every item's task UPDATE has long been sent: written here instead, the
+    /// previous item's marks still find its UPDATE unsent and join it (`flush_task_marks`),
+    /// which spares two statements and two task row versions per claimed and completed run.
+    fn flush_marks_of_previous_item(&mut self) -> Result<()> {
+        self.flush_task_marks()
+    }
+
     fn runs(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Run>> {
         let rows = self.conn.query(sql, params)?;
         self.runs_from(rows)
@@ -317,14 +345,11 @@ impl Db<'_> {
         })
     }
 
-    /// The answers to `CLAIM_CLASS_HEADS_SQL`, one per audience.
-    fn heads_from(&mut self, answers: Vec<Vec<postgres::Row>>) -> Result<Vec<Run>> {
-        let mut heads = Vec::new();
-        for rows in answers {
-            heads.extend(map_rows(rows, |row| {
-                run_and_claim_caps_from_row(row).map(|(run, _)| run)
-            })?);
-        }
+    /// The answer to `CLAIM_CLASS_HEADS_SQL`.
+    fn heads_from(&mut self, rows: Vec<postgres::Row>) -> Result<Vec<Run>> {
+        let heads = map_rows(rows, |row| {
+            run_and_claim_caps_from_row(row).map(|(run, _)| run)
+        })?;
         if let Some(known) = self.known.as_mut() {
             heads.iter().for_each(|run| known.saw_run(run));
         }
@@ -501,6 +526,7 @@ impl ReadStore for Db<'_> {
         run_id: &str,
         around: bool,
     ) -> Result<LeaseView> {
+        self.flush_marks_of_previous_item()?;
         let session: [&(dyn ToSql + Sync); 2] = [&session_id, &token];
         let id: [&(dyn ToSql + Sync); 1] = [&run_id];
         let [task, task_with_flags, runs, dependencies, dependents] = &*OF_RUNS_TASK;
@@ -541,17 +567,21 @@ impl ReadStore for Db<'_> {
         token: Option<&str>,
         heads: Option<(&[String], Priority)>,
     ) -> Result<(Vec<Run>, Vec<Run>)> {
+        self.flush_marks_of_previous_item()?;
         let session: [&(dyn ToSql + Sync); 2] = [&session_id, &token];
         let (audiences, below) = match heads {
             Some((audiences, min_priority)) => (audiences, min_priority.rank() - 1),
             None => (&[][..], 0),
         };
-        let params = heads_params(audiences, &below);
+        let heads = heads_params(audiences, &below)?;
         let mut queries: Vec<(&str, Params<'_>)> = vec![(ACTIVE_RUNS_OF_SESSION_SQL, &session)];
-        queries.extend(params.iter().map(|p| (CLAIM_CLASS_HEADS_SQL, p.as_slice())));
+        if !audiences.is_empty() {
+            queries.push((CLAIM_CLASS_HEADS_SQL, &heads));
+        }
         let mut answers = self.conn.query_all(&queries)?;
         let active = self.runs_from(answers.remove(0))?;
-        Ok((active, self.heads_from(answers)?))
+        let heads = answers.pop().unwrap_or_default();
+        Ok((active, self.heads_from(heads)?))
     }
 
     fn dependencies_of_tasks(&mut self, ids: &[String]) -> Result<Vec<Dependency>> {
@@ -641,16 +671,11 @@ impl ReadStore for Db<'_> {
         audiences: &[String],
         min_priority: Priority,
     ) -> Result<Vec<Run>> {
-        // One round trip, however many classes and audiences there are: one statement per
-        // audience (see `CLAIM_CLASS_HEADS_SQL`), all sent at once.
         let below = min_priority.rank() - 1;
-        let params = heads_params(audiences, &below);
-        let queries: Vec<(&str, Params<'_>)> = params
-            .iter()
-            .map(|p| (CLAIM_CLASS_HEADS_SQL, p.as_slice()))
-            .collect();
-        let answers = self.conn.query_all(&queries)?;
-        self.heads_from(answers)
+        let rows = self
+            .conn
+            .query(CLAIM_CLASS_HEADS_SQL, &heads_params(audiences, &below)?)?;
+        self.heads_from(rows)
     }
 
     fn active_runs_of_session(

@@ -63,14 +63,14 @@ async fn task_pages_resume_through_an_index_range() {
 #[tokio::test(flavor = "multi_thread")]
 async fn claim_class_heads_seek_the_claim_index() {
     let (_db, store) = pg_store!();
-    // One seek of the claim index per class, in one statement: no scan, no sort.
+    // One seek of the claim index per class, every audience in one statement: no scan, no sort.
     let plan = store
         .read_db(|db| {
             db.conn.batch("SET LOCAL enable_seqscan = off")?;
             explain(
                 db,
                 super::super::read::CLAIM_CLASS_HEADS_SQL,
-                &[&"g|", &0_i64],
+                &[&"g|", &"s|a", &None::<String>, &0_i64],
             )
         })
         .await
@@ -84,6 +84,31 @@ async fn claim_class_heads_seek_the_claim_index() {
     );
     assert!(!plan.contains("Sort"), "{plan}");
     assert!(!plan.contains("Filter"), "{plan}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claim_class_heads_keep_one_generic_plan() {
+    let (_db, store) = pg_store!();
+    // PostgreSQL plans a prepared statement for its first five executions, then keeps a generic
+    // plan unless that one looks dearer: a statement that never settles is planned at every
+    // claim (an array's `unnest`, costed at a hundred rows, did that).
+    let audiences = ["g|".to_string(), "g|agent_session:a".to_string()];
+    let (generic, custom): (i64, i64) = store
+        .read_db(move |db| {
+            use tasklane_core::store::ReadStore;
+            for _ in 0..8 {
+                db.claim_class_heads(&audiences, Priority::Low)?;
+            }
+            let row = db.conn.query_one(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+                 WHERE statement = $1",
+                &[&super::super::read::CLAIM_CLASS_HEADS_SQL],
+            )?;
+            Ok((row.get(0), row.get(1)))
+        })
+        .await
+        .unwrap();
+    assert_eq!((generic, custom), (3, 5));
 }
 
 fn explain(
