@@ -290,8 +290,8 @@ impl Db<'_> {
     /// `claim_view` and `lease_view` begin every agent operation, and each item of a batch of
     /// them. In a batch the items share one command, whose marks would otherwise wait for its
     /// end, when every item's task UPDATE has long been sent: written here instead, the
-    /// previous item's marks still find its UPDATE unsent and join it (`flush_task_marks`),
-    /// which spares two statements and two task row versions per claimed and completed run.
+    /// previous item's marks still find its UPDATE unsent and join it (`flush_task_marks`): one
+    /// statement and one task row version less per item.
     fn flush_marks_of_previous_item(&mut self) -> Result<()> {
         self.flush_task_marks()
     }
