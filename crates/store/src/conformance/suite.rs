@@ -751,6 +751,46 @@ async fn a_task_update_and_the_activity_after_it_in_one_command(store: Store) {
     assert_eq!((seen.title.as_str(), marks(&seen)), ("again", (Ts(500), 3)));
     let got = get_task(&store, "t").await.unwrap();
     assert_eq!((got.title.as_str(), marks(&got)), ("again", (Ts(600), 4)));
+
+    // Two updates of the task in one command, each changing other columns, and reads of
+    // several tasks (ordered by activity) after each: every read sees what the command wrote
+    // so far, and the task keeps both changes.
+    insert(&store, vec![task("u", 650)]).await;
+    t.title = "twice".into();
+    let t6 = t.clone();
+    t.priority = Priority::High;
+    t.updated_at = Ts(700);
+    let t7 = t.clone();
+    let (before, after) = store
+        .write(move |w| {
+            w.update_task(&t6)?;
+            let both = || vec!["t".to_string(), "u".to_string()];
+            let before = w.tasks_by_ids(&both())?;
+            w.update_task(&t7)?;
+            Ok((before, w.tasks_by_ids(&both())?))
+        })
+        .await
+        .unwrap();
+    let view = |ts: &[Task]| -> Vec<(String, String, Ts)> {
+        ts.iter()
+            .map(|t| (t.id.clone(), t.title.clone(), t.last_activity_at))
+            .collect()
+    };
+    let row = |id: &str, title: &str, at: i64| (id.to_string(), title.to_string(), Ts(at));
+    assert_eq!(
+        view(&before),
+        [row("u", "title of u", 650), row("t", "twice", 600)]
+    );
+    assert_eq!(
+        view(&after),
+        [row("t", "twice", 700), row("u", "title of u", 650)]
+    );
+    let got = get_task(&store, "t").await.unwrap();
+    assert_eq!(
+        (got.title.as_str(), got.priority, marks(&got)),
+        ("twice", Priority::High, (Ts(700), 4))
+    );
+    assert_counters_match_a_recount(&store).await;
 }
 
 async fn duplicates_are_conflicts(store: Store) {

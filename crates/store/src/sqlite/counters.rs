@@ -45,6 +45,7 @@ impl CountedStore for Db<'_> {
     }
 
     fn read_bucket(&mut self, task_id: &str) -> Result<Option<TaskBucket>> {
+        self.flush_task_writes()?;
         let mut stmt = self
             .conn
             .prepare_cached(&format!("SELECT {BUCKET_COLUMNS} FROM tasks WHERE id = ?1"))

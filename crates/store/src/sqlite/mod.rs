@@ -93,6 +93,8 @@ pub(crate) struct Db<'c> {
     deltas: CounterDeltas,
     /// Activity and sequence raises the current command owes its tasks (see `crate::task_marks`).
     marks: crate::task_marks::TaskMarks,
+    /// The command's task UPDATEs, written with the marks (`Db::flush_task_writes`).
+    unwritten_tasks: Vec<write::UnwrittenTask>,
     /// What the open item (`WriteStore::begin_item`) restores if it is rolled back: `appended`
     /// (so that no rolled-back sequence is ever published) and the command's counter changes
     /// from before the item.
@@ -110,6 +112,7 @@ impl<'c> Db<'c> {
             appended: None,
             deltas: CounterDeltas::default(),
             marks: Default::default(),
+            unwritten_tasks: Vec::new(),
             item_start: None,
             known: None,
             events_by_sequence: false,
@@ -138,9 +141,9 @@ impl CommandDb for Db<'_> {
         self.item_start.is_some()
     }
 
-    /// The command's task marks, written inside its savepoint.
+    /// The command's task UPDATEs and marks, written inside its savepoint.
     fn finish_command(&mut self) -> Result<()> {
-        self.flush_task_marks()
+        self.flush_task_writes()
     }
 }
 

@@ -171,6 +171,8 @@ impl Db<'_> {
         let Some((mut task, flags)) = found else {
             return Ok(None);
         };
+        // Before it is remembered: the command's copy is the task as it last wrote it.
+        self.overlay_unwritten(&mut task);
         if let Some(known) = self.known.as_mut() {
             known.saw_task(&task, flags);
         }
@@ -199,10 +201,10 @@ impl ReadStore for Db<'_> {
         Ok(task)
     }
 
-    // Reads of several tasks order them by activity: the command's pending marks are written
-    // first so that the order is the one every other reader will see.
+    // Reads of several tasks order them by activity: the command's unwritten task UPDATEs and
+    // marks are written first so that the order is the one every other reader will see.
     fn tasks_by_ids(&mut self, ids: &[String]) -> Result<Vec<Task>> {
-        self.flush_task_marks()?;
+        self.flush_task_writes()?;
         let mut stmt = self
             .conn
             .prepare_cached(concat!(
@@ -224,7 +226,7 @@ impl ReadStore for Db<'_> {
     }
 
     fn list_tasks(&mut self, filter: &TaskFilter) -> Result<Vec<Task>> {
-        self.flush_task_marks()?;
+        self.flush_task_writes()?;
         with_task_list_query(filter, |sql, params| {
             let mut stmt = self.conn.prepare_cached(sql).map_err(sql_err)?;
             collect(&mut stmt, rusqlite::params_from_iter(params), task_from_row)
@@ -232,7 +234,7 @@ impl ReadStore for Db<'_> {
     }
 
     fn children_of(&mut self, parent_id: &str) -> Result<Vec<Task>> {
-        self.flush_task_marks()?;
+        self.flush_task_writes()?;
         let mut stmt = self
             .conn
             .prepare_cached(concat!(
@@ -246,6 +248,7 @@ impl ReadStore for Db<'_> {
     }
 
     fn child_counts(&mut self, ids: &[String]) -> Result<HashMap<String, i64>> {
+        self.flush_task_writes()?;
         let mut stmt = self
             .conn
             .prepare_cached(

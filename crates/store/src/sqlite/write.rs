@@ -7,6 +7,7 @@ use tasklane_core::{Error, Result};
 
 use super::error::sql_err;
 use crate::counter_deltas::CountedStore;
+use crate::task_marks::Owed;
 use std::fmt::Write as _;
 
 use super::rows::{
@@ -23,12 +24,37 @@ pub(super) struct ItemStart {
     deltas: tasklane_core::observe::counters::CounterDeltas,
 }
 
+/// A task UPDATE of the current command not written yet: the task as last written by
+/// `update_task`, and every column any of the command's updates changed.
+#[derive(Debug)]
+pub(super) struct UnwrittenTask {
+    task: Task,
+    changed: Vec<(&'static str, usize)>,
+}
+
+/// Parameter numbers after the task's columns (`bind_task` binds `?1`..`?29`): the owed
+/// activity and sequence of a task's marks.
+const OWED_ACTIVITY: usize = 30;
+const OWED_SEQ: usize = 31;
+
 impl Db<'_> {
-    /// Writes the marks (`crate::task_marks`). A row already at or past a mark is not written
-    /// at all; `latest_event_seq` is in no index, so it is set on its own, and an UPDATE that
-    /// names `last_activity_at` rewrites its index entries whether or not the value moves.
-    pub(super) fn flush_task_marks(&mut self) -> Result<()> {
-        for owed in self.marks.take() {
+    /// Writes the command's task UPDATEs and marks (`crate::task_marks`), one statement per
+    /// task: a claim changed its task's current run, then raised its activity and sequence with
+    /// the event, three writes of the same row that are one now.
+    ///
+    /// A task with marks but no UPDATE is written only where the row is behind them;
+    /// `latest_event_seq` is in no index, so it is set on its own, and an UPDATE that names
+    /// `last_activity_at` rewrites its index entries whether or not the value moves.
+    pub(super) fn flush_task_writes(&mut self) -> Result<()> {
+        let mut owed = self.marks.take();
+        for unwritten in std::mem::take(&mut self.unwritten_tasks) {
+            let marks = owed
+                .iter()
+                .position(|o| o.task_id == unwritten.task.id)
+                .map(|i| owed.swap_remove(i));
+            self.write_task_update(&unwritten, marks)?;
+        }
+        for owed in owed {
             let writes = [
                 (
                     "UPDATE tasks SET latest_event_seq = ?2 WHERE id = ?1 AND latest_event_seq < ?2",
@@ -48,6 +74,75 @@ impl Db<'_> {
             }
         }
         Ok(())
+    }
+
+    /// `UPDATE tasks` of the changed columns, raising `last_activity_at` with `updated_at` and
+    /// to the owed activity, and `latest_event_seq` to the owed sequence.
+    fn write_task_update(&mut self, unwritten: &UnwrittenTask, marks: Option<Owed>) -> Result<()> {
+        let (activity, seq) = marks.map_or((None, None), |m| (m.activity, m.latest_seq));
+        let mut raises = Vec::new();
+        if unwritten
+            .changed
+            .iter()
+            .any(|(_, idx)| *idx == task_param::UPDATED_AT)
+        {
+            raises.push(format!("?{}", task_param::UPDATED_AT));
+        }
+        if activity.is_some() {
+            raises.push(format!("?{OWED_ACTIVITY}"));
+        }
+        let mut sql = String::from("UPDATE tasks SET ");
+        for (i, (column, idx)) in unwritten.changed.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "{column} = ?{idx}");
+        }
+        if !raises.is_empty() {
+            let _ = write!(
+                sql,
+                ", last_activity_at = MAX(last_activity_at, {})",
+                raises.join(", ")
+            );
+        }
+        if seq.is_some() {
+            let _ = write!(
+                sql,
+                ", latest_event_seq = MAX(latest_event_seq, ?{OWED_SEQ})"
+            );
+        }
+        sql.push_str(" WHERE id = ?1");
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
+        bind_task(&mut stmt, &unwritten.task)?;
+        // Unused numbers are left unbound: SQLite counts parameters up to the highest one used.
+        if let Some(at) = activity {
+            stmt.raw_bind_parameter(OWED_ACTIVITY, at.0)
+                .map_err(sql_err)?;
+        }
+        if let Some(seq) = seq {
+            stmt.raw_bind_parameter(OWED_SEQ, seq).map_err(sql_err)?;
+        }
+        stmt.raw_execute().map_err(sql_err)?;
+        Ok(())
+    }
+
+    /// Applies the command's unwritten UPDATE of `task`, if any, to the row read back.
+    pub(super) fn overlay_unwritten(&self, task: &mut Task) {
+        let Some(unwritten) = self.unwritten_tasks.iter().find(|u| u.task.id == task.id) else {
+            return;
+        };
+        let (activity, seq) = (task.last_activity_at, task.latest_event_seq);
+        *task = unwritten.task.clone();
+        task.latest_event_seq = seq;
+        task.last_activity_at = if unwritten
+            .changed
+            .iter()
+            .any(|(_, idx)| *idx == task_param::UPDATED_AT)
+        {
+            activity.max(unwritten.task.updated_at)
+        } else {
+            activity
+        };
     }
 }
 
@@ -79,37 +174,45 @@ impl WriteStore for Db<'_> {
     fn update_task(&mut self, task: &Task) -> Result<()> {
         // Only the columns that changed are written: SQLite maintains every index (and partial
         // index) that mentions a column of the SET list, whether or not its value changed, and
-        // tasks carry many indexes. The row is read first; that costs far less.
+        // tasks carry many indexes. The UPDATE waits for the end of the command or item
+        // (`flush_task_writes`), which writes it with the task's marks as one statement; reads of
+        // the task before then see it (`overlay_unwritten`), and reads of several tasks write it
+        // first.
         let current = self.stored_task(&task.id)?;
         let changed = changed_task_columns(&current, task);
         if changed.is_empty() {
             return Ok(());
         }
-        let mut sql = String::from("UPDATE tasks SET ");
-        let mut raises_activity = false;
-        for (i, (column, idx)) in changed.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let _ = write!(sql, "{column} = ?{idx}");
-            if *idx == task_param::UPDATED_AT {
-                let _ = write!(sql, ", last_activity_at = MAX(last_activity_at, ?{idx})");
-                raises_activity = true;
-            }
-        }
-        sql.push_str(" WHERE id = ?1");
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(sql_err)?;
-        bind_task(&mut stmt, task)?;
-        stmt.raw_execute().map_err(sql_err)?;
-        drop(stmt);
-        if raises_activity {
+        if changed
+            .iter()
+            .any(|(_, idx)| *idx == task_param::UPDATED_AT)
+        {
             self.marks.activity_written(&task.id, task.updated_at);
+        }
+        match self
+            .unwritten_tasks
+            .iter_mut()
+            .find(|u| u.task.id == task.id)
+        {
+            Some(unwritten) => {
+                unwritten.task = task.clone();
+                for column in changed {
+                    if !unwritten.changed.contains(&column) {
+                        unwritten.changed.push(column);
+                    }
+                }
+            }
+            None => self.unwritten_tasks.push(UnwrittenTask {
+                task: task.clone(),
+                changed,
+            }),
         }
         self.count_updated_task(&current, task)
     }
 
     fn delete_task(&mut self, id: &str) -> Result<()> {
         // Runs, edges in both directions, events and idempotency records go by ON DELETE CASCADE.
+        self.flush_task_writes()?;
         self.count_deleted_task(id)?;
         let mut stmt = self
             .conn
@@ -374,9 +477,9 @@ impl WriteStore for Db<'_> {
         if self.item_start.is_some() {
             return Err(Error::Storage("an item is already open".to_string()));
         }
-        // Marks owed from before the item are written outside it, so that the item's own
-        // marks are all a rollback has to forget.
-        self.flush_task_marks()?;
+        // Writes owed from before the item are made outside it, so that the item's own are all
+        // a rollback has to forget.
+        self.flush_task_writes()?;
         self.exec_cached("SAVEPOINT item")?;
         self.item_start = Some(ItemStart {
             appended: self.appended,
@@ -399,11 +502,12 @@ impl WriteStore for Db<'_> {
         let item_deltas = std::mem::replace(&mut self.deltas, start.deltas);
         if keep {
             self.deltas.merge(item_deltas);
-            self.flush_task_marks()?;
+            self.flush_task_writes()?;
             self.exec_cached("RELEASE item")
         } else {
             self.appended = start.appended;
             self.marks.clear();
+            self.unwritten_tasks.clear();
             if let Some(known) = self.known.as_mut() {
                 known.forget();
             }
