@@ -113,7 +113,8 @@ pub(crate) fn assert_sqlite_counters_match_a_recount(conn: &Connection) {
     assert_counters_match(&|sql: &str| sqlite_rows(conn, sql), &recount);
 }
 
-/// The maintained counters and flags of a PostgreSQL database equal a recount.
+/// The maintained counters and flags of a PostgreSQL database, and its claim queue
+/// (`run_queue`), equal a recount.
 pub(crate) fn assert_postgres_counters_match_a_recount(rows: &dyn Fn(&str) -> Vec<String>) {
     let latest_failed = "COALESCE((SELECT CASE WHEN r.status = 'failed' THEN 1 ELSE 0 END \
                          FROM task_runs r WHERE r.task_id = t.id \
@@ -155,4 +156,13 @@ pub(crate) fn assert_postgres_counters_match_a_recount(rows: &dyn Fn(&str) -> Ve
         ),
     };
     assert_counters_match(rows, &recount);
+    // The claim queue holds exactly the claimable queued runs, as they are.
+    assert_eq!(
+        rows("SELECT run_id, claim_audience, priority_rank, claim_caps, queued_at FROM run_queue"),
+        rows(
+            "SELECT id, claim_audience, priority_rank, claim_caps, queued_at FROM task_runs \
+             WHERE status = 'queued' AND claim_audience IS NOT NULL"
+        ),
+        "the claim queue differs from the queued runs"
+    );
 }

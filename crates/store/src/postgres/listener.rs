@@ -9,13 +9,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tasklane_core::time::Ts;
 use tasklane_core::{Error, Result};
 use tokio::sync::watch;
 
+use super::background::Background;
 use super::conn::{Conn, RECONNECT_PAUSE};
 use super::{nodes, schema, PgOptions, CHANNEL};
 use crate::write_queue::WriterShared;
@@ -57,28 +57,11 @@ pub(crate) struct Wakes {
     pub(crate) started_at: Ts,
 }
 
-pub(crate) struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-impl Listener {
-    pub(crate) fn start(opts: PgOptions, shared: Arc<Wakes>) -> Result<Listener> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("tasklane-pg-listener".to_string())
-            .spawn(move || run(&opts, &shared, &stopping))
-            .map_err(|e| Error::Storage(format!("cannot start the listener: {e}")))?;
-        Ok(Listener { stop, thread })
-    }
-
-    pub(crate) fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if self.thread.join().is_err() {
-            tracing::error!("postgres listener thread panicked");
-        }
-    }
+/// Starts the node's listener.
+pub(crate) fn start(opts: PgOptions, shared: Arc<Wakes>) -> Result<Background> {
+    Background::start("tasklane-pg-listener", move |stop| {
+        run(&opts, &shared, stop)
+    })
 }
 
 fn run(opts: &PgOptions, shared: &Wakes, stop: &AtomicBool) {

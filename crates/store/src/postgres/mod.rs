@@ -16,12 +16,14 @@
 //! Commits that appended events `NOTIFY` the other nodes ([`listener`]), which wakes their SSE
 //! streams and parked claims.
 
+mod background;
 mod conn;
 mod counters;
 mod listener;
 mod monitor;
 mod nodes;
 mod observe;
+mod queue_vacuum;
 mod read;
 mod rows;
 mod schema;
@@ -246,7 +248,8 @@ struct Inner {
     wakes: Arc<listener::Wakes>,
     readers: Mutex<Vec<Conn>>,
     read_permits: Arc<Semaphore>,
-    listener: Mutex<Option<listener::Listener>>,
+    /// The listener and the claim queue's vacuum, stopped at shutdown.
+    background: Mutex<Vec<background::Background>>,
     /// Hears the service's test time from the writer (test-clock mode only).
     test_clock: Arc<test_clock::Follower>,
 }
@@ -290,7 +293,10 @@ impl PgStore {
             .spawn(move || writer.run())
             .map_err(|e| Error::Storage(format!("cannot start the writer: {e}")))?;
         queue.writer_started(thread);
-        let listener = listener::Listener::start(opts.clone(), wakes.clone())?;
+        let background = vec![
+            listener::start(opts.clone(), wakes.clone())?,
+            queue_vacuum::start(opts.clone())?,
+        ];
         Ok(PgStore {
             inner: Arc::new(Inner {
                 read_permits: Arc::new(Semaphore::new(opts.pool_size.max(1))),
@@ -298,7 +304,7 @@ impl PgStore {
                 queue,
                 wakes,
                 readers: Mutex::new(Vec::new()),
-                listener: Mutex::new(Some(listener)),
+                background: Mutex::new(background),
                 test_clock,
             }),
         })
@@ -345,14 +351,15 @@ store_entry_points!(PgStore, Db);
 impl Inner {
     fn shutdown(&self) {
         self.queue.shutdown();
-        if let Some(listener) = self
-            .listener
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take()
-        {
-            listener.stop();
-        }
+        let background = std::mem::take(
+            &mut *self
+                .background
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        background
+            .into_iter()
+            .for_each(background::Background::stop);
         // Closing a connection blocks on the client's own runtime, which must not happen on a
         // thread that drives async tasks (the server shuts the store down from one).
         let readers = std::mem::take(

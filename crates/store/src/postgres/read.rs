@@ -147,29 +147,29 @@ fn heads_params<'p>(
 
 /// The oldest queued run, with its `claim_caps`, of each claim class of each of the audiences
 /// $1, $2 and $3 (each ignored when NULL) at priority rank above $4, in class order within an
-/// audience: a skip-scan of `task_runs_claim_class` in one statement. Each step of the
-/// recursion is one seek, to the first run of the same audience after the previous class, which
-/// is the oldest run of the next class because the index continues with (queued_at, id).
+/// audience: a skip-scan of the claim queue (`run_queue`) in one statement, then each head's
+/// run. Each step of the recursion is one seek, to the first queued run of the same audience
+/// after the previous class, which is the oldest run of the next class because the index
+/// continues with (queued_at, run_id).
 ///
 /// Three parameters rather than an array: PostgreSQL plans an array's `unnest` at a hundred
-/// rows until it sees the values, so it would plan the statement anew at every execution.
+/// rows until it sees the values, so it would plan the statement anew at every execution. The
+/// `LIMIT 1` of each head's run keeps PostgreSQL from joining the heads to `task_runs` as a
+/// whole: it guesses a recursion yields hundreds of rows, and would hash all of `task_runs`.
 pub(super) const CLAIM_CLASS_HEADS_SQL: &str = concat!(
     "WITH RECURSIVE heads AS (SELECT first.* \
      FROM (VALUES ($1::TEXT), ($2::TEXT), ($3::TEXT)) AS a (audience) \
-     CROSS JOIN LATERAL (SELECT ",
-    run_columns!(),
-    ", claim_caps FROM task_runs \
-     WHERE claim_audience = a.audience AND claim_audience IS NOT NULL \
-     AND status = 'queued' AND priority_rank > $4 \
-     ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1) first \
-     UNION ALL SELECT next.* FROM heads CROSS JOIN LATERAL (SELECT ",
-    run_columns!(),
-    ", claim_caps FROM task_runs \
-     WHERE claim_audience = heads.claim_audience AND claim_audience IS NOT NULL \
-     AND status = 'queued' \
+     CROSS JOIN LATERAL (SELECT claim_audience, priority_rank, claim_caps, run_id \
+     FROM run_queue WHERE claim_audience = a.audience AND priority_rank > $4 \
+     ORDER BY priority_rank, claim_caps, queued_at, run_id LIMIT 1) first \
+     UNION ALL SELECT next.* FROM heads CROSS JOIN LATERAL \
+     (SELECT claim_audience, priority_rank, claim_caps, run_id FROM run_queue \
+     WHERE claim_audience = heads.claim_audience \
      AND (priority_rank, claim_caps) > (heads.priority_rank, heads.claim_caps) \
-     ORDER BY priority_rank, claim_caps, queued_at, id LIMIT 1) next) \
-     SELECT * FROM heads"
+     ORDER BY priority_rank, claim_caps, queued_at, run_id LIMIT 1) next) \
+     SELECT run.* FROM heads CROSS JOIN LATERAL (SELECT ",
+    run_columns!(),
+    ", claim_caps FROM task_runs WHERE id = heads.run_id LIMIT 1) run"
 );
 
 /// Unique ids, in first-seen order, in chunks of at most [`ID_CHUNK`] ids (bind a chunk as a

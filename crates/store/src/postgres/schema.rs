@@ -277,7 +277,68 @@ INSERT INTO tasklane_settings (name, value) SELECT 'event_ids', 'sequence'
     WHERE NOT (SELECT is_called FROM task_events_sequence);
 "#;
 
-const MIGRATIONS: &[&str] = &[MIGRATION_1, MIGRATION_2, MIGRATION_3, MIGRATION_4];
+/// The claim queue: one row per queued run that agents may claim (a claim audience set), keyed
+/// and ordered as claims look for runs. A claim used to seek the head of each claim class in a
+/// partial index of `task_runs` (status queued). A claimed run's entry there stays until
+/// `task_runs` is vacuumed, and every seek steps over the entries of every run claimed since:
+/// 30 index pages read for a claim's heads after 5,000 claims, 197 after 40,000, and
+/// autovacuum waits for a fifth of `task_runs`, history included, to be dead. This table holds
+/// queued runs only, so each node vacuums it as soon as a thousand of its rows are dead
+/// (`queue_vacuum`), at a cost that follows the queue, not the history.
+///
+/// Triggers keep it in step with `task_runs` on every write path, migrations and operator
+/// SQL included; each fires only for a row that is or was claimable. Its one index is the
+/// claims' order; a row is found by its whole key, which the trigger knows from the old run.
+/// They run before the row is written, which spares PostgreSQL the queue of after-row events
+/// and a second read of the row; a write refused after them takes their changes with it.
+const MIGRATION_5: &str = r#"
+CREATE TABLE run_queue (
+    run_id         TEXT COLLATE "C" NOT NULL,
+    claim_audience TEXT COLLATE "C" NOT NULL,
+    priority_rank  BIGINT NOT NULL,
+    claim_caps     TEXT COLLATE "C" NOT NULL,
+    queued_at      BIGINT NOT NULL
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+CREATE INDEX run_queue_class ON run_queue (claim_audience, priority_rank, claim_caps, queued_at, run_id);
+INSERT INTO run_queue
+    SELECT id, claim_audience, priority_rank, claim_caps, queued_at FROM task_runs
+    WHERE status = 'queued' AND claim_audience IS NOT NULL;
+CREATE FUNCTION tasklane_run_queue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP <> 'INSERT' THEN
+        DELETE FROM run_queue
+        WHERE (claim_audience, priority_rank, claim_caps, queued_at, run_id)
+            = (OLD.claim_audience, OLD.priority_rank, OLD.claim_caps, OLD.queued_at, OLD.id);
+    END IF;
+    IF TG_OP <> 'DELETE' AND NEW.status = 'queued' AND NEW.claim_audience IS NOT NULL THEN
+        INSERT INTO run_queue (run_id, claim_audience, priority_rank, claim_caps, queued_at)
+        VALUES (NEW.id, NEW.claim_audience, NEW.priority_rank, NEW.claim_caps, NEW.queued_at);
+    END IF;
+    RETURN CASE TG_OP WHEN 'DELETE' THEN OLD ELSE NEW END;
+END
+$$;
+CREATE TRIGGER run_queue_insert BEFORE INSERT ON task_runs FOR EACH ROW
+    WHEN (NEW.status = 'queued' AND NEW.claim_audience IS NOT NULL)
+    EXECUTE FUNCTION tasklane_run_queue();
+CREATE TRIGGER run_queue_update
+    BEFORE UPDATE OF status, claim_audience, priority_rank, claim_caps, queued_at ON task_runs
+    FOR EACH ROW
+    WHEN ((OLD.status = 'queued' AND OLD.claim_audience IS NOT NULL)
+       OR (NEW.status = 'queued' AND NEW.claim_audience IS NOT NULL))
+    EXECUTE FUNCTION tasklane_run_queue();
+CREATE TRIGGER run_queue_delete BEFORE DELETE ON task_runs FOR EACH ROW
+    WHEN (OLD.status = 'queued' AND OLD.claim_audience IS NOT NULL)
+    EXECUTE FUNCTION tasklane_run_queue();
+DROP INDEX task_runs_claim_class;
+"#;
+
+const MIGRATIONS: &[&str] = &[
+    MIGRATION_1,
+    MIGRATION_2,
+    MIGRATION_3,
+    MIGRATION_4,
+    MIGRATION_5,
+];
 
 /// The schema version this binary migrates to.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

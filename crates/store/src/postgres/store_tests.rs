@@ -61,9 +61,10 @@ async fn task_pages_resume_through_an_index_range() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn claim_class_heads_seek_the_claim_index() {
+async fn claim_class_heads_seek_the_claim_queue() {
     let (_db, store) = pg_store!();
-    // One seek of the claim index per class, every audience in one statement: no scan, no sort.
+    // One seek of the claim queue per class, every audience in one statement, then each head's
+    // run by its key: no scan, no sort.
     let plan = store
         .read_db(|db| {
             db.conn.batch("SET LOCAL enable_seqscan = off")?;
@@ -76,12 +77,8 @@ async fn claim_class_heads_seek_the_claim_index() {
         .await
         .unwrap();
     assert!(plan.contains("Recursive Union"), "{plan}");
-    assert_eq!(
-        plan.matches("Index Scan using task_runs_claim_class")
-            .count(),
-        2,
-        "{plan}"
-    );
+    assert_eq!(plan.matches("using run_queue_class").count(), 2, "{plan}");
+    assert!(plan.contains("Index Scan using task_runs_pkey"), "{plan}");
     assert!(!plan.contains("Sort"), "{plan}");
     assert!(!plan.contains("Filter"), "{plan}");
 }

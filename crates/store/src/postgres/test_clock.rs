@@ -85,8 +85,10 @@ impl PgStore {
 
 #[cfg(test)]
 mod tests {
+    use tasklane_core::model::Priority;
     use tasklane_core::time::Ts;
 
+    use crate::conformance::fixtures::class_run;
     use crate::conformance::{off_runtime, postgres_store, scratch_database, DATABASE_URL_VAR};
     use crate::postgres::{PgOptions, PgStore, SCHEMA_VERSION};
 
@@ -127,8 +129,8 @@ mod tests {
         off_runtime(move || drop(b));
     }
 
-    /// The test clock's table came with a second migration: a database of the first is
-    /// migrated, and one from a newer Tasklane is still refused.
+    /// The test clock's table came with a second migration, the claim queue with a fifth: a
+    /// database of the first is migrated, and one from a newer Tasklane is still refused.
     #[tokio::test(flavor = "multi_thread")]
     async fn a_first_version_database_is_migrated_and_a_newer_one_refused() {
         let scratch = skip_without_postgres!(scratch_database());
@@ -140,16 +142,36 @@ mod tests {
                 client.batch_execute(&sql).unwrap();
             })
         };
-        // A database as the first version left it.
-        off_runtime(|| drop(scratch.reopen()));
+        // A database as the first version left it, with a run queued for claims.
+        let first = scratch.reopen();
+        let (t, r) = class_run("r-1", Some("g|"), Priority::Medium, &[], 10);
+        first
+            .write_sized(0, move |w| {
+                w.insert_task(&t)?;
+                w.insert_run(&r)
+            })
+            .await
+            .unwrap();
+        off_runtime(move || drop(first));
         sql(
             "DROP TABLE tasklane_test_clock; DROP TABLE tasklane_settings; \
+             DROP TABLE run_queue; DROP FUNCTION tasklane_run_queue() CASCADE; \
+             CREATE INDEX task_runs_claim_class ON task_runs \
+                 (claim_audience, priority_rank, claim_caps, queued_at, id) \
+                 WHERE status = 'queued' AND claim_audience IS NOT NULL; \
              UPDATE tasklane_schema SET version = 1"
                 .into(),
         );
         let store = scratch.reopen();
         assert_eq!(store.test_clock().await.unwrap(), None);
         store.check_ready().await.unwrap();
+        // The claim queue begins with the runs queued before it existed.
+        let heads = store
+            .read(|r| r.claim_class_heads(&["g|".to_string()], Priority::Low))
+            .await
+            .unwrap();
+        let ids: Vec<String> = heads.into_iter().map(|run| run.id).collect();
+        assert_eq!(ids, ["r-1"]);
         off_runtime(move || drop(store));
         sql(format!(
             "UPDATE tasklane_schema SET version = {}",
