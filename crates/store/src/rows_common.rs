@@ -109,6 +109,12 @@ pub(crate) const TASK_COLUMNS: usize = 29;
 /// 1-based parameter positions of the columns that writes treat specially.
 pub(crate) mod task_param {
     pub const UPDATED_AT: usize = 24;
+
+    /// Whether a task UPDATE of `changed` (from `changed_task_columns`) writes `updated_at`, and
+    /// so raises `last_activity_at` with it.
+    pub fn writes_updated_at(changed: &[(&str, usize)]) -> bool {
+        changed.iter().any(|(_, idx)| *idx == UPDATED_AT)
+    }
 }
 
 /// The columns `update_task` writes that differ between the stored and the new task, each with

@@ -63,7 +63,7 @@ pub struct PgOptions {
     /// `postgres://user:password@host:port/database?sslmode=...`.
     pub url: String,
     /// Connections for reads (at most this many reads run at once). The node also holds one
-    /// connection for its writer and one for its listener.
+    /// connection for its writer, one for its listener and one for the claim queue's vacuum.
     pub pool_size: usize,
     /// How long to wait for a connection to be established.
     pub connect_timeout: Duration,

@@ -74,9 +74,7 @@ fn partial_update_sql(
 /// parameter numbers of the command's owed sequence and activity, it raises both to those too
 /// (`GREATEST` ignores a NULL).
 fn task_update_sql(changed: &[(&'static str, usize)], marks: Option<(usize, usize)>) -> String {
-    let writes_updated_at = changed
-        .iter()
-        .any(|(_, idx)| *idx == task_param::UPDATED_AT);
+    let writes_updated_at = task_param::writes_updated_at(changed);
     let owed_activity = marks.map(|(_, at)| format!(", ${at}")).unwrap_or_default();
     let mut more = String::new();
     if let Some((seq, at)) = marks {
@@ -167,10 +165,7 @@ impl WriteStore for Db<'_> {
             &task_update_sql(&changed, None),
             &partial_update_params(&changed, &params),
         )?;
-        if changed
-            .iter()
-            .any(|(_, idx)| *idx == task_param::UPDATED_AT)
-        {
+        if task_param::writes_updated_at(&changed) {
             self.marks.activity_written(&task.id, task.updated_at);
         }
         self.task_updates.push(super::TaskUpdate {

@@ -81,11 +81,7 @@ impl Db<'_> {
     fn write_task_update(&mut self, unwritten: &UnwrittenTask, marks: Option<Owed>) -> Result<()> {
         let (activity, seq) = marks.map_or((None, None), |m| (m.activity, m.latest_seq));
         let mut raises = Vec::new();
-        if unwritten
-            .changed
-            .iter()
-            .any(|(_, idx)| *idx == task_param::UPDATED_AT)
-        {
+        if task_param::writes_updated_at(&unwritten.changed) {
             raises.push(format!("?{}", task_param::UPDATED_AT));
         }
         if activity.is_some() {
@@ -134,11 +130,7 @@ impl Db<'_> {
         let (activity, seq) = (task.last_activity_at, task.latest_event_seq);
         *task = unwritten.task.clone();
         task.latest_event_seq = seq;
-        task.last_activity_at = if unwritten
-            .changed
-            .iter()
-            .any(|(_, idx)| *idx == task_param::UPDATED_AT)
-        {
+        task.last_activity_at = if task_param::writes_updated_at(&unwritten.changed) {
             activity.max(unwritten.task.updated_at)
         } else {
             activity
@@ -183,10 +175,7 @@ impl WriteStore for Db<'_> {
         if changed.is_empty() {
             return Ok(());
         }
-        if changed
-            .iter()
-            .any(|(_, idx)| *idx == task_param::UPDATED_AT)
-        {
+        if task_param::writes_updated_at(&changed) {
             self.marks.activity_written(&task.id, task.updated_at);
         }
         match self
